@@ -1,0 +1,74 @@
+"""The ``augforge`` command line. Each command group lives in its own module of this package."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from augforge import __version__
+from augforge.errors import AugforgeError
+
+app = typer.Typer(
+    name="augforge",
+    help="Augmentation strategies for lung-cancer CT segmentation, and a harness that ranks them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"augforge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """augforge: does this augmentation actually help my segmentation model?"""
+
+
+def _register_commands() -> None:
+    from augforge.cli import bench, data, generate, listing, preview, report
+
+    for module in (listing, bench, data, generate, preview, report):
+        module.register(app)
+
+
+_register_commands()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script: user errors become one line on stderr and an exit code."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except AugforgeError as exc:
+        err_console.print(f"error: {exc}", markup=False)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        err_console.print("aborted", markup=False)
+        return 130
+    except KeyboardInterrupt:
+        err_console.print("interrupted", markup=False)
+        return 130
+    except Exception as exc:  # click's usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

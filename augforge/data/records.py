@@ -1,0 +1,82 @@
+"""The one record type every dataset source produces: a 2-D CT slice with its tumour mask."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: Lung-RADS classes used as slice labels. LR1 = healthy (no nodule): canvases for paste-in synthesis.
+LUNG_RADS_CLASSES: tuple[str, ...] = ("LR1", "LR2", "LR3", "LR4A", "LR4B")
+
+#: Value given to non-lung pixels in ``Slice.lung_hu`` (air; the paper's ``hu_array`` did the same).
+NON_LUNG_HU: float = -1024.0
+
+
+@dataclass
+class Slice:
+    """One axial CT slice.
+
+    hu:         (H, W) float32, Hounsfield units, the whole slice.
+    lung_hu:    (H, W) float32, HU inside the lung field, ``NON_LUNG_HU`` elsewhere (the U-Net input).
+    mask:       (H, W) uint8 in {0, 1}, tumour pixels.
+    label:      Lung-RADS class, one of ``LUNG_RADS_CLASSES``.
+    spacing_mm: in-plane pixel spacing in millimetres (square pixels).
+    id:         stable identifier, unique within a dataset.
+    patient:    grouping key for splits: slices of one patient/scan never straddle train and test.
+    source:     where the slice came from ("lidc-phantom", "mendeley", "folder", "lidc-dicom",
+                "synthetic:<strategy>").
+    provenance: free-form facts about the origin (LIDC scan and annotation ids, file names, ...).
+    image:      (H, W) float32 in [0, 1], the preprocessed network input, filled by the data layer.
+    """
+
+    id: str
+    hu: np.ndarray
+    lung_hu: np.ndarray
+    mask: np.ndarray
+    label: str
+    spacing_mm: float
+    patient: str
+    source: str
+    provenance: dict[str, Any] = field(default_factory=dict)
+    image: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.hu.shape)  # type: ignore[return-value]
+
+    @property
+    def has_tumour(self) -> bool:
+        return bool(self.mask.any())
+
+
+@dataclass
+class Dataset:
+    """A train/test split plus a pool of healthy slices (canvases for synthesis).
+
+    The test split is for evaluation only: strategies receive ``train`` and ``healthy``, never ``test``.
+    """
+
+    name: str
+    train: list[Slice]
+    test: list[Slice]
+    healthy: list[Slice] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.fingerprint:
+            self.fingerprint = fingerprint_slices(self.train + self.test + self.healthy)
+
+
+def fingerprint_slices(slices: list[Slice]) -> str:
+    """A content hash of the slices (ids, labels, arrays): the same data give the same string."""
+    h = hashlib.sha256()
+    for s in slices:
+        h.update(s.id.encode())
+        h.update(s.label.encode())
+        h.update(np.ascontiguousarray(s.hu).tobytes())
+        h.update(np.ascontiguousarray(s.mask).tobytes())
+    return h.hexdigest()[:16]

@@ -1,0 +1,205 @@
+"""The plugin manager and the strategy registry.
+
+Built-in strategy plugins (the modules of the ``augforge_plugins`` package, shipped from ``plugins/``)
+and third-party plugins (entry-point group ``augforge``) are loaded the same way, through the
+``register_strategies`` hook. A plugin that fails to import, to register, or that registers an
+invalid or duplicate strategy is reported with its name and left out; the others still load.
+
+Environment switches:
+    AUGFORGE_LOAD_PLUGINS   unset: load every installed plugin; "" (empty): no external plugins;
+                            "a,b": only the named external plugins (entry-point or distribution names).
+    AUGFORGE_TRACE_PLUGINS  set to 1: print every hook call and its result to stderr.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata
+import os
+import pkgutil
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from augforge import hookspecs
+from augforge.errors import PluginError, UnknownStrategyError, UsageError
+from augforge.strategy import Composite, Strategy, check_strategy_class
+
+ENTRY_POINT_GROUP = "augforge"
+BUILTIN_PACKAGE = "augforge_plugins"
+
+pm = pluggy.PluginManager("augforge")
+pm.add_hookspecs(hookspecs)
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    distribution: str
+    version: str
+    builtin: bool
+    hooks: list[str] = field(default_factory=list)
+
+
+_plugin_info: dict[str, PluginInfo] = {}
+_load_errors: list[PluginError] = []
+_loaded = False
+
+
+def _register_module(module: Any, info: PluginInfo) -> None:
+    try:
+        pm.register(module, name=info.name)
+        pm.check_pending()
+    except Exception as exc:  # a misspelled hook, a bad signature: report, keep the others
+        if pm.is_registered(module):
+            pm.unregister(module)
+        _load_errors.append(PluginError(f"plugin {info.name!r} ({info.distribution}): {exc}"))
+        return
+    info.hooks = sorted(h.name for h in (pm.get_hookcallers(module) or []))
+    _plugin_info[info.name] = info
+
+
+def _external_filter() -> set[str] | None:
+    raw = os.environ.get("AUGFORGE_LOAD_PLUGINS")
+    if raw is None:
+        return None
+    return {x.strip() for x in raw.split(",") if x.strip()}
+
+
+def load_plugins() -> None:
+    """Register the built-in and the installed plugins once (later calls do nothing)."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    if os.environ.get("AUGFORGE_TRACE_PLUGINS"):
+        pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
+        pm.enable_tracing()
+
+    from augforge import __version__
+
+    builtin = importlib.import_module(BUILTIN_PACKAGE)
+    for mod in sorted(pkgutil.iter_modules(builtin.__path__), key=lambda m: m.name):
+        if mod.name.startswith("_") or mod.name == "examples":
+            continue
+        name = f"{BUILTIN_PACKAGE}.{mod.name}"
+        info = PluginInfo(name=mod.name, distribution="augforge", version=__version__, builtin=True)
+        try:
+            module = importlib.import_module(name)
+        except Exception as exc:
+            _load_errors.append(PluginError(f"built-in plugin {mod.name!r} failed to import: {exc}"))
+            continue
+        _register_module(module, info)
+
+    wanted = _external_filter()
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist.name if ep.dist is not None else "?"
+        version = ep.dist.version if ep.dist is not None else "?"
+        if wanted is not None and ep.name not in wanted and dist not in wanted:
+            continue
+        if ep.name in _plugin_info:
+            _load_errors.append(PluginError(
+                f"plugin {ep.name!r} ({dist}) has the same name as an already loaded plugin; skipped"))
+            continue
+        info = PluginInfo(name=ep.name, distribution=dist, version=version, builtin=False)
+        try:
+            module = ep.load()
+        except Exception as exc:
+            _load_errors.append(PluginError(f"plugin {ep.name!r} ({dist}) failed to import: {exc}"))
+            continue
+        _register_module(module, info)
+
+
+def plugin_infos() -> list[PluginInfo]:
+    load_plugins()
+    out = []
+    for name, plugin in pm.list_name_plugin():
+        info = _plugin_info.get(name)
+        if info is None:  # registered directly, e.g. by a test
+            info = PluginInfo(name=name, distribution="(registered in process)", version="",
+                              builtin=False)
+        info.hooks = sorted(h.name for h in (pm.get_hookcallers(plugin) or []))
+        out.append(info)
+    return out
+
+
+@dataclass
+class StrategyEntry:
+    cls: type[Strategy]
+    plugin: str
+
+    @property
+    def name(self) -> str:
+        return self.cls.name
+
+
+class StrategyRegistry:
+    """All registered strategies, which plugin registered each, and the problems met on the way."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, StrategyEntry] = {}
+        self.errors: list[PluginError] = []
+
+    def names(self) -> list[str]:
+        return sorted(self.entries)
+
+    def get(self, name: str) -> type[Strategy]:
+        try:
+            return self.entries[name].cls
+        except KeyError:
+            known = self.names()
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UnknownStrategyError(
+                f"unknown strategy {name!r}{hint} Known strategies: {', '.join(known)}"
+                " (see `augforge strategies`)"
+            ) from None
+
+    def create(self, spec: str, params: dict[str, dict[str, Any]] | None = None) -> Strategy:
+        """Build a strategy from ``name`` or ``a+b+c``; ``params`` maps a part's name to its values."""
+        params = params or {}
+        names = [n.strip() for n in spec.split("+")]
+        if any(not n for n in names):
+            raise UsageError(f"strategy {spec!r}: empty part; write names joined by '+', e.g. dcgan+affine")
+        parts = [self.get(n)(**params.get(n, {})) for n in names]
+        return parts[0] if len(parts) == 1 else Composite(parts)
+
+
+def _call_register_hook(registry: StrategyRegistry) -> None:
+    for impl in pm.hook.register_strategies.get_hookimpls():
+        plugin = impl.plugin_name
+
+        def register(cls: Any, _plugin: str = plugin) -> None:
+            problem = check_strategy_class(cls)
+            if problem:
+                raise PluginError(f"plugin {_plugin!r}: {problem}")
+            existing = registry.entries.get(cls.name)
+            if existing is not None:
+                raise PluginError(
+                    f"strategy {cls.name!r} is registered by both plugin {existing.plugin!r} and "
+                    f"plugin {_plugin!r}; the one from {existing.plugin!r} is kept"
+                )
+            registry.entries[cls.name] = StrategyEntry(cls=cls, plugin=_plugin)
+
+        kwargs = {"register": register}
+        if os.environ.get("AUGFORGE_TRACE_PLUGINS"):
+            sys.stderr.write(f"augforge: calling {plugin}.register_strategies\n")
+        try:
+            impl.function(**{k: kwargs[k] for k in impl.argnames})
+        except PluginError as exc:
+            registry.errors.append(exc)
+        except Exception as exc:
+            registry.errors.append(PluginError(
+                f"plugin {plugin!r} raised while registering strategies: {type(exc).__name__}: {exc}"))
+
+
+def get_registry() -> StrategyRegistry:
+    """Collect the strategies of every loaded plugin (call after registering test plugins too)."""
+    load_plugins()
+    registry = StrategyRegistry()
+    registry.errors.extend(_load_errors)
+    _call_register_hook(registry)
+    return registry

@@ -1,0 +1,15 @@
+"""The baseline: no augmentation at all. Every study ranks the other strategies against it."""
+
+from __future__ import annotations
+
+from augforge import Strategy, hookimpl
+
+
+class NoAugmentation(Strategy):
+    name = "none"
+    description = "No augmentation: the baseline every other strategy is compared with."
+
+
+@hookimpl
+def register_strategies(register):
+    register(NoAugmentation)
