@@ -1,0 +1,7 @@
+"""``python -m augforge`` runs the command line."""
+
+import sys
+
+from augforge.cli import main
+
+sys.exit(main())
