@@ -30,6 +30,9 @@ class Slice:
                 "synthetic:<strategy>").
     provenance: free-form facts about the origin (LIDC scan and annotation ids, file names, ...).
     image:      (H, W) float32 in [0, 1], the preprocessed network input, filled by the data layer.
+    lung_field: (H, W) bool, the lung field ``lung_hu`` was cut with (vessels and enclosed nodules
+                included), filled by the data layer; None when unknown (then recompute it with
+                ``augforge.data.lungfield.lung_field(hu)``).
     """
 
     id: str
@@ -42,6 +45,7 @@ class Slice:
     source: str
     provenance: dict[str, Any] = field(default_factory=dict)
     image: np.ndarray | None = None
+    lung_field: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:

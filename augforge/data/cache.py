@@ -1,0 +1,224 @@
+"""On-disk dataset cache: stacked NumPy arrays plus a JSON manifest, written atomically.
+
+Layout of one cached dataset (a folder named by a hash of everything that shapes its content)::
+
+    <root>/datasets/<name>-<key>/
+        manifest.json      format version, key parts, per-slice records (id, label, split, patient,
+                           source, spacing, provenance), fingerprint
+        hu.npy             (N, H, W) int16 when every HU is an integer in range (CT is), else float32
+        field.npy          (N, H, W) bool, the lung field
+        mask.npy           (N, H, W) uint8 {0, 1}
+        lung_hu.npy        only when lung_hu is not simply ``hu`` inside the field (Mendeley data)
+        image-<key>.npy    (N, H, W) float32 [0, 1], preprocessed input, one file per window/CLAHE
+
+Nothing is pickled (``np.load(..., allow_pickle=False)``). A folder appears under its final name
+only when complete (written under a temporary name, then renamed), so a crash or two processes
+building at once never leave a half-written dataset behind.
+
+The root is ``$AUGFORGE_CACHE``, else ``$XDG_CACHE_HOME/augforge``, else ``~/.cache/augforge``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from augforge.data import parallel
+from augforge.data.preprocess import parse_window, preprocess
+from augforge.data.records import NON_LUNG_HU, Dataset, Slice, fingerprint_slices
+from augforge.errors import DataError
+
+#: Bump when the cached layout or the content of any built dataset changes.
+FORMAT_VERSION = 1
+SPLITS = ("train", "test", "healthy")
+
+
+def cache_root() -> Path:
+    """Folder of all augforge caches (see the module docstring for the order of precedence)."""
+    if os.environ.get("AUGFORGE_CACHE"):
+        return Path(os.environ["AUGFORGE_CACHE"]).expanduser()
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "augforge"
+    return Path.home() / ".cache" / "augforge"
+
+
+def content_key(parts: dict[str, Any]) -> str:
+    """Short stable hash of the JSON of ``parts`` plus the format version."""
+    text = json.dumps({"format": FORMAT_VERSION, **parts}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class SliceStack:
+    """A dataset as stacked arrays (what the cache stores), N slices of one shape.
+
+    hu:      (N, H, W) float32 HU.           field: (N, H, W) bool lung field.
+    mask:    (N, H, W) uint8 {0, 1}.         lung_hu: (N, H, W) float32, or None = ``hu`` in ``field``.
+    records: per slice: id, label, split ("train" | "test" | "healthy"), patient, source,
+             spacing_mm, provenance (JSON values only).
+    meta:    dataset facts (name, source, counts, build parameters).
+    """
+
+    hu: np.ndarray
+    field: np.ndarray
+    mask: np.ndarray
+    records: list[dict[str, Any]]
+    meta: dict[str, Any] = field(default_factory=dict)
+    lung_hu: np.ndarray | None = None
+    fingerprint: str = ""
+
+    def lung_stack(self) -> np.ndarray:
+        """(N, H, W) float32 lung-only HU of every slice, in one vectorised pass."""
+        if self.lung_hu is not None:
+            return self.lung_hu
+        return np.where(self.field, self.hu, np.float32(NON_LUNG_HU)).astype(np.float32, copy=False)
+
+    def slices(self, images: np.ndarray | None = None) -> list[Slice]:
+        """Slice records whose arrays are views into the stacks (no per-slice copies)."""
+        lung = self.lung_stack()
+        return [Slice(id=r["id"], hu=self.hu[i], lung_hu=lung[i], mask=self.mask[i], label=r["label"],
+                      spacing_mm=float(r["spacing_mm"]), patient=r["patient"], source=r["source"],
+                      provenance=r.get("provenance", {}), lung_field=self.field[i],
+                      image=None if images is None else images[i])
+                for i, r in enumerate(self.records)]
+
+
+def _compact_hu(hu: np.ndarray) -> np.ndarray:
+    """int16 when lossless (integer HU within int16), else float32: halves the cache for real CT."""
+    if np.all(np.isfinite(hu)) and hu.min() >= -32768 and hu.max() <= 32767 and np.all(hu == np.rint(hu)):
+        return hu.astype(np.int16)
+    return hu.astype(np.float32, copy=False)
+
+
+def _write_npy(path: Path, array: np.ndarray) -> None:
+    np.save(path, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def save(folder: Path, stack: SliceStack, key_parts: dict[str, Any]) -> None:
+    """Write ``stack`` as ``folder`` atomically (a temporary sibling folder, then a rename)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        _write_npy(tmp / "hu.npy", _compact_hu(stack.hu))
+        _write_npy(tmp / "field.npy", stack.field.astype(bool))
+        _write_npy(tmp / "mask.npy", stack.mask.astype(np.uint8))
+        if stack.lung_hu is not None:
+            _write_npy(tmp / "lung_hu.npy", _compact_hu(stack.lung_hu))
+        manifest = {"format": FORMAT_VERSION, "key": key_parts, "meta": stack.meta,
+                    "fingerprint": stack.fingerprint, "records": stack.records}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, default=_json_default))
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            if not (folder / "manifest.json").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another process finished the same build first
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+def _map(path: Path) -> np.ndarray:
+    """A cached array, memory-mapped copy-on-write: reading it costs nothing until it is used,
+    processes loading the same dataset share the page cache, and writes stay private (the arrays
+    are writable, the files never change)."""
+    return np.asarray(np.load(path, mmap_mode="c", allow_pickle=False))
+
+
+def load(folder: Path) -> SliceStack:
+    """Read a cached dataset written by :func:`save`."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        if manifest.get("format") != FORMAT_VERSION:
+            raise DataError(f"{folder}: cache format {manifest.get('format')} is not "
+                            f"{FORMAT_VERSION}; delete the folder to rebuild it")
+
+        def arr(name: str) -> np.ndarray:
+            return _map(folder / f"{name}.npy")
+
+        hu = arr("hu").astype(np.float32, copy=False)
+        lung_hu = arr("lung_hu").astype(np.float32, copy=False) if (folder / "lung_hu.npy").is_file() else None
+        return SliceStack(hu=hu, field=arr("field"), mask=arr("mask"), records=manifest["records"],
+                          meta=manifest["meta"], lung_hu=lung_hu, fingerprint=manifest["fingerprint"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"{folder}: damaged dataset cache ({exc}); delete the folder to rebuild it") from None
+
+
+def dataset_folder(name: str, key_parts: dict[str, Any]) -> Path:
+    return cache_root() / "datasets" / f"{name}-{content_key(key_parts)}"
+
+
+def load_or_build(name: str, key_parts: dict[str, Any], build: Callable[[], SliceStack]) -> tuple[SliceStack, Path]:
+    """The cached stack for ``key_parts``, building and saving it on first use."""
+    folder = dataset_folder(name, key_parts)
+    if (folder / "manifest.json").is_file():
+        return load(folder), folder
+    stack = build()
+    # Hold the arrays exactly as a reload will (int16 HU comes back as float32): cold == warm.
+    stack.hu = _compact_hu(stack.hu).astype(np.float32, copy=False)
+    if stack.lung_hu is not None:
+        stack.lung_hu = _compact_hu(stack.lung_hu).astype(np.float32, copy=False)
+    if not stack.fingerprint:
+        stack.fingerprint = fingerprint_slices(stack.slices())
+    save(folder, stack, key_parts)
+    return stack, folder
+
+
+def images(folder: Path, stack: SliceStack, window: str, clahe: bool, progress: bool = False
+           ) -> np.ndarray:
+    """(N, H, W) float32 preprocessed network inputs for ``stack``, computed once per
+    (window, CLAHE) and kept beside the dataset."""
+    parse_window(window)  # a bad window is a usage error before any work
+    path = folder / f"image-{content_key({'window': window.strip().lower(), 'clahe': clahe})}.npy"
+    if path.is_file():
+        try:
+            out = _map(path)
+            if out.shape == stack.hu.shape:
+                return out
+        except (OSError, ValueError):
+            pass  # a damaged file is recomputed below
+    lung = stack.lung_stack()
+    chunks = [(lung[i:i + 64], window, clahe) for i in range(0, len(lung), 64)]
+    done = parallel.map_chunks(_preprocess_chunk, chunks, parallel.workers_for(len(lung)),
+                               "preprocessing", progress)
+    out = np.concatenate(list(done)) if chunks else np.empty(stack.hu.shape, np.float32)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, out, allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def _preprocess_chunk(args: tuple[np.ndarray, str, bool]) -> np.ndarray:
+    lung, window, clahe = args
+    return np.stack([preprocess(x, window, clahe) for x in lung]) if len(lung) else lung
+
+
+def to_dataset(stack: SliceStack, images_: np.ndarray, name: str) -> Dataset:
+    """Split the stack into a :class:`Dataset` whose slices are views into the arrays."""
+    parts: dict[str, list[Slice]] = {k: [] for k in SPLITS}
+    for s, r in zip(stack.slices(images_), stack.records):
+        parts[r["split"]].append(s)
+    return Dataset(name=name, train=parts["train"], test=parts["test"], healthy=parts["healthy"],
+                   meta=dict(stack.meta), fingerprint=stack.fingerprint)

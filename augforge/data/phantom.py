@@ -1,0 +1,234 @@
+"""``lidc-phantom``: the embedded default dataset. Synthetic chest anatomy, real LIDC nodule outlines.
+
+Each tumour slice takes one LIDC-IDRI annotation (one radiologist's outline of one nodule, on the
+slice where it is largest), draws a fresh procedural chest (:mod:`augforge.data.anatomy`), places
+the outline in a lung near where it was in the real scan (:mod:`augforge.data.nodule`), and
+labels the slice with the Lung-RADS class of the measured nodule (:mod:`augforge.data.lungrads`).
+
+- Class mix: the seed paper's test set (LR2 35, LR3 37, LR4A 97, LR4B 95 of 264), scaled to
+  ``n_test`` and to ``n_train`` by largest remainders.
+- Split by LIDC patient: a patient's annotations are all in train or all in test.
+- Within a class, annotations of different nodules come before second readings of the same
+  nodule, so that a small dataset is not four readings of a few nodules.
+- Calcified nodules are left out: Lung-RADS calls benign calcification category 1.
+- Healthy slices (LR1) are the same anatomy without a nodule: canvases for paste-in synthesis.
+- Every slice has its own random stream ``default_rng([seed, split, index])``: the same seed gives
+  the same arrays, and a slice does not change when the dataset grows around it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from augforge.data import anatomy, lidc, lungrads, nodule, parallel
+from augforge.data.cache import SliceStack
+from augforge.data.lungfield import lung_field
+from augforge.errors import DataError
+
+NAME = "lidc-phantom"
+#: Bump whenever a change here or in anatomy.py / nodule.py changes the generated arrays, so that
+#: caches built by an older version are not reused.
+GENERATOR_VERSION = 4
+#: The seed paper's test-set class counts (Mendeley dataset, 264 slices).
+PAPER_TEST_MIX: dict[str, int] = {"LR2": 35, "LR3": 37, "LR4A": 97, "LR4B": 95}
+_SPLIT_CODE = {"train": 1, "test": 2, "healthy": 3}
+_FRACTION_STREAM = 7  # random stream of the part-solid core fractions
+
+
+def class_counts(n: int, mix: dict[str, int] = PAPER_TEST_MIX) -> dict[str, int]:
+    """``n`` slices shared out in the proportions of ``mix`` (largest remainders; ties by class order)."""
+    total = sum(mix.values())
+    exact = {k: n * v / total for k, v in mix.items()}
+    counts = {k: math.floor(x) for k, x in exact.items()}
+    order = sorted(mix, key=lambda k: (-(exact[k] - counts[k]), list(mix).index(k)))
+    for k in order[: n - sum(counts.values())]:
+        counts[k] += 1
+    return counts
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An LIDC annotation usable as a tumour slice, with its Lung-RADS class.
+
+    solid_fraction: the solid core's share of the diameter (textures 3 and 4), else None.
+    """
+
+    nodule: lidc.LidcNodule
+    label: str
+    solid_fraction: float | None
+
+    @property
+    def solid_diameter_mm(self) -> float | None:
+        if self.solid_fraction is None:
+            return None
+        return self.solid_fraction * self.nodule.mean_diameter_mm
+
+
+def candidates(seed: int) -> list[Candidate]:
+    """Every non-calcified LIDC annotation, classified. The core fractions of part-solid nodules are
+    drawn per annotation from ``seed`` (they decide LR3 / LR4A / LR4B)."""
+    out = []
+    for n in lidc.read_nodules():
+        if n.calcification != lidc.CALCIFICATION_ABSENT or n.texture not in (1, 2, 3, 4, 5):
+            continue
+        frac = None
+        if n.texture in (3, 4):
+            rng = np.random.default_rng([seed, _FRACTION_STREAM, n.annotation_id])
+            frac = float(rng.uniform(0.3, 0.85) if n.texture == 3 else rng.uniform(0.7, 0.95))
+        solid = None if frac is None else frac * n.mean_diameter_mm
+        label = lungrads.classify(n.mean_diameter_mm, n.texture, solid)
+        out.append(Candidate(n, label, frac))
+    return out
+
+
+def split_by_patient(cands: list[Candidate], train_counts: dict[str, int],
+                     test_counts: dict[str, int], rng: np.random.Generator
+                     ) -> dict[str, list[tuple[Candidate, int]]]:
+    """Pick the annotations of each split, patients never shared: test takes patients in random
+    order until every class has 1.2x its quota of distinct nodules, train takes the others. Within a
+    class, first readings of distinct nodules come first; a quota larger than the supply repeats
+    annotations (on new anatomy). Returns ``{split: [(candidate, repeat), ...]}`` in random order."""
+    by_patient: dict[str, list[Candidate]] = defaultdict(list)
+    for c in cands:
+        by_patient[c.nodule.patient_id].append(c)
+    patients = sorted(by_patient)
+    test_pool: dict[str, list[Candidate]] = defaultdict(list)
+    train_pool: dict[str, list[Candidate]] = defaultdict(list)
+    distinct: Counter[str] = Counter()  # first readings (distinct nodules) in test, per class
+    for p in (patients[i] for i in rng.permutation(len(patients))):
+        if any(distinct[k] < 1.2 * q for k, q in test_counts.items() if q):
+            distinct.update(c.label for c in by_patient[p] if c.nodule.reader_rank == 0)
+            for c in by_patient[p]:
+                test_pool[c.label].append(c)
+        else:
+            for c in by_patient[p]:
+                train_pool[c.label].append(c)
+    out: dict[str, list[tuple[Candidate, int]]] = {}
+    for split, pool, counts in (("train", train_pool, train_counts), ("test", test_pool, test_counts)):
+        picks: list[tuple[Candidate, int]] = []
+        for label, quota in counts.items():
+            supply = pool[label]
+            if quota and not supply:
+                raise DataError(f"{NAME}: no LIDC nodule of class {label} left for the {split} split; "
+                                "lower --n-test or --n-train")
+            tiebreak = rng.random(len(supply))
+            order = sorted(range(len(supply)), key=lambda i: (supply[i].nodule.reader_rank, tiebreak[i]))
+            picks += [(supply[order[j % len(supply)]], j // len(supply)) for j in range(quota)]
+        out[split] = [picks[i] for i in rng.permutation(len(picks))]
+    return out
+
+
+def _tumour_slice(size: int, cand: Candidate, rng: np.random.Generator
+                  ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """(hu (H, W) float32, mask (H, W) uint8, facts) of one slice showing ``cand``."""
+    spacing = anatomy.FOV_MM / size
+    nod = cand.nodule
+    scale = nodule.visible_scale(nod.outline, nod.spacing_mm, spacing)
+    radius = nodule.radius_px(nod.outline, nod.spacing_mm, spacing, scale)
+    # Near where it was in the real scan (mm from the image centre), jittered by ~1 cm.
+    cx, cy = nod.centroid_px
+    pref = [((v - 255.5) * nod.spacing_mm + rng.normal(0, 10.0)) / spacing + size / 2 - 0.5
+            for v in (cx, cy)]
+    for _ in range(4):  # a large nodule may not fit a small (apical) lung: draw another chest
+        chest = anatomy.chest_slice(size, rng)
+        centre, fits = nodule.choose_centre(chest.lung, radius, (pref[0], pref[1]), rng)
+        if fits:
+            break
+    # The sub-pixel position can still cost a tiny nodule a pixel: grow it until the mask is large
+    # enough where it actually lands.
+    while nodule.rasterise(nod.outline, nod.spacing_mm, spacing, centre, chest.hu.shape,
+                           scale).mask.sum() < nodule.MIN_MASK_PIXELS:
+        scale *= 1.1
+    mask = nodule.render(chest.hu, nod, spacing, centre, scale, rng, cand.solid_fraction)
+    hu = anatomy.finish(chest.hu, spacing, rng)
+    facts = {"centre_px": [round(centre[0], 2), round(centre[1], 2)], "render_scale": round(scale, 3),
+             "fits_in_lung": fits, "anatomy": chest.params}
+    return hu, mask, facts
+
+
+def _provenance(cand: Candidate, repeat: int) -> dict[str, Any]:
+    n = cand.nodule
+    return {
+        "scan_id": n.scan_id, "patient_id": n.patient_id, "series_uid": n.series_uid,
+        "annotation_id": n.annotation_id, "texture": n.texture, "malignancy": n.malignancy,
+        "nodule_type": lungrads.nodule_type(n.texture),
+        # Mean of long and short axis (Lung-RADS), unrounded: classify() on these gives the label.
+        "diameter_mm": n.mean_diameter_mm, "solid_diameter_mm": cand.solid_diameter_mm,
+        "long_axis_mm": round(n.long_axis_mm, 2), "short_axis_mm": round(n.short_axis_mm, 2),
+        "area_mm2": round(n.area_mm2, 1), "z_mm": n.outline.z_mm, "native_spacing_mm": n.spacing_mm,
+        "reader_rank": n.reader_rank, "repeat": repeat,
+    }
+
+
+_CHUNK = 32  # slices per unit of work (and per progress step)
+_Job = tuple[str, int, "tuple[Candidate, int] | None"]
+
+
+def _render_jobs(args: tuple[int, int, list[_Job]]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    """Generate the slices of ``jobs``: (hu, field, mask) stacks and records. Module-level, so that
+    worker processes can run it."""
+    size, seed, jobs = args
+    spacing = anatomy.FOV_MM / size
+    n = len(jobs)
+    hu = np.empty((n, size, size), np.float32)
+    field = np.empty((n, size, size), bool)
+    mask = np.zeros((n, size, size), np.uint8)
+    records = []
+    for k, (split, i, pick) in enumerate(jobs):
+        srng = np.random.default_rng([seed, _SPLIT_CODE[split], i])
+        if pick is None:
+            chest = anatomy.chest_slice(size, srng)
+            hu[k] = anatomy.finish(chest.hu, spacing, srng)
+            prov: dict[str, Any] = {"anatomy": chest.params}
+            label, patient, sid = "LR1", f"phantom-healthy-{i:04d}", f"healthy-{i:04d}"
+        else:
+            cand, repeat = pick
+            hu[k], mask[k], facts = _tumour_slice(size, cand, srng)
+            prov = {**_provenance(cand, repeat), **facts}
+            label, patient = cand.label, cand.nodule.patient_id
+            sid = f"{split}-{i:04d}-a{cand.nodule.annotation_id}"
+        field[k] = lung_field(hu[k]) | mask[k].astype(bool)  # the phantom knows its tumour is lung
+        prov["seed"] = [seed, _SPLIT_CODE[split], i]
+        records.append({"id": sid, "label": label, "split": split, "patient": patient,
+                        "source": NAME, "spacing_mm": spacing, "provenance": prov})
+    return hu, field, mask, records
+
+
+def build(size: int, n_train: int, n_test: int, n_healthy: int, seed: int, progress: bool = True
+          ) -> SliceStack:
+    """Generate the dataset as stacked arrays (see :class:`augforge.data.cache.SliceStack`)."""
+    if size < 32:
+        raise DataError(f"{NAME}: size {size} is too small for a chest slice; use 32 or more")
+    if min(n_train, n_test, n_healthy) < 0 or n_test < 1:
+        raise DataError(f"{NAME}: need n_test >= 1 and non-negative n_train, n_healthy")
+    rng = np.random.default_rng([seed, 0])
+    picks = split_by_patient(candidates(seed), class_counts(n_train), class_counts(n_test), rng)
+    jobs: list[_Job] = (
+        [("train", i, p) for i, p in enumerate(picks["train"])]
+        + [("test", i, p) for i, p in enumerate(picks["test"])]
+        + [("healthy", i, None) for i in range(n_healthy)])
+    n = len(jobs)
+    spacing = anatomy.FOV_MM / size
+    hu = np.empty((n, size, size), np.float32)
+    field = np.empty((n, size, size), bool)
+    mask = np.zeros((n, size, size), np.uint8)
+    records: list[dict[str, Any]] = []
+    chunks = [(size, seed, chunk) for chunk in parallel.chunked(jobs, _CHUNK)]
+    k = 0
+    for c_hu, c_field, c_mask, c_records in parallel.map_chunks(
+            _render_jobs, chunks, parallel.workers_for(n),
+            f"building {NAME} ({n} slices, {size}x{size})", progress):
+        m = len(c_records)
+        hu[k:k + m], field[k:k + m], mask[k:k + m] = c_hu, c_field, c_mask
+        records += c_records
+        k += m
+    meta = {"name": NAME, "source": NAME, "size": size, "spacing_mm": spacing, "seed": seed,
+            "n_train": n_train, "n_test": n_test, "n_healthy": n_healthy,
+            "lidc_database": str(lidc.database_path())}
+    return SliceStack(hu=hu, field=field, mask=mask, records=records, meta=meta)
