@@ -232,3 +232,8 @@ def test_version(capsys):
 
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"augforge {__version__}"
+
+
+def test_command_line_usage_errors_exit_non_zero(capsys):
+    assert main(["strategies", "--bogus"]) == 2
+    assert "No such option: --bogus" in capsys.readouterr().err

@@ -45,6 +45,11 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _is_usage_exception(exc: BaseException) -> bool:
+    """A click usage error (a bad option or value); typer may bundle its own copy of click."""
+    return callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script: user errors become one line on stderr and an exit code."""
     try:
@@ -54,18 +59,16 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
-    except typer.Abort:
-        err_console.print("aborted", markup=False)
-        return 130
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         err_console.print("interrupted", markup=False)
         return 130
-    except Exception as exc:  # click's usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
+    except Exception as exc:
+        if type(exc).__name__ == "Abort":  # click's Abort (Ctrl-C inside a prompt or command)
+            err_console.print("interrupted", markup=False)
+            return 130
+        if _is_usage_exception(exc):
+            exc.show()  # type: ignore[attr-defined]
+            return exc.exit_code  # type: ignore[attr-defined]
         raise
     return 0
 

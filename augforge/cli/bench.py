@@ -1,14 +1,131 @@
-"""`augforge bench`: not built yet in this version."""
+"""``augforge bench``: train the U-Net under each strategy, score it on the test split, rank the strategies.
+
+Exit status: 0 when at least one trial of the study is finished (failed trials are reported in the
+leaderboard, report.md and run.log); 1 when every trial failed; 2 for a usage error.
+"""
 
 from __future__ import annotations
 
-import typer
+import re
+from pathlib import Path
+from typing import Annotated
 
-from augforge.errors import NotBuiltYet
+import typer
+from rich.console import Console
+
+from augforge.config import (
+    DEFAULT_PRESET,
+    apply_overrides,
+    get_preset,
+    parse_set_options,
+    split_overrides,
+)
+from augforge.errors import AugforgeError, UsageError
+
+
+class AllTrialsFailed(AugforgeError):
+    """Every trial of the study raised."""
+
+
+def default_out(preset: str, source: str) -> Path:
+    """``runs/<preset>-<data>``, the data part being the dataset name or the path's last component."""
+    name = Path(source.rstrip("/\\")).name or "data"
+    return Path("runs") / re.sub(r"[^A-Za-z0-9._-]+", "_", f"{preset}-{name}")
+
+
+def bench_cmd(
+    strategy: Annotated[list[str] | None, typer.Option(
+        "--strategy", "-s", metavar="NAME",
+        help="Strategy to benchmark (repeatable); 'a+b' composes strategies.")] = None,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds per strategy: trials use seeds 0..N-1.")] = 1,
+    train_fraction: Annotated[list[float] | None, typer.Option(
+        "--train-fraction", metavar="F",
+        help="Share of the real training slices to use (repeatable; class-stratified, seeded). Default 1.")] = None,
+    preset: Annotated[str, typer.Option(
+        "--preset", help="tiny (tests), quick (CPU default), paper (GPU).")] = DEFAULT_PRESET,
+    data: Annotated[str, typer.Option(
+        "--data", metavar="PATH|NAME", help="Dataset (default: the preset's, lidc-phantom).")] = "",
+    allow_pickle: Annotated[bool, typer.Option(
+        "--allow-pickle", help="Allow reading pickled datasets (Mendeley .pkl); they can run code.")] = False,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", metavar="KEY=VALUE",
+        help="Override a preset field (train.epochs=5) or a strategy parameter (dcgan.epochs=50); "
+             "repeatable.")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Study folder (default: runs/<preset>-<data>).")] = None,
+    executor: Annotated[str, typer.Option(
+        "--executor", help="local (in-process) or process (process pool).")] = "local",
+    no_baseline: Annotated[bool, typer.Option(
+        "--no-baseline", help="Do not add the baseline strategy 'none'.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Recompute trials already in the study folder.")] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
+) -> None:
+    """Train and score the U-Net under each strategy (plus the baseline 'none') and rank them by Dice.
+
+    Re-running the same command resumes: finished trials are read from the study folder, not recomputed.
+    """
+    import torch
+
+    from augforge.bench.executors import ExecutionContext, make_executor
+    from augforge.bench.report import write_report
+    from augforge.bench.store import ResultsStore
+    from augforge.bench.study import plan_study, run_study
+    from augforge.bench.trial import TrialEnv
+    from augforge.cli.report import print_leaderboard
+    from augforge.data.sources import load_dataset
+    from augforge.plugins import get_registry
+
+    console = Console(highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    progress = not no_progress
+
+    def log(msg: str) -> None:
+        console.print(msg, markup=False)
+
+    # 1. Configuration: preset, overrides, strategies (all validated before any data is loaded).
+    strategy, set_ = strategy or [], set_ or []
+    if not strategy:
+        raise UsageError("give at least one --strategy NAME (see `augforge strategies`); "
+                         "`--strategy none` runs the baseline alone")
+    cfg = get_preset(preset)
+    preset_over, strategy_params = split_overrides(parse_set_options(set_))
+    cfg = apply_overrides(cfg, preset_over)
+    if data:
+        cfg.data.source = data
+    fractions = list(dict.fromkeys(train_fraction or [])) or [1.0]
+    seed_list = list(range(seeds))
+    registry = get_registry()
+    for problem in registry.errors:
+        err.print(f"warning: {problem}", markup=False)
+    plan_study(strategy, preset=cfg, seeds=seed_list, fractions=fractions, dataset_fingerprint="",
+               strategy_params=strategy_params, baseline=not no_baseline, registry=registry)
+    folder = out if out is not None else default_out(cfg.name, cfg.data.source)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    log(f"augforge bench: preset {cfg.name}, data {cfg.data.source}, device {device}")
+    log(f"seeds: {', '.join(map(str, seed_list))}")
+    log(f"results: {folder}")
+
+    # 2. Data, then the trial grid keyed by the dataset's fingerprint.
+    dataset = load_dataset(cfg.data, allow_pickle=allow_pickle, progress=progress)
+    log(f"dataset {dataset.name} ({dataset.fingerprint}): {len(dataset.train)} train, {len(dataset.test)} test, "
+        f"{len(dataset.healthy)} healthy slices")
+    trials = plan_study(strategy, preset=cfg, seeds=seed_list, fractions=fractions,
+                        dataset_fingerprint=dataset.fingerprint, strategy_params=strategy_params,
+                        baseline=not no_baseline, registry=registry)
+
+    # 3. Run what is not finished yet; every outcome is committed as it arrives.
+    store = ResultsStore(folder)
+    env = TrialEnv(device=device, progress=progress, log=log)
+    context = ExecutionContext(dataset=dataset, data_cfg=cfg.data, allow_pickle=allow_pickle, env=env)
+    result = run_study(trials, store, make_executor(executor, context), force=force, log=log)
+
+    # 4. Ranking and report over everything in the folder.
+    board = write_report(store)
+    print_leaderboard(board, console)
+    log(f"report: {store.report_path}")
+    if result.succeeded == 0:
+        raise AllTrialsFailed(f"every trial failed ({result.failed}); tracebacks in {store.log_path}")
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def _not_built(ctx: typer.Context) -> None:
-        """Not built yet in this version."""
-        raise NotBuiltYet("`augforge bench` is not built yet in this version")
+    app.command("bench")(bench_cmd)

@@ -1,14 +1,64 @@
-"""`augforge report`: not built yet in this version."""
+"""``augforge report DIR``: rebuild report.md, leaderboard.csv and the figures of a study folder."""
 
 from __future__ import annotations
 
-import typer
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
-from augforge.errors import NotBuiltYet
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from augforge.errors import UsageError
+
+if TYPE_CHECKING:  # the harness pulls in torch and scipy: import it only when a command runs
+    from augforge.bench.ranking import Leaderboard
+
+
+def print_leaderboard(board: Leaderboard, console: Console) -> None:
+    """The leaderboard as a rich table: rank, strategy, Dice with CI, delta and Holm p vs baseline."""
+    from augforge.bench.stats import fmt_p
+
+    if not board.rows:
+        console.print("no finished trials: nothing to rank", markup=False)
+        return
+    for ctx in board.contexts:
+        rows = [r for r in board.rows if r.context == ctx]
+        table = Table(title=f"leaderboard ({board.context_name(ctx)})", title_justify="left")
+        table.add_column("#", justify="right")
+        table.add_column("strategy", overflow="fold", min_width=12)
+        table.add_column("n", justify="right")  # trials (seeds) finished
+        table.add_column("Dice [95% CI]", justify="right", no_wrap=True)
+        table.add_column("Δ none", justify="right", no_wrap=True)
+        table.add_column("p Holm", justify="right", no_wrap=True)
+        table.add_column("", no_wrap=True)
+        for r in rows:
+            c = r.vs_baseline
+            mark = "baseline" if r.is_baseline else ("" if c is None or r.significant else "n.s.")
+            table.add_row(str(r.rank), r.strategy, str(r.n_trials),
+                          f"{r.dice.mean:.3f} [{r.dice.low:.3f}, {r.dice.high:.3f}]",
+                          "-" if c is None else f"{c.delta:+.3f}",
+                          "-" if c is None else fmt_p(r.p_adjusted), mark)
+        console.print(table)
+    if board.failed:
+        console.print(f"{len(board.failed)} trial(s) failed; see the report and run.log", markup=False)
+
+
+def report_cmd(
+    folder: Annotated[Path, typer.Argument(help="A study folder written by `augforge bench` (holds trials.jsonl).")],
+) -> None:
+    """Rebuild report.md, leaderboard.csv and figures/ of a study folder from its stored results."""
+    from augforge.bench.report import write_report
+    from augforge.bench.store import ResultsStore
+
+    if not (folder / "trials.jsonl").is_file():
+        raise UsageError(f"{folder}: no trials.jsonl here; give the --out folder of an `augforge bench` run")
+    store = ResultsStore(folder)
+    board = write_report(store)
+    console = Console(highlight=False)
+    print_leaderboard(board, console)
+    console.print(f"report: {store.report_path}", markup=False)
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("report", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def _not_built(ctx: typer.Context) -> None:
-        """Not built yet in this version."""
-        raise NotBuiltYet("`augforge report` is not built yet in this version")
+    app.command("report")(report_cmd)

@@ -1,0 +1,181 @@
+"""Executors: where the trials of a study run. One small interface, a registry by name.
+
+An executor receives planned trials and calls ``on_result(outcome)`` in the calling process, once per
+trial, as each finishes (in any order); only the caller writes the results store. A trial that
+raises comes back as a failed outcome; it never stops the others.
+
+``local``    in this process, one trial after another (the default; progress bars shown).
+``process``  a pool of local worker processes; each loads the dataset itself (from the data cache)
+             and checks its fingerprint, so no arrays are shipped between processes.
+
+A cluster executor (Ray) fits the same seam: register a subclass with ``@register_executor`` whose
+``run`` sends ``(trial, context.data_cfg)`` to remote workers that call :func:`run_in_worker`.
+"""
+
+from __future__ import annotations
+
+import abc
+import concurrent.futures as cf
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
+
+from augforge.bench.trial import Trial, TrialEnv, TrialOutcome, execute_trial, failed_outcome
+from augforge.config import DataConfig
+from augforge.data.records import Dataset
+from augforge.errors import UsageError
+
+__all__ = [
+    "EXECUTORS",
+    "ExecutionContext",
+    "Executor",
+    "LocalExecutor",
+    "ProcessExecutor",
+    "make_executor",
+    "register_executor",
+    "run_in_worker",
+]
+
+OnResult = Callable[[TrialOutcome], None]
+
+
+@dataclass
+class ExecutionContext:
+    """What an executor needs besides the trials.
+
+    dataset:      the dataset, loaded in this process (the local executor uses it directly).
+    data_cfg:     how another process loads the same dataset (``load_dataset(data_cfg, ...)``).
+    allow_pickle: passed on to ``load_dataset`` in workers (the user's explicit flag).
+    env:          device, generator cache, progress, log.
+    workers:      worker processes (0 = one per two CPU cores, at least one).
+    options:      executor-specific settings (``ray_address`` for the Ray executor).
+    """
+
+    dataset: Dataset
+    data_cfg: DataConfig
+    allow_pickle: bool
+    env: TrialEnv
+    workers: int = 0
+    options: dict[str, Any] = field(default_factory=dict)  # executor-specific, e.g. {"ray_address": ...}
+
+
+class Executor(abc.ABC):
+    """Runs trials and reports each outcome through ``on_result`` in the calling process."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, context: ExecutionContext):
+        self.context = context
+
+    @abc.abstractmethod
+    def run(self, trials: Sequence[Trial], on_result: OnResult) -> None:
+        """Run every trial; call ``on_result`` once per trial as soon as it is done."""
+
+
+EXECUTORS: dict[str, type[Executor]] = {}
+
+
+def register_executor(cls: type[Executor]) -> type[Executor]:
+    """Class decorator: make an executor available under ``cls.name`` (``--executor NAME``)."""
+    if not cls.name:
+        raise ValueError(f"executor {cls.__qualname__} has no name")
+    EXECUTORS[cls.name] = cls
+    return cls
+
+
+def make_executor(name: str, context: ExecutionContext) -> Executor:
+    if name == "ray" and name not in EXECUTORS:
+        # Imported on demand: Ray is an optional extra, and importing it takes a second.
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise UsageError("--executor ray needs Ray: pip install 'augforge[ray]'") from None
+        import augforge.bench.ray_executor  # noqa: F401  (registers "ray")
+    try:
+        cls = EXECUTORS[name]
+    except KeyError:
+        known = ", ".join(sorted({*EXECUTORS, "ray"}))
+        raise UsageError(f"--executor {name!r}: choose one of {known}") from None
+    return cls(context)
+
+
+@register_executor
+class LocalExecutor(Executor):
+    """Trials one after another in this process."""
+
+    name = "local"
+
+    def run(self, trials: Sequence[Trial], on_result: OnResult) -> None:
+        for trial in trials:
+            on_result(execute_trial(trial, self.context.dataset, self.context.env))
+
+
+# -- process pool ------------------------------------------------------------------------------
+_worker_dataset: Dataset | None = None
+_worker_error: str | None = None
+
+
+def _init_worker(data_cfg: DataConfig, allow_pickle: bool, fingerprint: str, threads: int) -> None:
+    global _worker_dataset, _worker_error
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    try:
+        from augforge.data.sources import load_dataset
+
+        ds = load_dataset(data_cfg, allow_pickle=allow_pickle, progress=False)
+    except Exception as exc:  # noqa: BLE001 -- any load failure is reported with each trial of this worker
+        _worker_error = f"worker could not load the dataset: {type(exc).__name__}: {exc}"
+        return
+    if ds.fingerprint != fingerprint:
+        _worker_error = (f"worker loaded dataset {ds.fingerprint}, the study uses {fingerprint}; "
+                         "clear the data cache (AUGFORGE_CACHE) and rerun")
+        return
+    _worker_dataset = ds
+
+
+def run_in_worker(trial: Trial, env: TrialEnv, dataset: Dataset | None = None) -> TrialOutcome:
+    """Run one trial in a worker process on the dataset the worker loaded (or ``dataset``)."""
+    ds = dataset if dataset is not None else _worker_dataset
+    if ds is None:
+        return failed_outcome(trial, None, _worker_error or "worker has no dataset", "",
+                              started=time.strftime("%Y-%m-%dT%H:%M:%S"), seconds=0.0, device=env.device)
+    return execute_trial(trial, ds, env)
+
+
+def _quiet(_: str) -> None:
+    """Workers do not print; their log lines travel back in the outcome."""
+
+
+@register_executor
+class ProcessExecutor(Executor):
+    """Trials in parallel in local worker processes (spawned, so no torch state is forked)."""
+
+    name = "process"
+
+    def run(self, trials: Sequence[Trial], on_result: OnResult) -> None:
+        if not trials:
+            return
+        cpus = os.cpu_count() or 1
+        workers = self.context.workers or max(1, cpus // 2)
+        workers = min(workers, len(trials))
+        threads = max(1, cpus // workers)
+        env = replace(self.context.env, progress=False, log=_quiet)
+        mp = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp, initializer=_init_worker,
+                                    initargs=(self.context.data_cfg, self.context.allow_pickle,
+                                              self.context.dataset.fingerprint, threads)) as pool:
+            futures = {pool.submit(run_in_worker, t, env): t for t in trials}
+            for fut in cf.as_completed(futures):
+                trial = futures[fut]
+                try:
+                    outcome = fut.result()
+                except Exception as exc:  # noqa: BLE001 -- a dead worker (killed, out of memory) fails its trial only
+                    outcome = failed_outcome(trial, self.context.dataset, f"worker process failed: {exc!r}", "",
+                                             started="", seconds=0.0, device=env.device)
+                for line in outcome.log_lines:
+                    self.context.env.log(line.splitlines()[0])
+                on_result(outcome)

@@ -1,0 +1,77 @@
+"""Report figures as PNG (matplotlib's Agg renderer; no display, no global pyplot state)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from augforge.bench.ranking import Leaderboard
+from augforge.bench.store import atomic_write_bytes
+
+__all__ = ["plot_dice_by_class", "plot_dice_with_ci", "write_figures"]
+
+_DPI = 120
+
+
+def _save(fig: Figure, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=_DPI, bbox_inches="tight", metadata={"Software": None})
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_dice_with_ci(board: Leaderboard, path: Path) -> None:
+    """Mean Dice per strategy (ranked, best on top) with the 95% bootstrap interval as error bars;
+    the baseline's mean is a dashed line, strategies not different from it are drawn hollow."""
+    rows = board.rows
+    fig = Figure(figsize=(7.0, 0.45 * len(rows) + 1.4))
+    ax = fig.add_subplot()
+    y = np.arange(len(rows))[::-1]
+    means = np.array([r.dice.mean for r in rows])
+    err = np.array([[r.dice.mean - r.dice.low for r in rows], [r.dice.high - r.dice.mean for r in rows]])
+    ax.errorbar(means, y, xerr=err, fmt="none", ecolor="0.35", capsize=3, lw=1.2)
+    for yi, r in zip(y, rows):
+        filled = r.is_baseline or bool(r.significant)
+        ax.plot(r.dice.mean, yi, "o", ms=7, color="C3" if r.is_baseline else "C0",
+                mfc=None if filled else "white")
+    for r in rows:
+        if r.is_baseline:
+            ax.axvline(r.dice.mean, color="C3", ls="--", lw=1, alpha=0.7)
+    ax.set_yticks(y, [r.strategy for r in rows])
+    ax.set_xlabel("mean per-image Dice (95% bootstrap CI over seeds and test images)")
+    ax.set_title("Dice by strategy (hollow: not different from baseline after Holm)")
+    ax.grid(axis="x", alpha=0.3)
+    _save(fig, path)
+
+
+def plot_dice_by_class(board: Leaderboard, path: Path) -> None:
+    """Grouped bars: mean Dice per Lung-RADS class (x) for each strategy (colour)."""
+    rows = board.rows
+    classes = sorted({c for r in rows for c in r.per_class})
+    fig = Figure(figsize=(max(6.0, 1.4 * len(classes) + 2), 4.2))
+    ax = fig.add_subplot()
+    width = 0.8 / max(len(rows), 1)
+    x = np.arange(len(classes))
+    for k, r in enumerate(rows):
+        vals = [r.per_class.get(c, (0, np.nan))[1] for c in classes]
+        ax.bar(x - 0.4 + width * (k + 0.5), vals, width, label=r.strategy)
+    ns = [max((r.per_class.get(c, (0, 0.0))[0] for r in rows), default=0) for c in classes]
+    ax.set_xticks(x, [f"{c}\n(n={n})" for c, n in zip(classes, ns)])
+    ax.set_ylabel("mean per-image Dice")
+    ax.set_ylim(0, 1)
+    ax.set_title("Dice by Lung-RADS class")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: bars reach 1
+    ax.grid(axis="y", alpha=0.3)
+    _save(fig, path)
+
+
+def write_figures(board: Leaderboard, folder: Path) -> dict[str, Path]:
+    """Write every figure of the report into ``folder``; returns {name: path}. None without results."""
+    if not board.rows:
+        return {}
+    paths = {"dice": folder / "dice_by_strategy.png", "per_class": folder / "dice_by_class.png"}
+    plot_dice_with_ci(board, paths["dice"])
+    plot_dice_by_class(board, paths["per_class"])
+    return paths

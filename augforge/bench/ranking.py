@@ -1,0 +1,183 @@
+"""The leaderboard: strategies ranked by mean per-image Dice, with bootstrap intervals and paired
+tests against the baseline (see :mod:`augforge.bench.stats` and docs/statistics.md).
+
+Trials are grouped by (strategy, train fraction, preset, dataset). Groups that share the last three
+form a *context*: they were evaluated on the same test images, so they can be compared pairwise;
+each context has its own baseline (``none``) and its own ranking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from augforge.bench.stats import (
+    ALPHA,
+    Comparison,
+    Estimate,
+    bootstrap_mean,
+    compare_paired,
+    holm_adjust,
+)
+from augforge.bench.store import ResultsStore
+from augforge.errors import DataError
+
+__all__ = ["BASELINE", "LEADERBOARD_COLUMNS", "Leaderboard", "LeaderboardRow", "build_leaderboard"]
+
+BASELINE = "none"
+LEADERBOARD_COLUMNS: tuple[str, ...] = (
+    "rank", "strategy", "n_trials", "dice_mean", "dice_ci95_low", "dice_ci95_high",
+    "delta_vs_baseline", "p_value_vs_baseline",
+)
+_OTHER_METRICS = ("iou", "precision", "recall", "hd95_mm")
+
+
+@dataclass
+class LeaderboardRow:
+    """One strategy in one context. ``p_value_vs_baseline`` is the Holm-adjusted Wilcoxon p."""
+
+    rank: int
+    strategy: str  # display name (label, plus fraction/preset/dataset when the store mixes them)
+    label: str
+    context: tuple[float, str, str]  # (train fraction, preset, dataset fingerprint)
+    n_trials: int
+    seeds: list[int]
+    dice: Estimate
+    metrics: dict[str, float]  # mean IoU, precision, recall, HD95 (mm, over defined images)
+    per_class: dict[str, tuple[int, float]]  # class -> (images, mean Dice over seeds and images)
+    vs_baseline: Comparison | None = None
+    p_adjusted: float = float("nan")
+    vs_next: Comparison | None = None  # against the strategy ranked just below, same context
+    p_next_adjusted: float = float("nan")
+    is_baseline: bool = False
+
+    @property
+    def significant(self) -> bool | None:
+        """Differs from the baseline at the family-wise level ALPHA (None for the baseline itself)."""
+        return None if self.vs_baseline is None else bool(self.p_adjusted < ALPHA)
+
+    @property
+    def separated_from_next(self) -> bool | None:
+        """Differs from the next-ranked strategy (None for the last of a context)."""
+        return None if self.vs_next is None else bool(self.p_next_adjusted < ALPHA)
+
+    def csv_row(self) -> list[str]:
+        delta = "" if self.vs_baseline is None else f"{self.vs_baseline.delta:.6f}"
+        p = "" if self.vs_baseline is None else f"{self.p_adjusted:.6g}"
+        if self.is_baseline:
+            delta = f"{0.0:.6f}"
+        return [str(self.rank), self.strategy, str(self.n_trials), f"{self.dice.mean:.6f}",
+                f"{self.dice.low:.6f}", f"{self.dice.high:.6f}", delta, p]
+
+
+@dataclass
+class Leaderboard:
+    rows: list[LeaderboardRow] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)  # records of failed trials
+    records: list[dict[str, Any]] = field(default_factory=list)  # records of ok trials
+    contexts: list[tuple[float, str, str]] = field(default_factory=list)
+
+    def context_name(self, ctx: tuple[float, str, str]) -> str:
+        frac, preset, fp = ctx
+        return f"preset {preset}, train fraction {frac:g}, dataset {fp}"
+
+
+def _context(rec: dict[str, Any]) -> tuple[float, str, str]:
+    return (float(rec["train_fraction"]), str(rec["preset"]), str(rec["dataset"]["fingerprint"]))
+
+
+def _display_names(groups: Sequence[tuple[str, tuple[float, str, str]]]) -> dict[tuple, str]:
+    """Strategy label, extended by what differs between contexts in this store (if anything)."""
+    fracs = {c[0] for _, c in groups}
+    presets = {c[1] for _, c in groups}
+    fps = {c[2] for _, c in groups}
+    names = {}
+    for label, (frac, preset, fp) in groups:
+        name = label
+        if len(fracs) > 1:
+            name += f" @{frac:g}"
+        if len(presets) > 1:
+            name += f" [{preset}]"
+        if len(fps) > 1:
+            name += f" ({fp[:6]})"
+        names[(label, (frac, preset, fp))] = name
+    return names
+
+
+def _dice_matrix(store: ResultsStore, recs: Sequence[dict[str, Any]]) -> tuple[np.ndarray, list[str]]:
+    """(seeds, images) Dice of the given trials; columns in image-id order, the same for all rows."""
+    image_ids: list[str] | None = None
+    rows = []
+    for rec in recs:
+        by_image = {r["image"]: r["dice"] for r in store.rows(rec["key"])}
+        ids = sorted(by_image)
+        if image_ids is None:
+            image_ids = ids
+        elif ids != image_ids:
+            raise DataError(f"{store.per_image_path}: trial {rec['key']} was scored on other test images than "
+                            "the other trials of its group; rerun it with --force")
+        rows.append([by_image[i] for i in image_ids])
+    return np.asarray(rows, dtype=np.float64), image_ids or []
+
+
+def build_leaderboard(store: ResultsStore, *, n_boot: int = 10_000) -> Leaderboard:
+    """Rank every (strategy, context) group of the finished trials in ``store``."""
+    ok = store.records("ok")
+    board = Leaderboard(failed=store.records("failed"), records=ok)
+    groups: dict[tuple[str, tuple[float, str, str]], list[dict[str, Any]]] = {}
+    for rec in ok:
+        groups.setdefault((rec["strategy"], _context(rec)), []).append(rec)
+    names = _display_names(list(groups))
+    # Contexts: largest train fraction first, then preset and dataset for a stable order.
+    board.contexts = sorted({c for _, c in groups}, key=lambda c: (-c[0], c[1], c[2]))
+
+    matrices: dict[tuple, tuple[np.ndarray, list[int]]] = {}
+    for ctx in board.contexts:
+        ctx_rows: list[LeaderboardRow] = []
+        for (label, c), recs in groups.items():
+            if c != ctx:
+                continue
+            recs = sorted(recs, key=lambda r: r["seed"])
+            matrix, _ = _dice_matrix(store, recs)
+            seeds = [int(r["seed"]) for r in recs]
+            matrices[(label, ctx)] = (matrix, seeds)
+            all_rows = [row for r in recs for row in store.rows(r["key"])]
+            metrics = {}
+            for m in _OTHER_METRICS:
+                v = np.array([row[m] for row in all_rows], dtype=np.float64)
+                v = v[np.isfinite(v)]
+                metrics[m] = float(v.mean()) if v.size else float("nan")
+            per_class: dict[str, tuple[int, float]] = {}
+            for cls in sorted({row["class"] for row in all_rows}):
+                d = [row["dice"] for row in all_rows if row["class"] == cls]
+                per_class[cls] = (len(d) // len(recs), float(np.mean(d)))
+            ctx_rows.append(LeaderboardRow(
+                rank=0, strategy=names[(label, ctx)], label=label, context=ctx, n_trials=len(recs),
+                seeds=seeds, dice=bootstrap_mean(matrix, n_boot=n_boot), metrics=metrics, per_class=per_class,
+                is_baseline=label == BASELINE,
+            ))
+        ctx_rows.sort(key=lambda r: (-r.dice.mean, r.strategy))
+        base = matrices.get((BASELINE, ctx))
+        for i, row in enumerate(ctx_rows):
+            row.rank = i + 1
+            a, seeds_a = matrices[(row.label, ctx)]
+            if base is not None and not row.is_baseline and set(seeds_a) & set(base[1]):
+                row.vs_baseline = compare_paired(a, base[0], seeds_a=seeds_a, seeds_b=base[1], n_boot=n_boot)
+            if i + 1 < len(ctx_rows):
+                nxt = ctx_rows[i + 1]
+                b, seeds_b = matrices[(nxt.label, ctx)]
+                if set(seeds_a) & set(seeds_b):
+                    row.vs_next = compare_paired(a, b, seeds_a=seeds_a, seeds_b=seeds_b, n_boot=n_boot)
+        board.rows.extend(ctx_rows)
+
+    # Holm across every comparison of a family: all strategies vs their baseline; all adjacent pairs.
+    with_base = [r for r in board.rows if r.vs_baseline is not None]
+    for r, p in zip(with_base, holm_adjust([r.vs_baseline.p_wilcoxon for r in with_base])):
+        r.p_adjusted = float(p)
+    with_next = [r for r in board.rows if r.vs_next is not None]
+    for r, p in zip(with_next, holm_adjust([r.vs_next.p_wilcoxon for r in with_next])):
+        r.p_next_adjusted = float(p)
+    return board

@@ -1,0 +1,142 @@
+"""The study report: leaderboard.csv, report.md and its figures, rebuilt from the stored results."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+from augforge.bench.figures import write_figures
+from augforge.bench.ranking import LEADERBOARD_COLUMNS, Leaderboard, build_leaderboard
+from augforge.bench.stats import ALPHA, fmt_p
+from augforge.bench.store import ResultsStore, atomic_write_text
+
+__all__ = ["leaderboard_csv", "render_markdown", "write_report"]
+
+
+def leaderboard_csv(board: Leaderboard) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(LEADERBOARD_COLUMNS)
+    for r in board.rows:
+        w.writerow(r.csv_row())
+    return buf.getvalue()
+
+
+def _f(x: float, digits: int = 3) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _table(header: Iterable[str], rows: Iterable[Iterable[str]]) -> list[str]:
+    header = list(header)
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    return out
+
+
+def render_markdown(board: Leaderboard, figures: dict[str, Path], root: Path) -> str:
+    """report.md: leaderboard with significance marks, other metrics, per-class Dice, figures,
+    failed trials and per-trial cost."""
+    lines = ["# augforge benchmark report", ""]
+    recs = board.records
+    if recs:
+        first = recs[0]
+        versions = first.get("versions", {})
+        seeds = sorted({r["seed"] for r in recs})
+        lines += [
+            f"- trials: {len(recs)} finished, {len(board.failed)} failed",
+            f"- seeds: {', '.join(map(str, seeds))}",
+            (f"- device: {first.get('device', '?')} ({first.get('device_name', '')}), "
+             f"torch {versions.get('torch', '?')}, augforge {versions.get('augforge', '?')}"),
+        ]
+        for ctx in board.contexts:
+            name = next(r["dataset"]["name"] for r in recs if
+                        (r["train_fraction"], r["preset"], r["dataset"]["fingerprint"]) == ctx)
+            lines.append(f"- context: {board.context_name(ctx)} ({name})")
+        lines.append("")
+    elif not board.failed:
+        lines += ["No finished trials yet.", ""]
+
+    if board.rows:
+        lines += ["## Leaderboard", "",
+                  ("Mean per-image Dice over all test images and seeds, with a 95% hierarchical bootstrap "
+                   "interval (seeds, then images). Δ and p compare each strategy with the baseline `none` "
+                   "on the same images and seeds: p is the Wilcoxon signed-rank p, Holm-adjusted across "
+                   f"strategies; **n.s.** marks a difference not significant at {ALPHA}. \"vs next\" says "
+                   "whether a strategy is separated from the one ranked just below it (same test, Holm "
+                   "across the adjacent pairs). Method: docs/statistics.md."), ""]
+        body = []
+        for r in board.rows:
+            c = r.vs_baseline
+            if r.is_baseline:
+                mark, delta, p, eff = "baseline", "0", "-", "-"
+            elif c is None:
+                mark, delta, p, eff = "no baseline", "-", "-", "-"
+            else:
+                mark = "significant" if r.significant else "**n.s.**"
+                delta = f"{c.delta:+.3f} [{c.low:+.3f}, {c.high:+.3f}]"
+                p = f"{fmt_p(r.p_adjusted)} (raw {fmt_p(c.p_wilcoxon)}, bootstrap {fmt_p(c.p_bootstrap)})"
+                eff = f"{c.rank_biserial:+.2f}"
+            nxt = "-" if r.vs_next is None else ("separated" if r.separated_from_next else "**n.s.**")
+            body.append([str(r.rank), f"`{r.strategy}`", str(r.n_trials),
+                         f"{r.dice.mean:.3f} [{r.dice.low:.3f}, {r.dice.high:.3f}]", delta, p, eff, mark, nxt])
+        lines += _table(["rank", "strategy", "trials", "Dice [95% CI]", "Δ vs baseline [95% CI]",
+                         "p vs baseline (Holm)", "effect r", "vs baseline", "vs next"], body)
+        lines += ["", ("Effect r: matched-pairs rank-biserial correlation of the per-image differences "
+                       "(+1: every image improved, -1: every image got worse)."), ""]
+
+        lines += ["## Other metrics", "", ("Means over test images and seeds (the paper's aggregate). HD95 is "
+                                           "averaged over the images where it is defined (both masks "
+                                           "non-empty)."), ""]
+        lines += _table(["strategy", "Dice", "IoU", "precision", "recall", "HD95 (mm)"],
+                        [[f"`{r.strategy}`", _f(r.dice.mean), _f(r.metrics["iou"]), _f(r.metrics["precision"]),
+                          _f(r.metrics["recall"]), _f(r.metrics["hd95_mm"], 2)] for r in board.rows])
+        lines.append("")
+
+        classes = sorted({c for r in board.rows for c in r.per_class})
+        lines += ["## Dice per Lung-RADS class", ""]
+        ns = {c: max(r.per_class.get(c, (0, 0.0))[0] for r in board.rows) for c in classes}
+        lines += _table(["strategy", *[f"{c} (n={ns[c]})" for c in classes]],
+                        [[f"`{r.strategy}`", *[_f(r.per_class[c][1]) if c in r.per_class else "-"
+                                              for c in classes]] for r in board.rows])
+        lines.append("")
+
+    if figures:
+        lines += ["## Figures", ""]
+        for name, path in figures.items():
+            lines += [f"![{name}]({path.relative_to(root).as_posix()})", ""]
+
+    if board.failed:
+        lines += ["## Failed trials", "", ("These trials raised; their tracebacks are in `run.log`. The ranking "
+                                           "above leaves them out (a strategy's n_trials counts only finished "
+                                           "seeds)."), ""]
+        lines += _table(["trial", "strategy", "seed", "train fraction", "error"],
+                        [[f["key"], f"`{f['strategy']}`", str(f["seed"]), f"{f['train_fraction']:g}",
+                          f.get("error", "").splitlines()[0][:200] if f.get("error") else ""]
+                         for f in board.failed])
+        lines.append("")
+
+    if recs:
+        lines += ["## Trials", ""]
+        lines += _table(["trial", "strategy", "seed", "fraction", "Dice", "train slices", "wall (s)",
+                         "peak RSS (MiB)", "data wait"],
+                        [[r["key"], f"`{r['strategy']}`", str(r["seed"]), f"{r['train_fraction']:g}",
+                          _f(r["metrics"]["dice"]), str(r.get("training", {}).get("n_total", "-")),
+                          _f(r.get("timings_s", {}).get("total", float("nan")), 1),
+                          _f(r.get("memory", {}).get("peak_rss_mb", float("nan")), 0),
+                          f"{100 * r.get('training', {}).get('data_wait_share', 0.0):.1f}%"] for r in recs])
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_report(store: ResultsStore | Path | str, *, n_boot: int = 10_000) -> Leaderboard:
+    """Rebuild leaderboard.csv, report.md and figures/ of a study folder from its stored results."""
+    if not isinstance(store, ResultsStore):
+        store = ResultsStore(store)
+    board = build_leaderboard(store, n_boot=n_boot)
+    atomic_write_text(store.leaderboard_path, leaderboard_csv(board))
+    figures = write_figures(board, store.figures_dir)
+    atomic_write_text(store.report_path, render_markdown(board, figures, store.root))
+    return board

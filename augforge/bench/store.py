@@ -1,0 +1,203 @@
+"""The results store: one folder per study, safe to kill at any moment and to resume.
+
+Files (all in the study folder):
+
+``trials.jsonl``    one JSON record per finished trial (ok or failed): config, dataset fingerprint,
+                    metric summary, per-class Dice, timings, memory, versions, device.
+``per_image.csv``   one row per (trial, test image): class and every metric.
+``run.log``         what happened, with the traceback of every failed trial.
+``leaderboard.csv``, ``report.md``, ``figures/`` -- derived, rebuilt by :mod:`augforge.bench.report`.
+
+Every file is replaced atomically (written to a temporary file in the same folder, flushed to disk,
+then renamed over the old one), so a reader or a killed process never sees half a file. A trial is
+committed by its line in ``trials.jsonl``, written after its per-image rows; rows of a trial without
+a record (a kill between the two writes) are ignored and overwritten when the trial runs again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from augforge.errors import DataError
+
+__all__ = ["PER_IMAGE_COLUMNS", "ResultsStore", "atomic_write_bytes", "atomic_write_text"]
+
+PER_IMAGE_COLUMNS: tuple[str, ...] = (
+    "trial", "strategy", "seed", "train_fraction", "image", "class", "spacing_mm",
+    "dice", "iou", "precision", "recall", "hd95_mm", "true_px", "pred_px",
+)
+_INT_COLUMNS = {"seed", "true_px", "pred_px"}
+_FLOAT_COLUMNS = {"train_fraction", "spacing_mm", "dice", "iou", "precision", "recall", "hd95_mm"}
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that readers see either the old or the new file, never a mix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    # Persist the rename itself (directory entry); not possible on every platform.
+    with contextlib.suppress(OSError):
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def _clean_nan(value: Any) -> Any:
+    """JSON has no NaN: undefined numbers are written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean_nan(v) for v in value]
+    return value
+
+
+def _format_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else repr(value)  # repr round-trips exactly
+    return str(value)
+
+
+def _parse_row(raw: dict[str, str]) -> dict[str, Any]:
+    row: dict[str, Any] = dict(raw)
+    for k in _INT_COLUMNS & raw.keys():
+        row[k] = int(raw[k])
+    for k in _FLOAT_COLUMNS & raw.keys():
+        row[k] = float(raw[k]) if raw[k] != "" else float("nan")
+    return row
+
+
+class ResultsStore:
+    """The results of one study folder, loaded in memory; every change is written through atomically."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        self.trials_path = self.root / "trials.jsonl"
+        self.per_image_path = self.root / "per_image.csv"
+        self.log_path = self.root / "run.log"
+        self.leaderboard_path = self.root / "leaderboard.csv"
+        self.report_path = self.root / "report.md"
+        self.figures_dir = self.root / "figures"
+        self._records: dict[str, dict[str, Any]] = {}
+        self._rows: dict[str, list[dict[str, Any]]] = {}
+        self.load()
+
+    # -- reading -----------------------------------------------------------------------------
+    def load(self) -> None:
+        """(Re)read the folder. A malformed record or row is a DataError naming the file and line."""
+        self._records.clear()
+        self._rows.clear()
+        if self.trials_path.exists():
+            for n, line in enumerate(self.trials_path.read_text(encoding="utf-8").splitlines(), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                    key = rec["key"]
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise DataError(f"{self.trials_path}:{n}: not a trial record; move the file away or "
+                                    "rerun with --force into a fresh --out folder") from None
+                self._records[key] = rec
+        if self.per_image_path.exists():
+            with self.per_image_path.open(newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                missing = set(PER_IMAGE_COLUMNS) - set(reader.fieldnames or ())
+                if missing:
+                    raise DataError(f"{self.per_image_path}: missing columns {', '.join(sorted(missing))}")
+                for n, raw in enumerate(reader, start=2):
+                    try:
+                        row = _parse_row(raw)
+                    except ValueError:
+                        raise DataError(f"{self.per_image_path}:{n}: unreadable number in row") from None
+                    self._rows.setdefault(row["trial"], []).append(row)
+        # Rows without a committed ok record belong to an interrupted or failed run: not results.
+        for key in [k for k in self._rows if self._records.get(k, {}).get("status") != "ok"]:
+            del self._rows[key]
+
+    def records(self, status: str | None = None) -> list[dict[str, Any]]:
+        """Trial records in the order they were first committed, optionally only one status."""
+        return [r for r in self._records.values() if status is None or r.get("status") == status]
+
+    def record(self, key: str) -> dict[str, Any] | None:
+        return self._records.get(key)
+
+    def rows(self, key: str) -> list[dict[str, Any]]:
+        """Per-image rows of a finished trial (empty for unknown or failed trials)."""
+        return self._rows.get(key, [])
+
+    def finished(self, key: str) -> bool:
+        """True when the trial ended ok and its per-image rows are stored: a resume skips it."""
+        return self._records.get(key, {}).get("status") == "ok" and bool(self._rows.get(key))
+
+    # -- writing -----------------------------------------------------------------------------
+    def commit(self, record: dict[str, Any], rows: Iterable[dict[str, Any]] = ()) -> None:
+        """Store a finished trial (replacing an earlier record with the same key): rows first, then
+        the record, each file replaced atomically."""
+        key = record["key"]
+        rows = list(rows)
+        if rows or key in self._rows:
+            if rows:
+                self._rows[key] = rows
+            else:
+                self._rows.pop(key, None)
+            self._write_rows()
+        self._records[key] = _clean_nan(record)
+        self._write_records()
+
+    def _write_rows(self) -> None:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(PER_IMAGE_COLUMNS)
+        for rows in self._rows.values():
+            for r in rows:
+                writer.writerow([_format_cell(r.get(c)) for c in PER_IMAGE_COLUMNS])
+        atomic_write_text(self.per_image_path, buf.getvalue())
+
+    def _write_records(self) -> None:
+        text = "".join(json.dumps(r, sort_keys=True, default=_json_default) + "\n" for r in self._records.values())
+        atomic_write_text(self.trials_path, text)
+
+    def log(self, message: str) -> None:
+        """Append timestamped lines to run.log (a log, not results: appended, not replaced)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        with self.log_path.open("a", encoding="utf-8") as f:
+            for line in message.rstrip("\n").splitlines() or [""]:
+                f.write(f"{stamp} {line}\n")

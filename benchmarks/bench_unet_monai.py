@@ -1,0 +1,156 @@
+"""Training step time of augforge's plain U-Net against MONAI's ``UNet`` of equal width and depth.
+
+Both networks get the preset's training batch (``train.batch_size`` x 1 x side x side, side =
+``train.patch_size`` or the slice size), memory format, loss and optimiser, and run full steps
+(forward, loss, backward, optimiser update) on the same fixed batch, so the data pipeline is left
+out and only the network differs. MONAI's network is ``monai.networks.nets.UNet(spatial_dims=2,
+channels=(w, 2w, ..., w * 2**depth), strides=(2,) * depth, num_res_units=2, norm="batch",
+act="relu")``: the same widths, the same number of down-sampling steps, two 3x3 convolutions per
+level (as augforge's ``DoubleConv``), BatchNorm and ReLU. It differs by design in the details that
+MONAI chose: strided convolutions instead of max pooling, transposed convolutions to up-sample,
+residual connections. So the two do not count the same FLOPs; both counts are printed, and the
+comparison is given per step and per FLOP.
+
+Timing: after warm-up steps, ``--rounds`` rounds each time ``--steps`` steps of one network then of
+the other, alternating which goes first; per-step times are medians over rounds, so a burst of load
+from other processes hits both alike.
+
+MONAI is a benchmark-only dependency (``pip install --no-deps monai``: its only requirements,
+torch and numpy, are already there). When it is missing or does not import beside this torch, the
+script prints ``{"available": false, "reason": ...}`` and exits 0, so a suite run goes on.
+
+    python benchmarks/bench_unet_monai.py                 # quick preset: 16 x 1 x 96 x 96, width 8, depth 4
+    python benchmarks/bench_unet_monai.py --preset tiny --steps 2 --rounds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Any
+
+
+def monai_unet(base_width: int, depth: int, num_res_units: int) -> Any:
+    """MONAI's 2-D U-Net with widths ``base_width * 2**i`` for i = 0..depth and ``depth`` strides of 2."""
+    from monai.networks.nets import UNet
+
+    return UNet(spatial_dims=2, in_channels=1, out_channels=1,
+                channels=tuple(base_width * 2**i for i in range(depth + 1)), strides=(2,) * depth,
+                num_res_units=num_res_units, norm="batch", act="relu")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", default="quick")
+    ap.add_argument("--steps", type=int, default=4, help="timed steps per network per round")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per network first")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads (0: the preset's train.threads, as a trial uses)")
+    ap.add_argument("--num-res-units", type=int, default=2, help="MONAI's residual units per level")
+    args = ap.parse_args(argv)
+
+    try:
+        import monai
+        from monai.networks.nets import UNet as _  # the import that fails on a torch mismatch
+    # Not only ImportError: MONAI can raise anything while importing against an unexpected torch.
+    except Exception as exc:  # noqa: BLE001
+        print(json.dumps({"available": False, "reason": f"MONAI does not import: {type(exc).__name__}: {exc}",
+                          "install": "pip install --no-deps monai"}, indent=2))
+        return 0
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from augforge.config import get_preset
+    from augforge.models import build_model, count_parameters
+    from augforge.train import get_loss, make_optimizer, seed_everything
+
+    preset = get_preset(args.preset)
+    if preset.model.arch != "unet":
+        raise SystemExit(f"--preset {args.preset}: model.arch={preset.model.arch!r} has no MONAI counterpart; "
+                         "use a preset with the plain U-Net (tiny, quick)")
+    cfg = preset.train
+    if args.threads or cfg.threads:
+        torch.set_num_threads(args.threads or cfg.threads)
+    side = cfg.patch_size or preset.data.size
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    loss_fn = get_loss(cfg.loss)
+
+    seed_everything(0)
+    x = torch.rand(cfg.batch_size, 1, side, side).contiguous(memory_format=fmt)
+    y = (torch.rand(cfg.batch_size, 1, side, side) > 0.9).float().contiguous(memory_format=fmt)
+    nets = {
+        "augforge": build_model(preset.model),
+        "monai": monai_unet(preset.model.base_width, preset.model.depth, args.num_res_units),
+    }
+    optimisers = {}
+    for name, net in nets.items():
+        net.to(memory_format=fmt).train()
+        optimisers[name] = make_optimizer(net.parameters(), cfg)
+
+    def step(name: str) -> None:
+        loss = loss_fn(nets[name](x), y)
+        optimisers[name].zero_grad(set_to_none=True)
+        loss.backward()
+        optimisers[name].step()
+
+    flops = {}
+    for name, net in nets.items():
+        with FlopCounterMode(display=False) as counter:
+            loss_fn(net(x), y).backward()
+        net.zero_grad(set_to_none=True)
+        flops[name] = counter.get_total_flops()
+        for _ in range(args.warmup):  # oneDNN builds its kernels on first use
+            step(name)
+
+    times: dict[str, list[float]] = {name: [] for name in nets}
+    order = list(nets)
+    for r in range(args.rounds):
+        for name in order if r % 2 == 0 else order[::-1]:
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                step(name)
+            times[name].append((time.perf_counter() - t0) / args.steps)
+
+    per_net = {}
+    for name, net in nets.items():
+        ms = 1e3 * statistics.median(times[name])
+        per_net[name] = {
+            "parameters": count_parameters(net),
+            "step_gflop": round(flops[name] / 1e9, 3),
+            "step_ms": round(ms, 2),
+            "step_ms_range": [round(1e3 * min(times[name]), 2), round(1e3 * max(times[name]), 2)],
+            "gflops": round(flops[name] / 1e9 / (ms / 1e3), 2),
+            "samples_per_s": round(cfg.batch_size / (ms / 1e3), 1),
+        }
+    ours, theirs = per_net["augforge"], per_net["monai"]
+    print(json.dumps({
+        "available": True,
+        "preset": preset.name,
+        "batch": [cfg.batch_size, 1, side, side],
+        "channels_last": cfg.channels_last,
+        "loss": cfg.loss,
+        "optimizer": cfg.optimizer,
+        "widths": [preset.model.base_width * 2**i for i in range(preset.model.depth + 1)],
+        "monai_num_res_units": args.num_res_units,
+        "threads": torch.get_num_threads(),
+        "steps_x_rounds": [args.steps, args.rounds],
+        "augforge": ours,
+        "monai": theirs,
+        # > 1: augforge's step is faster.
+        "speedup_vs_monai": round(theirs["step_ms"] / ours["step_ms"], 3),
+        "gflops_ratio_vs_monai": round(ours["gflops"] / theirs["gflops"], 3),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "versions": {"monai": monai.__version__, "torch": torch.__version__, "python": platform.python_version()},
+    }, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

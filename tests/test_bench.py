@@ -1,0 +1,374 @@
+"""The harness: trials, failures that stay contained, determinism, the results store, the report and
+the ``augforge bench`` / ``augforge report`` commands."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from augforge import Strategy, hookimpl
+from augforge.bench.executors import ExecutionContext, make_executor
+from augforge.bench.ranking import LEADERBOARD_COLUMNS, build_leaderboard
+from augforge.bench.report import write_report
+from augforge.bench.store import PER_IMAGE_COLUMNS, ResultsStore
+from augforge.bench.study import plan_study, run_study
+from augforge.bench.trial import TrialEnv, execute_trial, run_trial, subsample_train
+from augforge.cli import main
+from augforge.config import apply_overrides, get_preset
+from augforge.data.records import Dataset, Slice
+from augforge.errors import UsageError
+from augforge.plugins import get_registry
+
+LABELS = ("LR2", "LR3", "LR4A", "LR4B")
+
+
+def synthetic_dataset(n_train: int = 16, n_test: int = 8, size: int = 32, seed: int = 0) -> Dataset:
+    """Discs in a noisy field, radius by class: a dataset the tiny U-Net learns in a second."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+
+    def make(split: str, i: int) -> Slice:
+        label = LABELS[i % 4]
+        r = 2 + i % 4
+        cy, cx = rng.integers(r + 2, size - r - 2, 2)
+        mask = ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r).astype(np.uint8)
+        hu = (-800.0 + 750.0 * mask + rng.normal(0, 30, mask.shape)).astype(np.float32)
+        image = np.clip((hu + 1000) / 1000, 0, 1).astype(np.float32)
+        return Slice(id=f"{split}-{i:03d}", hu=hu, lung_hu=hu, mask=mask, label=label, spacing_mm=0.8,
+                     patient=f"p{split}{i}", source="synthetic-test", image=image)
+
+    return Dataset(name="synthetic-test", train=[make("train", i) for i in range(n_train)],
+                   test=[make("test", i) for i in range(n_test)])
+
+
+def tiny_preset():
+    return apply_overrides(get_preset("tiny"), {"train.epochs": "4"})
+
+
+class RandomFlip:
+    """A seeded online augmentation, to check that augmentation draws are reproducible."""
+
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, image, mask):
+        return (image[:, ::-1].copy(), mask[:, ::-1].copy()) if self.rng.random() < 0.5 else (image, mask)
+
+
+class FlipStrategy(Strategy):
+    name = "test-flip"
+    description = "Left-right flip with probability 0.5 (test plugin)."
+
+    def build_transform(self, seed):
+        return RandomFlip(seed)
+
+
+class FailInPrepare(Strategy):
+    name = "test-fail-prepare"
+    description = "Raises in prepare (test plugin)."
+
+    def prepare(self, train, ctx):
+        raise RuntimeError("generator exploded in prepare")
+
+
+class FailInTransform(Strategy):
+    name = "test-fail-transform"
+    description = "Raises in its transform (test plugin)."
+
+    def build_transform(self, seed):
+        def transform(image, mask):
+            raise ValueError("transform exploded")
+
+        return transform
+
+
+class AddsRawSlices(Strategy):
+    name = "test-adds-slices"
+    description = "Adds copies of training slices without a preprocessed image (test plugin)."
+
+    def prepare(self, train, ctx):
+        extra = [Slice(id=f"syn-{s.id}", hu=s.hu, lung_hu=s.lung_hu, mask=s.mask, label=s.label,
+                       spacing_mm=s.spacing_mm, patient=s.patient, source="synthetic:test") for s in train[:4]]
+        ctx.log(f"adding {len(extra)} slices")
+        return list(train) + extra
+
+
+class TestPlugin:
+    @hookimpl
+    def register_strategies(self, register):
+        for cls in (FlipStrategy, FailInPrepare, FailInTransform, AddsRawSlices):
+            register(cls)
+
+
+@pytest.fixture
+def plugin(register_plugin):
+    with register_plugin(TestPlugin(), "bench-test-plugin"):
+        yield
+
+
+@pytest.fixture(scope="module")
+def dataset() -> Dataset:
+    return synthetic_dataset()
+
+
+def plan(dataset, strategies, seeds=(0,), fractions=(1.0,), **kw):
+    return plan_study(list(strategies), preset=tiny_preset(), seeds=list(seeds), fractions=list(fractions),
+                      dataset_fingerprint=dataset.fingerprint, **kw)
+
+
+def run(dataset, trials, out: Path, force: bool = False):
+    store = ResultsStore(out)
+    env = TrialEnv(progress=False, log=lambda m: None)
+    ctx = ExecutionContext(dataset=dataset, data_cfg=tiny_preset().data, allow_pickle=False, env=env)
+    result = run_study(trials, store, make_executor("local", ctx), force=force, log=lambda m: None)
+    return store, result
+
+
+# -- trials -------------------------------------------------------------------------------------
+def test_same_trial_twice_gives_identical_per_image_metrics(dataset, plugin):
+    (trial,) = plan(dataset, ["test-flip"], baseline=False)
+    env = TrialEnv(progress=False, log=lambda m: None)
+    a = run_trial(trial, dataset, env)
+    b = run_trial(trial, dataset, env)
+    assert a.ok and b.ok
+    strip = ("spacing_mm",)
+    rows_a = [{k: v for k, v in r.items() if k not in strip} for r in a.rows]
+    rows_b = [{k: v for k, v in r.items() if k not in strip} for r in b.rows]
+    assert json.dumps(rows_a) == json.dumps(rows_b)  # as text, so that NaN (undefined HD95) equals NaN
+    assert sum(r["pred_px"] for r in rows_a) > 0  # real predictions, not an all-empty tie
+    assert a.record["training"]["final_loss"] == b.record["training"]["final_loss"]
+    # A different seed changes the initial weights, the data order and the flips.
+    (other,) = plan(dataset, ["test-flip"], seeds=[1], baseline=False)
+    c = run_trial(other, dataset, env)
+    assert [r["dice"] for r in c.rows] != [r["dice"] for r in rows_a]
+
+
+def test_trial_key_covers_config_and_dataset(dataset, plugin):
+    t0, t1 = plan(dataset, ["none"], seeds=[0, 1])
+    assert t0.key != t1.key
+    same = plan(dataset, ["none"], seeds=[0])[0]
+    assert same.key == t0.key
+    other_data = plan_study(["none"], preset=tiny_preset(), seeds=[0], fractions=[1.0],
+                            dataset_fingerprint="0" * 16)[0]
+    assert other_data.key != t0.key
+    changed = plan_study(["none"], preset=apply_overrides(tiny_preset(), {"train.lr": "0.001"}), seeds=[0],
+                         fractions=[1.0], dataset_fingerprint=dataset.fingerprint)[0]
+    assert changed.key != t0.key
+
+
+def test_slices_added_in_prepare_are_preprocessed(dataset, plugin):
+    (trial,) = plan(dataset, ["test-adds-slices"], baseline=False)
+    out = execute_trial(trial, dataset, TrialEnv(progress=False, log=lambda m: None))
+    assert out.ok, out.record.get("error")
+    assert out.record["training"]["n_total"] == len(dataset.train) + 4
+    assert out.record["training"]["n_preprocessed"] == 4
+    assert "adding 4 slices" in out.log_lines
+
+
+def test_train_fraction_is_stratified_and_seeded(dataset):
+    half = subsample_train(dataset.train, 0.5, seed=0)
+    assert len(half) == 8
+    assert sorted(s.label for s in half) == sorted(LABELS * 2)
+    assert [s.id for s in half] == [s.id for s in subsample_train(dataset.train, 0.5, seed=0)]
+    assert {s.id for s in half} != {s.id for s in subsample_train(dataset.train, 0.5, seed=1)}
+    assert len(subsample_train(dataset.train, 0.01, seed=0)) == 4  # at least one per class
+
+
+# -- failures stay contained --------------------------------------------------------------------
+def test_a_failing_strategy_fails_only_its_own_trial(dataset, plugin, tmp_path):
+    trials = plan(dataset, ["test-fail-prepare", "test-fail-transform"])
+    store, result = run(dataset, trials, tmp_path)
+    status = {r["strategy"]: r["status"] for r in store.records()}
+    assert status == {"none": "ok", "test-fail-prepare": "failed", "test-fail-transform": "failed"}
+    assert result.succeeded == 1 and result.failed == 2
+    log = store.log_path.read_text()
+    assert "generator exploded in prepare" in log and "transform exploded" in log
+    assert "Traceback (most recent call last)" in log
+    errors = {r["strategy"]: r["error"] for r in store.records("failed")}
+    assert errors["test-fail-prepare"] == "RuntimeError: generator exploded in prepare"
+    board = write_report(store, n_boot=200)
+    assert [r.strategy for r in board.rows] == ["none"]
+    report = store.report_path.read_text()
+    assert "## Failed trials" in report and "test-fail-transform" in report
+    # A failed trial is retried by the next run (it may have been fixed), a finished one is not.
+    _, again = run(dataset, trials, tmp_path)
+    assert again.skipped == 1 and len(again.outcomes) == 2
+
+
+# -- the store ----------------------------------------------------------------------------------
+def test_store_round_trip_and_resume(dataset, plugin, tmp_path):
+    trials = plan(dataset, ["test-flip"], seeds=[0, 1])
+    store, result = run(dataset, trials, tmp_path)
+    assert result.succeeded == 4 and result.skipped == 0
+    reloaded = ResultsStore(tmp_path)
+    assert all(reloaded.finished(t.key) for t in trials)
+    assert reloaded.rows(trials[0].key) == store.rows(trials[0].key)  # floats round-trip exactly
+    stamps = {r["key"]: r["finished_at"] for r in reloaded.records()}
+    _, again = run(dataset, trials, tmp_path)
+    assert again.skipped == 4 and not again.outcomes
+    assert {r["key"]: r["finished_at"] for r in ResultsStore(tmp_path).records()} == stamps
+    _, forced = run(dataset, trials[:1], tmp_path, force=True)
+    assert forced.skipped == 0 and len(forced.outcomes) == 1
+    with (tmp_path / "per_image.csv").open() as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == PER_IMAGE_COLUMNS
+        assert len(list(reader)) == 4 * len(dataset.test)
+    lines = (tmp_path / "trials.jsonl").read_text().splitlines()
+    assert len(lines) == 4
+    rec = json.loads(lines[0])
+    for field in ("config", "dataset", "metrics", "per_class", "timings_s", "memory", "versions", "device"):
+        assert field in rec
+    assert rec["dataset"]["fingerprint"] == dataset.fingerprint
+
+
+def test_rows_without_a_committed_record_are_ignored(tmp_path):
+    store = ResultsStore(tmp_path)
+    row = {"trial": "k1", "strategy": "none", "seed": 0, "train_fraction": 1.0, "image": "a", "class": "LR2",
+           "spacing_mm": 1.0, "dice": 0.5, "iou": 0.3, "precision": 0.5, "recall": 0.5,
+           "hd95_mm": float("nan"), "true_px": 3, "pred_px": 0}
+    store.commit({"key": "k1", "status": "ok"}, [row])
+    # Simulate a kill between the two writes of a second trial: rows written, record not.
+    text = (tmp_path / "per_image.csv").read_text()
+    (tmp_path / "per_image.csv").write_text(text + text.splitlines()[1].replace("k1", "k2", 1) + "\n")
+    again = ResultsStore(tmp_path)
+    assert again.finished("k1") and not again.finished("k2") and again.rows("k2") == []
+    assert np.isnan(again.rows("k1")[0]["hd95_mm"])
+
+
+def test_damaged_trials_file_is_a_data_error(tmp_path):
+    (tmp_path / "trials.jsonl").write_text('{"key": "a", "status": "ok"}\nnot json\n')
+    with pytest.raises(Exception, match=r"trials.jsonl:2: not a trial record"):
+        ResultsStore(tmp_path)
+
+
+# -- ranking ------------------------------------------------------------------------------------
+def _fake_study(tmp_path: Path, gains: dict[str, float], seeds=(0, 1), n_images: int = 30) -> ResultsStore:
+    """A store with hand-made per-image Dice: baseline ~U(0.3, 0.5), each strategy + its gain."""
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.3, 0.5, size=(len(seeds), n_images))
+    noise = rng.normal(0, 0.01, size=(len(gains), len(seeds), n_images))
+    store = ResultsStore(tmp_path)
+    for g, (name, gain) in enumerate(gains.items()):
+        for si, seed in enumerate(seeds):
+            key = f"{name}-{seed}"
+            values = base[si] + gain + (0 if name == "none" else noise[g, si])
+            rows = [{"trial": key, "strategy": name, "seed": seed, "train_fraction": 1.0, "image": f"img{i:03d}",
+                     "class": LABELS[i % 4], "spacing_mm": 1.0, "dice": float(v), "iou": float(v) / 2,
+                     "precision": 0.9, "recall": float(v), "hd95_mm": 3.0, "true_px": 10, "pred_px": 9}
+                    for i, v in enumerate(values)]
+            rec = {"key": key, "status": "ok", "strategy": name, "seed": seed, "train_fraction": 1.0,
+                   "preset": "tiny", "dataset": {"name": "fake", "fingerprint": "f" * 16},
+                   "metrics": {"dice": float(values.mean())}, "timings_s": {"total": 1.0},
+                   "memory": {"peak_rss_mb": 100.0}, "training": {"n_total": 10, "data_wait_share": 0.01}}
+            store.commit(rec, rows)
+    return store
+
+
+def test_leaderboard_ranks_and_marks_significance(tmp_path):
+    store = _fake_study(tmp_path, {"none": 0.0, "good": 0.1, "same": 0.0005, "bad": -0.05})
+    board = write_report(store, n_boot=1000)
+    by_name = {r.strategy: r for r in board.rows}
+    order = [r.strategy for r in board.rows]
+    assert order[0] == "good" and order[-1] == "bad" and set(order[1:3]) == {"same", "none"}
+    assert [r.rank for r in board.rows] == [1, 2, 3, 4]
+    assert by_name["good"].significant and by_name["bad"].significant
+    assert by_name["same"].significant is False  # tiny noise-level difference: marked n.s.
+    assert by_name["none"].significant is None
+    assert by_name["good"].vs_baseline.delta == pytest.approx(0.1, abs=0.005)
+    with store.leaderboard_path.open() as f:
+        rows = list(csv.reader(f))
+    assert tuple(rows[0]) == LEADERBOARD_COLUMNS
+    assert rows[1][1] == "good" and rows[1][2] == "2"
+    baseline_row = next(r for r in rows if r[1] == "none")
+    assert baseline_row[6] == "0.000000" and baseline_row[7] == ""
+    report = store.report_path.read_text()
+    assert "**n.s.**" in report and "## Dice per Lung-RADS class" in report
+    assert (store.figures_dir / "dice_by_strategy.png").stat().st_size > 1000
+    assert (store.figures_dir / "dice_by_class.png").stat().st_size > 1000
+
+
+def test_leaderboard_separates_train_fractions(tmp_path):
+    store = _fake_study(tmp_path, {"none": 0.0, "good": 0.1})
+    for rec in list(store.records()):
+        half = dict(rec, key=rec["key"] + "-half", train_fraction=0.5)
+        rows = [dict(r, trial=half["key"], train_fraction=0.5, dice=r["dice"] - 0.1) for r in store.rows(rec["key"])]
+        store.commit(half, rows)
+    board = build_leaderboard(store, n_boot=200)
+    assert [r.strategy for r in board.rows] == ["good @1", "none @1", "good @0.5", "none @0.5"]
+    assert all(r.vs_baseline is not None for r in board.rows if not r.is_baseline)
+
+
+# -- the command line ---------------------------------------------------------------------------
+def test_bench_cli_end_to_end_tiny(tmp_path, capsys):
+    out = tmp_path / "study"
+    rc = main(["bench", "--strategy", "none", "--preset", "tiny", "--out", str(out), "--no-progress"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "seeds: 0" in captured.out and f"results: {out}" in captured.out
+    for name in ("trials.jsonl", "per_image.csv", "leaderboard.csv", "report.md", "run.log"):
+        assert (out / name).is_file(), name
+    rec = json.loads((out / "trials.jsonl").read_text().splitlines()[0])
+    assert rec["status"] == "ok" and rec["strategy"] == "none" and rec["preset"] == "tiny"
+    assert rec["metrics"]["dice"] > 0.05, "the tiny preset should learn the phantom, not predict nothing"
+    # `augforge report` rebuilds the derived files from the stored results.
+    (out / "report.md").unlink()
+    (out / "leaderboard.csv").unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.md").is_file()
+    with (out / "leaderboard.csv").open() as f:
+        assert tuple(next(csv.reader(f))) == LEADERBOARD_COLUMNS
+    # Same command again: nothing recomputed.
+    assert main(["bench", "--strategy", "none", "--preset", "tiny", "--out", str(out), "--no-progress"]) == 0
+    assert "1 of 1 trials already finished" in capsys.readouterr().out
+
+
+def test_bench_cli_all_failed_is_a_nonzero_exit(tmp_path, plugin, capsys):
+    rc = main(["bench", "--strategy", "test-fail-prepare", "--no-baseline", "--preset", "tiny",
+               "--out", str(tmp_path), "--no-progress"])
+    assert rc == 1
+    assert "every trial failed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--strategy", "nope"], "unknown strategy 'nope'"),
+        (["--strategy", "none", "--set", "train.epoch=2"], "did you mean train.epochs?"),
+        (["--strategy", "none", "--set", "nope.x=1"], "'nope' is neither a preset section"),
+        (["--strategy", "none", "--train-fraction", "1.5"], "--train-fraction 1.5"),
+        (["--strategy", "none", "--executor", "slurm"], "--executor 'slurm'"),
+        (["--strategy", "none", "--set", "train.patch_size=30"], "train.patch_size=30: use 0 (whole slices) or a multiple of 4"),
+        (["--strategy", "none", "--set", "train.schedule=step"], "train.schedule='step'"),
+        ([], "give at least one --strategy"),
+    ],
+)
+def test_bench_cli_usage_errors(tmp_path, capsys, argv, fragment):
+    rc = main(["bench", "--preset", "tiny", "--out", str(tmp_path), "--no-progress", *argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and fragment in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_bench_cli_option_errors_exit_2(tmp_path, capsys):
+    assert main(["bench", "--seeds", "0", "--strategy", "none", "--out", str(tmp_path)]) == 2
+    assert "--seeds" in capsys.readouterr().err
+    assert not (tmp_path / "trials.jsonl").exists()
+
+
+def test_report_cli_needs_a_study_folder(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no trials.jsonl here" in capsys.readouterr().err
+
+
+def test_plan_rejects_parameters_for_strategies_outside_the_study(dataset, plugin):
+    with pytest.raises(UsageError, match="strategy 'test-flip' is not part of this study"):
+        plan(dataset, ["none"], strategy_params={"test-flip": {"p": 1}})
+    trials = plan(dataset, ["test-flip", "test-flip", "none"], seeds=[0, 1], fractions=[1.0, 0.5])
+    assert [(t.label, t.seed, t.train_fraction) for t in trials][:4] == [
+        ("none", 0, 1.0), ("test-flip", 0, 1.0), ("none", 1, 1.0), ("test-flip", 1, 1.0)]
+    assert len(trials) == 8
+    assert get_registry().get("test-flip") is FlipStrategy

@@ -1,0 +1,102 @@
+"""Studies across processes: SIGKILL mid-study then resume; the process-pool executor."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from augforge.bench.store import PER_IMAGE_COLUMNS
+
+_RUN = "import sys; from augforge.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def _records(out: Path) -> list[dict]:
+    path = out / "trials.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _check_files_valid(out: Path) -> None:
+    records = _records(out)  # every line parses
+    with (out / "per_image.csv").open(newline="") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == PER_IMAGE_COLUMNS
+        rows = list(reader)
+    finished = {r["key"] for r in records if r["status"] == "ok"}
+    assert finished <= {r["trial"] for r in rows}
+
+
+@pytest.mark.slow
+def test_sigkill_mid_study_then_resume(tmp_path):
+    out = tmp_path / "study"
+    # Short trials (3 epochs), still seconds each: the 20 ms polling below kills between trials.
+    argv = [sys.executable, "-c", _RUN, "bench", "--strategy", "none", "--preset", "tiny", "--seeds", "3",
+            "--set", "train.epochs=3", "--out", str(out), "--no-progress"]
+    env = dict(os.environ)  # the session's temporary AUGFORGE_CACHE
+
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    try:
+        while not _records(out):
+            assert proc.poll() is None, f"study ended before the kill: {proc.communicate()}"
+            assert time.monotonic() < deadline, "no trial finished in time"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    before = _records(out)
+    assert 1 <= len(before) < 3, "the kill should land between the first and the last trial"
+    _check_files_valid(out)
+    stamps = {r["key"]: r["finished_at"] for r in before}
+
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert f"{len(before)} of 3 trials already finished" in done.stdout
+    after = _records(out)
+    assert len(after) == 3 and all(r["status"] == "ok" for r in after)
+    for key, stamp in stamps.items():  # the finished trials were not recomputed
+        assert next(r for r in after if r["key"] == key)["finished_at"] == stamp
+    _check_files_valid(out)
+    with (out / "leaderboard.csv").open() as f:
+        rows = list(csv.reader(f))
+    assert rows[1][1] == "none" and rows[1][2] == "3"
+
+
+
+@pytest.mark.slow
+def test_process_executor_matches_the_local_one(tmp_path):
+    """A worker process loads the dataset itself (from the cache); with the same thread count (tiny:
+    one) its per-image metrics equal those of the in-process executor."""
+    from augforge.bench.executors import ExecutionContext, make_executor
+    from augforge.bench.study import plan_study
+    from augforge.bench.trial import TrialEnv
+    from augforge.config import apply_overrides, get_preset
+    from augforge.data.sources import load_dataset
+
+    preset = apply_overrides(get_preset("tiny"), {"train.epochs": "2"})
+    dataset = load_dataset(preset.data, progress=False)
+    (trial,) = plan_study(["none"], preset=preset, seeds=[0], fractions=[1.0],
+                          dataset_fingerprint=dataset.fingerprint)
+    results = {}
+    for name in ("local", "process"):
+        ctx = ExecutionContext(dataset=dataset, data_cfg=preset.data, allow_pickle=False, workers=1,
+                               env=TrialEnv(progress=False, log=lambda m: None))
+        outcomes = []
+        make_executor(name, ctx).run([trial], outcomes.append)
+        assert [o.status for o in outcomes] == ["ok"], outcomes[0].record.get("error")
+        results[name] = outcomes[0]
+    # JSON-like comparison, so that an undefined HD95 (NaN) in both counts as equal.
+    assert json.dumps(results["process"].rows) == json.dumps(results["local"].rows)
+    assert results["process"].record["threads"] == results["local"].record["threads"] == 1
