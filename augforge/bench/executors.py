@@ -8,8 +8,7 @@ raises comes back as a failed outcome; it never stops the others.
 ``process``  a pool of local worker processes; each loads the dataset itself (from the data cache)
              and checks its fingerprint, so no arrays are shipped between processes.
 
-A cluster executor (Ray) fits the same seam: register a subclass with ``@register_executor`` whose
-``run`` sends ``(trial, context.data_cfg)`` to remote workers that call :func:`run_in_worker`.
+``ray``      a Ray cluster (``augforge.bench.ray_executor``, imported on demand; docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ __all__ = [
     "Executor",
     "LocalExecutor",
     "ProcessExecutor",
+    "executor_class",
     "make_executor",
     "register_executor",
     "run_in_worker",
@@ -86,7 +86,8 @@ def register_executor(cls: type[Executor]) -> type[Executor]:
     return cls
 
 
-def make_executor(name: str, context: ExecutionContext) -> Executor:
+def executor_class(name: str) -> type[Executor]:
+    """The executor registered as ``name``; a UsageError naming the choices when there is none."""
     if name == "ray" and name not in EXECUTORS:
         # Imported on demand: Ray is an optional extra, and importing it takes a second.
         try:
@@ -95,11 +96,14 @@ def make_executor(name: str, context: ExecutionContext) -> Executor:
             raise UsageError("--executor ray needs Ray: pip install 'augforge[ray]'") from None
         import augforge.bench.ray_executor  # noqa: F401  (registers "ray")
     try:
-        cls = EXECUTORS[name]
+        return EXECUTORS[name]
     except KeyError:
         known = ", ".join(sorted({*EXECUTORS, "ray"}))
         raise UsageError(f"--executor {name!r}: choose one of {known}") from None
-    return cls(context)
+
+
+def make_executor(name: str, context: ExecutionContext) -> Executor:
+    return executor_class(name)(context)
 
 
 @register_executor
