@@ -13,7 +13,9 @@ The seed paper's notebooks list a "rotate the tumour" variant (reference/PAPER_P
 against 0.3709 without augmentation) and say no more about it; this strategy is our counterpart.
 
 Donors come from the real (non-synthetic) tumour slices of the training split a trial receives, never
-from the test split, and only from that trial's train fraction. Randomness comes from ``ctx.seed``:
+from the test split, and only from that trial's train fraction. Data without healthy slices (the
+seed paper's Mendeley files) can use ``canvases=train``: the tumours then go into the real training
+slices, clear of the tumour each already has, and the slice's label is the higher of the two classes. Randomness comes from ``ctx.seed``:
 the same training split, canvases and seed give the same slices.
 """
 
@@ -23,6 +25,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from scipy import ndimage
 
 from augforge import Param, PrepareContext, Strategy, hookimpl
 from augforge.data.records import Slice
@@ -70,6 +73,9 @@ class CopyPaste(Strategy):
         Param("feather_px", float, 1.5, "width of the pasted tumour's soft edge, pixels", low=0.0, high=10.0),
         Param("clearance_px", float, 1.0, "distance kept from vessels and the lung wall, pixels",
               low=0.0, high=20.0),
+        Param("canvases", str, "healthy", "where tumours go: 'healthy' slices (as the DCGAN) or the real "
+              "'train' slices, away from their own tumours (for data without healthy slices)",
+              choices=("healthy", "train")),
         Param("roi_size", int, 64, "side of the square patch a donor is turned in, pixels (larger "
               "donors are downsampled to it)", choices=(32, 64, 128)),
     )
@@ -122,7 +128,8 @@ class CopyPaste(Strategy):
         """
         if n > 0 and not canvases:
             raise DataError(f"strategy {self.name!r} pastes tumours into healthy slices, and the dataset "
-                            "has none: build it with data.n_healthy > 0 or add healthy slices")
+                            "has none: build it with data.n_healthy > 0, add healthy slices, or set "
+                            "copy-paste.canvases=train")
         c = self.config
         rng = np.random.default_rng([seed, _STREAM])
         donor_order = rng.permutation(len(rois))
@@ -147,7 +154,13 @@ class CopyPaste(Strategy):
                 canvas = canvases[j]
                 if j not in sites:
                     lung = canvas_lung(canvas)
-                    sites[j] = (lung, allowed_region(canvas.hu, lung, clearance_px=c["clearance_px"]))
+                    allowed = allowed_region(canvas.hu, lung, clearance_px=c["clearance_px"])
+                    if canvas.has_tumour:
+                        # A tumour slice as canvas: keep clear of its tumour (a ground-glass one lies
+                        # below the vessel threshold, so allowed_region alone would not exclude it).
+                        gap = ndimage.distance_transform_edt(canvas.mask == 0)
+                        allowed &= gap > max(c["clearance_px"], 1.0) + 1.0
+                    sites[j] = (lung, allowed)
                 lung, allowed = sites[j]
                 # The patch spans the donor's crop: its size in mm, rescaled, in this canvas's pixels.
                 side_mm = rois.crop_mm[k] * scale * SHRINK ** (attempt // CANVAS_TRIES)
@@ -180,9 +193,15 @@ class CopyPaste(Strategy):
         return GeneratedSet(slices=out, patches_hu=patches_hu, patches_mask=patches_mask,
                             real_hu=rois.hu, real_mask=rois.mask, info=info)
 
+    def canvases(self, train: list[Slice], ctx: PrepareContext) -> list[Slice]:
+        """The slices tumours are pasted into: ``ctx.healthy``, or the real training slices."""
+        if self.config["canvases"] == "train":
+            return [s for s in train if not s.source.startswith("synthetic:")]
+        return list(ctx.healthy)
+
     def generate(self, train: list[Slice], ctx: PrepareContext, n: int) -> GeneratedSet:
-        """Paste ``n`` tumours copied from ``train`` into ``ctx.healthy`` (``augforge generate`` calls this)."""
-        return self.synthesize(self.donors(train), list(ctx.healthy), n, seed=ctx.seed, log=ctx.log)
+        """Paste ``n`` tumours copied from ``train`` into the canvases (``augforge generate`` calls this)."""
+        return self.synthesize(self.donors(train), self.canvases(train, ctx), n, seed=ctx.seed, log=ctx.log)
 
     def prepare(self, train: list[Slice], ctx: PrepareContext) -> list[Slice]:
         real = sum(1 for s in train if not s.source.startswith("synthetic:"))

@@ -171,3 +171,17 @@ def test_errors_say_what_to_do(tiny):
     with pytest.raises(DataError, match="has none"):
         copy_paste().prepare(tiny.train, make_ctx([]))
     assert copy_paste(ratio=0.0).prepare(tiny.train, make_ctx([])) == tiny.train
+
+
+def test_without_healthy_slices_tumours_go_into_training_slices_clear_of_their_own(tiny):
+    syn = synthetic(copy_paste(canvases="train").prepare(tiny.train, make_ctx([])))
+    assert len(syn) == len(tiny.train)
+    by_id = {s.id: s for s in tiny.train}
+    for s in syn:
+        canvas = by_id[s.provenance["canvas"]]
+        own = canvas.mask.astype(bool)
+        added = s.mask.astype(bool) & ~own
+        assert added.any() and s.mask[own].all()  # the canvas's tumour stays labelled
+        assert ndimage.distance_transform_edt(~own)[added].min() > 2.0  # and untouched by the new one
+        assert LUNG_RADS_CLASSES.index(s.label) == max(LUNG_RADS_CLASSES.index(canvas.label),
+                                                       LUNG_RADS_CLASSES.index(s.provenance["nodule_label"]))

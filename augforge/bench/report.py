@@ -8,6 +8,7 @@ import math
 from collections.abc import Iterable
 from pathlib import Path
 
+from augforge.bench.curves import curve_rows, learning_curve_figure
 from augforge.bench.figures import write_figures
 from augforge.bench.ranking import LEADERBOARD_COLUMNS, Leaderboard, build_leaderboard
 from augforge.bench.stats import ALPHA, fmt_p
@@ -138,5 +139,11 @@ def write_report(store: ResultsStore | Path | str, *, n_boot: int = 10_000) -> L
     board = build_leaderboard(store, n_boot=n_boot)
     atomic_write_text(store.leaderboard_path, leaderboard_csv(board))
     figures = write_figures(board, store.figures_dir)
-    atomic_write_text(store.report_path, render_markdown(board, figures, store.root))
+    curve = store.figures_dir / "learning_curve.png"
+    if learning_curve_figure(curve_rows(board.records), curve):
+        figures["learning curve"] = curve
+    text = render_markdown(board, figures, store.root)
+    if store.command_path.exists():
+        text += "\n## How this study was run\n\n" + store.command_path.read_text()
+    atomic_write_text(store.report_path, text)
     return board

@@ -115,6 +115,7 @@ class ResultsStore:
         self.leaderboard_path = self.root / "leaderboard.csv"
         self.report_path = self.root / "report.md"
         self.figures_dir = self.root / "figures"
+        self.command_path = self.root / "command.md"  # the command line and environment of the last run
         self._records: dict[str, dict[str, Any]] = {}
         self._rows: dict[str, list[dict[str, Any]]] = {}
         self.load()

@@ -294,6 +294,9 @@ def load_study(path: str | Path, registry: StrategyRegistry | None = None) -> St
     study = doc["study"]
     if not isinstance(study, dict):
         raise UsageError(f"{path}: study: expected a table [study], got {_kind(study)}")
+    if "strategy" in study:  # TOML puts every key after [study] into that table
+        raise UsageError(f"{path}: study: unknown key 'strategy'; write strategy = \"...\" above the [study] "
+                         "table, or use [[strategy]] tables")
     _check_keys(study, _STUDY_KEYS, path, "study")
 
     def key(name: str) -> str:
@@ -491,12 +494,12 @@ def _params(value: Any, parts: list[str], where: str) -> dict[str, dict[str, Any
         return {parts[0]: {k: _scalar(v, f"{where}.{k}") for k, v in value.items()}}
     out: dict[str, dict[str, Any]] = {}
     for part, values in value.items():
-        if part not in parts:
-            raise UsageError(f"{where}.{part}: {'+'.join(parts)!r} has no part {part!r}; its parts are "
-                             f"{', '.join(parts)}")
         if not isinstance(values, dict):
             raise UsageError(f"{where}.{part}: a hybrid takes parameters per part, e.g. "
                              f"[strategy.params.{parts[0]}]; got {_kind(values)}")
+        if part not in parts:
+            raise UsageError(f"{where}.{part}: {'+'.join(parts)!r} has no part {part!r}; its parts are "
+                             f"{', '.join(parts)}")
         out[part] = {k: _scalar(v, f"{where}.{part}.{k}") for k, v in values.items()}
     return out
 

@@ -6,6 +6,7 @@ leaderboard, report.md and run.log); 1 when every trial failed; 2 for a usage er
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated
@@ -20,11 +21,26 @@ from augforge.config import (
     parse_set_options,
     split_overrides,
 )
+from augforge.bench.store import atomic_write_text
 from augforge.errors import AugforgeError, UsageError
 
 
 class AllTrialsFailed(AugforgeError):
     """Every trial of the study raised."""
+
+
+def _command_record(device: str, torch_version: str) -> str:
+    """The exact command and environment, for the report (markdown)."""
+    import platform
+    import shlex
+    import sys
+
+    from augforge import __version__
+
+    argv = " ".join(shlex.quote(a) for a in ["augforge", *sys.argv[1:]])
+    return (f"```console\n$ {argv}\n```\n\n- augforge {__version__}, torch {torch_version}, "
+            f"Python {platform.python_version()}, {platform.platform()}\n- device: {device}, "
+            f"{os.cpu_count()} CPU cores\n")
 
 
 def default_out(preset: str, source: str) -> Path:
@@ -36,13 +52,18 @@ def default_out(preset: str, source: str) -> Path:
 def bench_cmd(
     strategy: Annotated[list[str] | None, typer.Option(
         "--strategy", "-s", metavar="NAME",
-        help="Strategy to benchmark (repeatable); 'a+b' composes strategies.")] = None,
-    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds per strategy: trials use seeds 0..N-1.")] = 1,
+        help="Strategy to benchmark (repeatable); 'a+b' composes strategies; 'all' is every "
+             "registered strategy.")] = None,
+    study: Annotated[Path | None, typer.Option(
+        "--study", metavar="FILE",
+        help="A study file (TOML) naming strategies, parameters, seeds, fractions (docs/studies.md).")] = None,
+    seeds: Annotated[int | None, typer.Option(
+        "--seeds", min=1, help="Seeds per strategy: trials use seeds 0..N-1 (default 1).")] = None,
     train_fraction: Annotated[list[float] | None, typer.Option(
         "--train-fraction", metavar="F",
         help="Share of the real training slices to use (repeatable; class-stratified, seeded). Default 1.")] = None,
-    preset: Annotated[str, typer.Option(
-        "--preset", help="tiny (tests), quick (CPU default), paper (GPU).")] = DEFAULT_PRESET,
+    preset: Annotated[str | None, typer.Option(
+        "--preset", help=f"tiny (tests), quick (CPU default), paper (GPU). Default {DEFAULT_PRESET}.")] = None,
     data: Annotated[str, typer.Option(
         "--data", metavar="PATH|NAME", help="Dataset (default: the preset's, lidc-phantom).")] = "",
     allow_pickle: Annotated[bool, typer.Option(
@@ -52,9 +73,15 @@ def bench_cmd(
         help="Override a preset field (train.epochs=5) or a strategy parameter (dcgan.epochs=50); "
              "repeatable.")] = None,
     out: Annotated[Path | None, typer.Option(
-        "--out", help="Study folder (default: runs/<preset>-<data>).")] = None,
-    executor: Annotated[str, typer.Option(
-        "--executor", help="local (in-process) or process (process pool).")] = "local",
+        "--out", help="Study folder (default: runs/<preset>-<data>, or runs/<study> for --study).")] = None,
+    executor: Annotated[str | None, typer.Option(
+        "--executor", help="local (in-process, default), process (local process pool) or ray.")] = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=0, help="Worker processes for --executor process/ray (0: one per two cores).")] = None,
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", metavar="ADDR",
+        help="Ray head to use with --executor ray (HOST:PORT, ray://HOST:10001 or auto); "
+             "default $RAY_ADDRESS, else a local Ray.")] = None,
     no_baseline: Annotated[bool, typer.Option(
         "--no-baseline", help="Do not add the baseline strategy 'none'.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Recompute trials already in the study folder.")] = False,
@@ -66,10 +93,11 @@ def bench_cmd(
     """
     import torch
 
-    from augforge.bench.executors import ExecutionContext, make_executor
+    from augforge.bench.executors import ExecutionContext, executor_class, make_executor
     from augforge.bench.report import write_report
     from augforge.bench.store import ResultsStore
     from augforge.bench.study import plan_study, run_study
+    from augforge.bench.studyfile import expand_all, load_study, plan_trials
     from augforge.bench.trial import TrialEnv
     from augforge.cli.report import print_leaderboard
     from augforge.data.sources import load_dataset
@@ -84,24 +112,47 @@ def bench_cmd(
 
     # 1. Configuration: preset, overrides, strategies (all validated before any data is loaded).
     strategy, set_ = strategy or [], set_ or []
-    if not strategy:
-        raise UsageError("give at least one --strategy NAME (see `augforge strategies`); "
-                         "`--strategy none` runs the baseline alone")
-    cfg = get_preset(preset)
-    preset_over, strategy_params = split_overrides(parse_set_options(set_))
-    cfg = apply_overrides(cfg, preset_over)
-    if data:
-        cfg.data.source = data
-    fractions = list(dict.fromkeys(train_fraction or [])) or [1.0]
-    seed_list = list(range(seeds))
     registry = get_registry()
     for problem in registry.errors:
         err.print(f"warning: {problem}", markup=False)
-    plan_study(strategy, preset=cfg, seeds=seed_list, fractions=fractions, dataset_fingerprint="",
-               strategy_params=strategy_params, baseline=not no_baseline, registry=registry)
-    folder = out if out is not None else default_out(cfg.name, cfg.data.source)
+    preset_over, strategy_params = split_overrides(parse_set_options(set_))
+    options: dict = {}
+    if study is not None:
+        if strategy or train_fraction or no_baseline or strategy_params:
+            raise UsageError("--study FILE names the strategies, their parameters, fractions and baseline; "
+                             "drop --strategy/--train-fraction/--no-baseline and strategy --set items, "
+                             "or drop --study")
+        spec = load_study(study).override(
+            data=data or None, allow_pickle=allow_pickle or None, seeds=seeds, preset=preset,
+            executor=executor, set=preset_over or None, out=str(out) if out is not None else None)
+        spec.validate(registry)
+        cfg = spec.build_preset()
+        seed_list = list(range(spec.seeds))
+        executor_name, allow_pickle = spec.executor, spec.allow_pickle
+        options.update(spec.executor_settings)
+        n_workers = spec.workers if workers is None else workers
+        folder = Path(spec.out) if spec.out else Path("runs") / spec.name
+    else:
+        if not strategy:
+            raise UsageError("give at least one --strategy NAME (see `augforge strategies`), or --study FILE; "
+                             "`--strategy none` runs the baseline alone")
+        strategy = expand_all(strategy, registry)
+        cfg = apply_overrides(get_preset(preset or DEFAULT_PRESET), preset_over)
+        if data:
+            cfg.data.source = data
+        fractions = list(dict.fromkeys(train_fraction or [])) or [1.0]
+        seed_list = list(range(seeds or 1))
+        executor_name, n_workers = executor or "local", workers or 0
+        plan_study(strategy, preset=cfg, seeds=seed_list, fractions=fractions, dataset_fingerprint="",
+                   strategy_params=strategy_params, baseline=not no_baseline, registry=registry)
+        folder = out if out is not None else default_out(cfg.name, cfg.data.source)
+    if ray_address is not None:
+        if executor_name != "ray":
+            raise UsageError("--ray-address needs --executor ray")
+        options["ray_address"] = ray_address
+    executor_class(executor_name)  # an unknown executor, or Ray missing: say so before loading data
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    log(f"augforge bench: preset {cfg.name}, data {cfg.data.source}, device {device}")
+    log(f"augforge bench: preset {cfg.name}, data {cfg.data.source}, device {device}, executor {executor_name}")
     log(f"seeds: {', '.join(map(str, seed_list))}")
     log(f"results: {folder}")
 
@@ -109,15 +160,22 @@ def bench_cmd(
     dataset = load_dataset(cfg.data, allow_pickle=allow_pickle, progress=progress)
     log(f"dataset {dataset.name} ({dataset.fingerprint}): {len(dataset.train)} train, {len(dataset.test)} test, "
         f"{len(dataset.healthy)} healthy slices")
-    trials = plan_study(strategy, preset=cfg, seeds=seed_list, fractions=fractions,
-                        dataset_fingerprint=dataset.fingerprint, strategy_params=strategy_params,
-                        baseline=not no_baseline, registry=registry)
+    if study is not None:
+        trials = plan_trials(spec, cfg, seeds=seed_list, dataset_fingerprint=dataset.fingerprint,
+                             registry=registry)
+    else:
+        trials = plan_study(strategy, preset=cfg, seeds=seed_list, fractions=fractions,
+                            dataset_fingerprint=dataset.fingerprint, strategy_params=strategy_params,
+                            baseline=not no_baseline, registry=registry)
 
     # 3. Run what is not finished yet; every outcome is committed as it arrives.
     store = ResultsStore(folder)
+    store.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(store.command_path, _command_record(device, torch.__version__))
     env = TrialEnv(device=device, progress=progress, log=log)
-    context = ExecutionContext(dataset=dataset, data_cfg=cfg.data, allow_pickle=allow_pickle, env=env)
-    result = run_study(trials, store, make_executor(executor, context), force=force, log=log)
+    context = ExecutionContext(dataset=dataset, data_cfg=cfg.data, allow_pickle=allow_pickle, env=env,
+                               workers=n_workers, options=options)
+    result = run_study(trials, store, make_executor(executor_name, context), force=force, log=log)
 
     # 4. Ranking and report over everything in the folder.
     board = write_report(store)
