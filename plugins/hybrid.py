@@ -41,7 +41,8 @@ class NamedHybrid(Composite):
     """
 
     recipe: ClassVar[tuple[str, ...]] = ()
-    needs_gpu: ClassVar[bool] = False  # type: ignore[misc]  (a property on Composite instances)
+    # A class attribute here, where Composite has a property: the listing reads it from the class.
+    needs_gpu: ClassVar[bool] = False  # type: ignore[misc]
 
     def __init__(self, **values: Any):
         cls = type(self)

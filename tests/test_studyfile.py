@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -137,6 +138,8 @@ def test_command_line_values_are_named_as_options(tmp_path):
         spec.override(data="/no/such").validate(get_registry())
     with pytest.raises(UsageError, match=r"^--set: train.epochz: train has no field"):
         spec.override(set={"train.epochz": "3"}).build_preset()
+    with pytest.raises(UsageError, match=r"^--preset 'fast': choose one of tiny, quick, paper"):
+        spec.override(preset="fast").validate(get_registry())
     spec.override(data=str(tmp_path)).validate(get_registry())  # an existing path is accepted
 
 
@@ -302,3 +305,13 @@ def test_the_paper_study_is_valid_once_given_the_data(tmp_path):
     assert labels == ["none", "flip", "rotate", "rotate the tumour", "noise (image)", "Gaussian blur",
                       "dcgan-paper", "dcgan-paper+affine"]
     assert get_preset("paper").name == spec.build_preset().name
+
+
+def test_the_examples_in_the_docs_are_valid(tmp_path):
+    text = (Path(__file__).resolve().parents[1] / "docs" / "studies.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", text, re.DOTALL)
+    assert len(blocks) >= 3
+    for k, block in enumerate(blocks):
+        if "[study]" not in block:  # a fragment: the strategies of a study
+            block = HEAD + block
+        load_study(write(tmp_path, block, f"example{k}.toml"), registry=get_registry())

@@ -236,6 +236,8 @@ class StudySpec:
 
     def build_preset(self, extra_set: dict[str, Any] | None = None) -> Preset:
         """The preset with the study's overrides (then ``extra_set``) applied and ``data.source`` set."""
+        if self.preset not in PRESETS:
+            raise UsageError(f"{self.setting('preset')}: choose one of {', '.join(PRESETS)}")
         overrides = {**self.set, **(extra_set or {})}
         try:
             preset = apply_overrides(get_preset(self.preset), overrides)
