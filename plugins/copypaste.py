@@ -37,17 +37,10 @@ from augforge.synthesis import (
     allowed_region,
     canvas_lung,
     extract_rois,
-    paste_tumour,
-    pick_position,
-    resize_patch,
-    valid_positions,
+    paste_into_canvases,
 )
+from augforge.synthesis.paste import CANVAS_TRIES
 
-#: Canvases tried for one tumour before shrinking it, and shrink steps before giving up on it
-#: (the DCGAN strategies use the same budget, so both lose tumours to crowded lungs alike).
-CANVAS_TRIES, SHRINK_TRIES = 8, 4
-#: Each failed round of canvases shrinks the tumour by this factor.
-SHRINK = 0.8
 #: Square crops reach this share of the tumour's longer side beyond its box on every side: a turn by
 #: any angle keeps the tumour inside (its farthest pixel lies at most 0.71 sides from the centre).
 _MARGIN_FRAC = 0.25
@@ -136,7 +129,21 @@ class CopyPaste(Strategy):
         canvas_order = rng.permutation(len(canvases)) if canvases else np.zeros(0, int)
         # Which tumour of its slice each patch is (a slice may hold several): provenance.
         first = {sid: rois.slice_ids.index(sid) for sid in set(rois.slice_ids)}
-        sites: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # canvas -> (lung, allowed)
+        sites: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}  # canvas -> (lung, allowed, noise)
+
+        def site(j: int) -> tuple[np.ndarray, np.ndarray, float]:
+            if j not in sites:
+                canvas = canvases[j]
+                lung = canvas_lung(canvas)
+                allowed = allowed_region(canvas.hu, lung, clearance_px=c["clearance_px"])
+                if canvas.has_tumour:
+                    # A tumour slice as canvas: keep clear of its tumour (a ground-glass one lies
+                    # below the vessel threshold, so allowed_region alone would not exclude it).
+                    gap = ndimage.distance_transform_edt(canvas.mask == 0)
+                    allowed &= gap > max(c["clearance_px"], 1.0) + 1.0
+                sites[j] = (lung, allowed, 0.0)
+            return sites[j]
+
         patches_hu = np.empty((n, rois.size, rois.size), np.float32)
         patches_mask = np.zeros((n, rois.size, rois.size), bool)
         out: list[Slice] = []
@@ -148,40 +155,19 @@ class CopyPaste(Strategy):
             scale = float(rng.uniform(c["scale_min"], c["scale_max"]))
             t_hu, t_mask = self.turn(rois.hu[k], rois.coverage[k], angle, mirror, rois.background_hu)
             patches_hu[i], patches_mask[i] = t_hu, t_mask
-            pasted = None
-            for attempt in range(CANVAS_TRIES * SHRINK_TRIES):
-                j = int(canvas_order[(i + attempt) % len(canvas_order)])
-                canvas = canvases[j]
-                if j not in sites:
-                    lung = canvas_lung(canvas)
-                    allowed = allowed_region(canvas.hu, lung, clearance_px=c["clearance_px"])
-                    if canvas.has_tumour:
-                        # A tumour slice as canvas: keep clear of its tumour (a ground-glass one lies
-                        # below the vessel threshold, so allowed_region alone would not exclude it).
-                        gap = ndimage.distance_transform_edt(canvas.mask == 0)
-                        allowed &= gap > max(c["clearance_px"], 1.0) + 1.0
-                    sites[j] = (lung, allowed)
-                lung, allowed = sites[j]
+            pasted = paste_into_canvases(
+                canvases, canvas_order, i, t_hu, t_mask, site=site,
                 # The patch spans the donor's crop: its size in mm, rescaled, in this canvas's pixels.
-                side_mm = rois.crop_mm[k] * scale * SHRINK ** (attempt // CANVAS_TRIES)
-                shape = tuple(int(v) for v in np.maximum(np.round(side_mm / canvas.spacing_mm), 3))
-                r_hu, r_mask = resize_patch(t_hu, t_mask, shape)
-                if not r_mask.any():
-                    continue
-                pos = pick_position(valid_positions(allowed, r_mask), rng)
-                if pos is None:
-                    continue
-                pasted = paste_tumour(
-                    canvas, r_hu, r_mask, pos, slice_id=f"{self.name}-s{seed}-{i:05d}",
-                    source=f"synthetic:{self.name}", lung=lung, feather_px=c["feather_px"],
-                    # A real tumour carries its scanner noise already: adding the canvas's would double it.
-                    noise_hu=0.0,
-                    provenance={"strategy": self.name, "donor": rois.slice_ids[k],
-                                "donor_tumour": k - first[rois.slice_ids[k]], "donor_label": rois.labels[k],
-                                "angle_deg": round(angle, 2), "mirror": mirror, "scale": round(scale, 4),
-                                "seed": seed, "sample": i},
-                )
-                break
+                shape=lambda canvas, f, side=rois.crop_mm[k] * scale: tuple(
+                    int(v) for v in np.maximum(np.round(side * f / canvas.spacing_mm), 3)),
+                rng=rng, slice_id=f"{self.name}-s{seed}-{i:05d}", source=f"synthetic:{self.name}",
+                feather_px=c["feather_px"],
+                # A real tumour carries its scanner noise already: adding the canvas's would double it.
+                provenance={"strategy": self.name, "donor": rois.slice_ids[k],
+                            "donor_tumour": k - first[rois.slice_ids[k]], "donor_label": rois.labels[k],
+                            "angle_deg": round(angle, 2), "mirror": mirror, "scale": round(scale, 4),
+                            "seed": seed, "sample": i},
+            )
             if pasted is None:
                 skipped += 1
             else:

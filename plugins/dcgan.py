@@ -46,19 +46,15 @@ from augforge.synthesis import (
     canvas_lung,
     estimate_noise_hu,
     extract_rois,
-    paste_tumour,
-    pick_position,
-    resize_patch,
-    valid_positions,
+    paste_into_canvases,
 )
+from augforge.synthesis.paste import CANVAS_TRIES
 
 if TYPE_CHECKING:
     from augforge.config import Preset
 
 #: Bump when a change of this module changes what a cached generator is.
 FIT_VERSION = 1
-#: Canvases tried for one tumour before shrinking it, and shrink steps before giving up on it.
-_CANVAS_TRIES, _SHRINK_TRIES = 8, 4
 #: Slice side of the paper's data: its "downscale by 1-4" refers to 512-pixel slices.
 _PAPER_SLICE_PX = 512
 
@@ -248,41 +244,35 @@ class TumourGAN(Strategy):
         c = self.config
         out: list[Slice] = []
         skipped = 0
-        for i in range(n):
-            pasted = None
-            # A sample without tumour pixels stays empty at any size: no canvas can take it.
-            for attempt in range(_CANVAS_TRIES * _SHRINK_TRIES if mask_all[i].any() else 0):
-                k = int(order[(i + attempt) % len(order)])
+        def site(k: int) -> tuple[np.ndarray, np.ndarray, float]:
+            if k not in sites:
                 canvas = canvases[k]
-                if k not in sites:
-                    lung = canvas_lung(canvas)
-                    max_row = round(c["max_row_frac"] * canvas.shape[0]) if "max_row_frac" in c else None
-                    allowed = allowed_region(canvas.hu, lung, clearance_px=c["clearance_px"], max_row=max_row)
-                    noise = estimate_noise_hu(canvas.hu, allowed) if c.get("match_noise") else 0.0
-                    sites[k] = (lung, allowed, noise)
-                lung, allowed, noise = sites[k]
-                shape = self._target_shape(fitted, canvas, rng)
-                shape = np.maximum(np.round(shape * 0.8 ** (attempt // _CANVAS_TRIES)), 3).astype(int)
-                t_hu, t_mask = resize_patch(hu_all[i], mask_all[i], tuple(shape))
-                if not t_mask.any():
-                    continue
-                pos = pick_position(valid_positions(allowed, t_mask), rng)
-                if pos is None:
-                    continue
-                pasted = paste_tumour(
-                    canvas, t_hu, t_mask, pos, slice_id=f"{self.name}-{fitted.key[:8]}-s{seed}-{i:05d}",
-                    source=f"synthetic:{self.name}", lung=lung, feather_px=c["feather_px"],
-                    noise_hu=noise, rng=rng,
-                    provenance={"strategy": self.name, "generator": fitted.key, "sample": i, "seed": seed},
-                )
-                break
+                lung = canvas_lung(canvas)
+                max_row = round(c["max_row_frac"] * canvas.shape[0]) if "max_row_frac" in c else None
+                allowed = allowed_region(canvas.hu, lung, clearance_px=c["clearance_px"], max_row=max_row)
+                noise = estimate_noise_hu(canvas.hu, allowed) if c.get("match_noise") else 0.0
+                sites[k] = (lung, allowed, noise)
+            return sites[k]
+
+        def shape(canvas: Slice, factor: float) -> tuple[int, int]:
+            target = self._target_shape(fitted, canvas, rng)
+            return tuple(int(v) for v in np.maximum(np.round(target * factor), 3))
+
+        for i in range(n):
+            # A sample without tumour pixels stays empty at any size: no canvas can take it.
+            pasted = None if not mask_all[i].any() else paste_into_canvases(
+                canvases, order, i, hu_all[i], mask_all[i], site=site, shape=shape, rng=rng,
+                slice_id=f"{self.name}-{fitted.key[:8]}-s{seed}-{i:05d}", source=f"synthetic:{self.name}",
+                feather_px=c["feather_px"], paste_rng=rng,
+                provenance={"strategy": self.name, "generator": fitted.key, "sample": i, "seed": seed},
+            )
             if pasted is None:
                 skipped += 1
             else:
                 out.append(pasted)
         if skipped:
             log(f"{self.name}: {skipped} of {n} generated tumours were empty or found no free lung "
-                f"parenchyma in {_CANVAS_TRIES} canvases even when shrunk; {len(out)} synthetic slices made")
+                f"parenchyma in {CANVAS_TRIES} canvases even when shrunk; {len(out)} synthetic slices made")
         info = {"generator": fitted.key, "cache_hit": fitted.cache_hit, "requested": n, "made": len(out),
                 **{k: fitted.meta.get(k) for k in ("config", "seconds", "n_patches", "warnings")}}
         return GeneratedSet(slices=out, patches_hu=hu_all, patches_mask=mask_all,

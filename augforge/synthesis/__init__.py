@@ -21,6 +21,7 @@ from augforge.synthesis.paste import (
     clean_mask,
     estimate_noise_hu,
     measure_nodule,
+    paste_into_canvases,
     paste_tumour,
     resize_patch,
 )
@@ -74,6 +75,7 @@ __all__ = [
     "extract_rois",
     "frechet_distance",
     "measure_nodule",
+    "paste_into_canvases",
     "paste_tumour",
     "pick_position",
     "quality_summary",

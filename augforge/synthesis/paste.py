@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from augforge.data.lidc import axes_px
 from augforge.data.lungfield import lung_field
 from augforge.data.lungrads import classify
 from augforge.data.records import LUNG_RADS_CLASSES, NON_LUNG_HU, Slice
+from augforge.synthesis.placement import pick_position, valid_positions
 
 __all__ = [
     "NoduleMeasurements",
@@ -30,9 +32,13 @@ __all__ = [
     "clean_mask",
     "estimate_noise_hu",
     "measure_nodule",
+    "paste_into_canvases",
     "paste_tumour",
     "resize_patch",
 ]
+
+#: Canvases tried for one tumour at one size, sizes tried (each ``SHRINK`` times the last).
+CANVAS_TRIES, SHRINK_TRIES, SHRINK = 8, 4, 0.8
 
 #: Tumour pixels at or above this HU count as solid (ground glass lies around -700 to -250 HU,
 #: solid tissue around 0 to 60 HU).
@@ -232,3 +238,44 @@ def paste_tumour(
         image=None,
         lung_field=lung,
     )
+
+
+def paste_into_canvases(
+    canvases: Sequence[Slice],
+    order: np.ndarray,
+    start: int,
+    tumour_hu: np.ndarray,
+    tumour_mask: np.ndarray,
+    *,
+    site: Callable[[int], tuple[np.ndarray, np.ndarray, float]],
+    shape: Callable[[Slice, float], tuple[int, int]],
+    rng: np.random.Generator,
+    slice_id: str,
+    source: str,
+    feather_px: float,
+    paste_rng: np.random.Generator | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> Slice | None:
+    """Paste one tumour patch into the first canvas with room for it; None when none has room.
+
+    Canvases are tried in ``order`` (indices into ``canvases``) from position ``start``, cycling,
+    ``CANVAS_TRIES`` of them; then the tumour is shrunk by ``SHRINK`` and tried again, up to
+    ``SHRINK_TRIES`` sizes. The strategies that paste (DCGAN, copy-paste) share this search.
+
+    site(k):          (lung field, allowed region, noise HU) of canvas ``k`` (the caller caches it).
+    shape(canvas, f): the patch's (rows, cols) in that canvas's pixels at size factor ``f`` (<= 1).
+    rng:              draws the position; ``paste_rng`` draws the pasted noise (None: no noise draw).
+    """
+    for attempt in range(CANVAS_TRIES * SHRINK_TRIES):
+        k = int(order[(start + attempt) % len(order)])
+        canvas = canvases[k]
+        lung, allowed, noise_hu = site(k)
+        t_hu, t_mask = resize_patch(tumour_hu, tumour_mask, shape(canvas, SHRINK ** (attempt // CANVAS_TRIES)))
+        if not t_mask.any():
+            continue
+        pos = pick_position(valid_positions(allowed, t_mask), rng)
+        if pos is None:
+            continue
+        return paste_tumour(canvas, t_hu, t_mask, pos, slice_id=slice_id, source=source, lung=lung,
+                            feather_px=feather_px, noise_hu=noise_hu, rng=paste_rng, provenance=provenance)
+    return None
