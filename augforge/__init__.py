@@ -21,20 +21,20 @@ __version__ = "0.1.0"
 from augforge.errors import AugforgeError, UnknownStrategyError
 from augforge.hookspecs import hookimpl, hookspec
 from augforge.strategy import (
-    PrepareContext,
     Param,
+    PrepareContext,
     Strategy,
     Transform,
 )
 
 __all__ = [
-    "__version__",
     "AugforgeError",
-    "UnknownStrategyError",
-    "hookimpl",
-    "hookspec",
     "Param",
     "PrepareContext",
     "Strategy",
     "Transform",
+    "UnknownStrategyError",
+    "__version__",
+    "hookimpl",
+    "hookspec",
 ]

@@ -53,7 +53,7 @@ def _register_module(module: Any, info: PluginInfo) -> None:
     try:
         pm.register(module, name=info.name)
         pm.check_pending()
-    except Exception as exc:  # a misspelled hook, a bad signature: report, keep the others
+    except Exception as exc:  # noqa: BLE001 -- a misspelled hook, a bad signature: report, keep the others
         if pm.is_registered(module):
             pm.unregister(module)
         _load_errors.append(PluginError(f"plugin {info.name!r} ({info.distribution}): {exc}"))
@@ -89,7 +89,7 @@ def load_plugins() -> None:
         info = PluginInfo(name=mod.name, distribution="augforge", version=__version__, builtin=True)
         try:
             module = importlib.import_module(name)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- a broken plugin must not stop the others
             _load_errors.append(PluginError(f"built-in plugin {mod.name!r} failed to import: {exc}"))
             continue
         _register_module(module, info)
@@ -107,7 +107,7 @@ def load_plugins() -> None:
         info = PluginInfo(name=ep.name, distribution=dist, version=version, builtin=False)
         try:
             module = ep.load()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- a broken plugin must not stop the others
             _load_errors.append(PluginError(f"plugin {ep.name!r} ({dist}) failed to import: {exc}"))
             continue
         _register_module(module, info)
@@ -191,7 +191,7 @@ def _call_register_hook(registry: StrategyRegistry) -> None:
             impl.function(**{k: kwargs[k] for k in impl.argnames})
         except PluginError as exc:
             registry.errors.append(exc)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- reported with the plugin named
             registry.errors.append(PluginError(
                 f"plugin {plugin!r} raised while registering strategies: {type(exc).__name__}: {exc}"))
 

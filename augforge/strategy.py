@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -27,12 +28,12 @@ if TYPE_CHECKING:
     from augforge.data.records import Slice
 
 __all__ = [
+    "ComposedTransform",
     "Composite",
     "Param",
     "PrepareContext",
     "Strategy",
     "Transform",
-    "ComposedTransform",
 ]
 
 _TRUE = {"1", "true", "yes", "on"}

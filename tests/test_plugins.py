@@ -8,7 +8,7 @@ import pytest
 
 from augforge import Param, Strategy, hookimpl
 from augforge.cli import main
-from augforge.errors import PluginError, UnknownStrategyError, UsageError
+from augforge.errors import UnknownStrategyError, UsageError
 from augforge.plugins import get_registry, plugin_infos
 from augforge.strategy import Composite
 
@@ -103,7 +103,7 @@ def test_duplicate_keeps_first_registration(register_plugin):
 
 
 def test_misspelled_hook_is_rejected_at_registration():
-    from augforge.plugins import _load_errors, _register_module, PluginInfo, pm
+    from augforge.plugins import PluginInfo, _load_errors, _register_module, pm
 
     class Misspelled:
         @hookimpl

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from augforge.bench.store import atomic_write_text
 from augforge.config import (
     DEFAULT_PRESET,
     apply_overrides,
@@ -21,7 +22,6 @@ from augforge.config import (
     parse_set_options,
     split_overrides,
 )
-from augforge.bench.store import atomic_write_text
 from augforge.errors import AugforgeError, UsageError
 
 
