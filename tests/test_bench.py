@@ -309,7 +309,8 @@ def test_bench_cli_end_to_end_tiny(tmp_path, capsys):
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "seeds: 0" in captured.out and f"results: {out}" in captured.out
-    for name in ("trials.jsonl", "per_image.csv", "leaderboard.csv", "report.md", "run.log"):
+    for name in ("trials.jsonl", "per_image.csv", "leaderboard.csv", "report.md", "run.log",
+                 "figures/samples/none.png"):
         assert (out / name).is_file(), name
     rec = json.loads((out / "trials.jsonl").read_text().splitlines()[0])
     assert rec["status"] == "ok" and rec["strategy"] == "none" and rec["preset"] == "tiny"
@@ -372,3 +373,62 @@ def test_plan_rejects_parameters_for_strategies_outside_the_study(dataset, plugi
         ("none", 0, 1.0), ("test-flip", 0, 1.0), ("none", 1, 1.0), ("test-flip", 1, 1.0)]
     assert len(trials) == 8
     assert get_registry().get("test-flip") is FlipStrategy
+
+
+# -- sample grids and the report's layout -------------------------------------------------------
+def test_study_samples_one_grid_per_strategy_kept_across_resumes(dataset, plugin, tmp_path, monkeypatch):
+    import matplotlib.image as mpimg
+
+    from augforge.cli import preview as preview_mod
+
+    trials = plan(dataset, ["test-flip", "test-fail-prepare"], seeds=[0, 1], fractions=[0.5, 1.0])
+    store, _ = run(dataset, trials, tmp_path / "study")
+    titles, logged = [], []
+    draw = preview_mod.draw_preview
+    monkeypatch.setattr(preview_mod, "draw_preview", lambda pairs, path, title: (titles.append(title),
+                                                                                 draw(pairs, path, title)))
+    written = preview_mod.write_study_samples(trials, dataset, store.figures_dir, cache_dir=tmp_path / "gen",
+                                              log=logged.append)
+    # A strategy whose prepare raises gets no grid and a warning; the others get one each.
+    assert set(written) == {"none", "test-flip"}
+    assert any("no sample grid for test-fail-prepare" in m and "generator exploded" in m for m in logged)
+    assert not list((store.figures_dir / "samples").glob("test-fail-prepare*"))
+    for path in written.values():
+        assert path.parent == store.figures_dir / "samples"
+        image = mpimg.imread(path)
+        assert image.ndim == 3 and image.shape[0] > 50 and image.std() > 0.01  # a picture, not a blank
+    # Drawn from the largest train fraction's lowest seed: no "train fraction" note in the title.
+    assert all("seed 0)" in t and "train fraction" not in t for t in titles), titles
+    # A resumed study keeps the grids it has.
+    stamp = written["test-flip"].stat().st_mtime_ns
+    titles.clear()
+    again = preview_mod.write_study_samples(trials, dataset, store.figures_dir, cache_dir=tmp_path / "gen",
+                                            log=logged.append)
+    assert again["test-flip"].stat().st_mtime_ns == stamp and titles == []
+
+    # The report: one leaderboard table per train fraction, the wall time, and the sample grids.
+    write_report(store, n_boot=200)
+    report = store.report_path.read_text()
+    assert "### Train fraction 1 (16 real training slices)" in report
+    assert "### Train fraction 0.5 (8 real training slices)" in report
+    assert report.index("### Train fraction 1 ") < report.index("### Train fraction 0.5 ")
+    assert "- wall time: " in report and "s per trial on average" in report
+    assert "## Samples" in report
+    assert "![test-flip](figures/samples/test-flip.png)" in report and "![none](figures/samples/none.png)" in report
+
+
+def test_sample_grid_of_a_smaller_fraction_uses_that_subset(dataset, plugin, tmp_path, monkeypatch):
+    from augforge.cli import preview as preview_mod
+
+    trials = plan(dataset, ["test-flip"], seeds=[1, 2], fractions=[0.5], baseline=False)
+    seen = []
+    real = preview_mod.preview_pairs
+
+    def spy(strategy, ds, **kw):
+        seen.append((strategy.label, len(ds.train), kw["seed"]))
+        return real(strategy, ds, **kw)
+
+    monkeypatch.setattr(preview_mod, "preview_pairs", spy)
+    written = preview_mod.write_study_samples(trials, dataset, tmp_path / "figures", cache_dir=tmp_path / "gen",
+                                              log=lambda m: None)
+    assert seen == [("test-flip", 8, 1)] and list(written) == ["test-flip"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from matplotlib.figure import Figure
 from augforge.bench.ranking import Leaderboard
 from augforge.bench.store import atomic_write_bytes
 
-__all__ = ["plot_dice_by_class", "plot_dice_with_ci", "write_figures"]
+__all__ = ["plot_dice_by_class", "plot_dice_with_ci", "sample_grid_path", "write_figures"]
 
 _DPI = 120
 
@@ -65,6 +66,13 @@ def plot_dice_by_class(board: Leaderboard, path: Path) -> None:
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: bars reach 1
     ax.grid(axis="y", alpha=0.3)
     _save(fig, path)
+
+
+def sample_grid_path(folder: Path, strategy: str) -> Path:
+    """Where a study keeps the sample grid of ``strategy`` (its label, e.g. ``dcgan+affine``):
+    ``<figures>/samples/<label>.png``, with characters other than letters, digits and ``._+-``
+    replaced, so any label gives a plain file name."""
+    return folder / "samples" / (re.sub(r"[^A-Za-z0-9._+-]+", "_", strategy) + ".png")
 
 
 def write_figures(board: Leaderboard, folder: Path) -> dict[str, Path]:

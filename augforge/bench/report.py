@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import csv
+import datetime as _dt
 import io
 import math
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from augforge.bench.curves import curve_rows, learning_curve_figure
-from augforge.bench.figures import write_figures
+from augforge.bench.figures import sample_grid_path, write_figures
 from augforge.bench.ranking import LEADERBOARD_COLUMNS, Leaderboard, build_leaderboard
 from augforge.bench.stats import ALPHA, fmt_p
 from augforge.bench.store import ResultsStore, atomic_write_text
@@ -37,9 +39,37 @@ def _table(header: Iterable[str], rows: Iterable[Iterable[str]]) -> list[str]:
     return out
 
 
-def render_markdown(board: Leaderboard, figures: dict[str, Path], root: Path) -> str:
-    """report.md: leaderboard with significance marks, other metrics, per-class Dice, figures,
-    failed trials and per-trial cost."""
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{seconds / 60:.1f} min"
+
+
+def _cost_line(recs: list[dict[str, Any]]) -> str:
+    """Compute time of the finished trials (their wall times added up) and the calendar span from the
+    first start to the last finish, which includes any pause of a resumed study."""
+    total = sum(float(r.get("timings_s", {}).get("total", 0.0)) for r in recs)
+    line = f"- wall time: {_duration(total)} of trials ({total / max(len(recs), 1):.0f} s per trial on average)"
+    try:
+        start = min(_dt.datetime.fromisoformat(r["started_at"]) for r in recs)
+        end = max(_dt.datetime.fromisoformat(r["finished_at"]) for r in recs)
+    except (KeyError, TypeError, ValueError):
+        return line
+    return line + (f"; first trial started {start:%Y-%m-%d %H:%M}, last finished {end:%Y-%m-%d %H:%M} UTC "
+                   "(a resumed study's span includes its pauses)")
+
+
+def _context_heading(ctx: tuple[float, str, str], recs: list[dict[str, Any]]) -> str:
+    frac, preset, fp = ctx
+    sizes = {r.get("training", {}).get("n_real") for r in recs
+             if (float(r["train_fraction"]), r["preset"], r["dataset"]["fingerprint"]) == ctx}
+    n = f" ({sizes.pop()} real training slices)" if len(sizes) == 1 and None not in sizes else ""
+    return f"Train fraction {frac:g}{n}, preset {preset}, dataset {fp}"
+
+
+def render_markdown(board: Leaderboard, figures: dict[str, Path], root: Path,
+                    samples: dict[str, Path] | None = None) -> str:
+    """report.md: leaderboard with significance marks (one table per context), other metrics,
+    per-class Dice, figures, a sample grid per strategy, failed trials and per-trial cost."""
     lines = ["# augforge benchmark report", ""]
     recs = board.records
     if recs:
@@ -49,6 +79,7 @@ def render_markdown(board: Leaderboard, figures: dict[str, Path], root: Path) ->
         lines += [
             f"- trials: {len(recs)} finished, {len(board.failed)} failed",
             f"- seeds: {', '.join(map(str, seeds))}",
+            _cost_line(recs),
             (f"- device: {first.get('device', '?')} ({first.get('device_name', '')}), "
              f"torch {versions.get('torch', '?')}, augforge {versions.get('augforge', '?')}"),
         ]
@@ -68,8 +99,9 @@ def render_markdown(board: Leaderboard, figures: dict[str, Path], root: Path) ->
                    f"strategies; **n.s.** marks a difference not significant at {ALPHA}. \"vs next\" says "
                    "whether a strategy is separated from the one ranked just below it (same test, Holm "
                    "across the adjacent pairs). Method: docs/statistics.md."), ""]
-        body = []
+        body_by_ctx: dict[tuple, list[list[str]]] = {}
         for r in board.rows:
+            body = body_by_ctx.setdefault(r.context, [])
             c = r.vs_baseline
             if r.is_baseline:
                 mark, delta, p, eff = "baseline", "0", "-", "-"
@@ -83,8 +115,14 @@ def render_markdown(board: Leaderboard, figures: dict[str, Path], root: Path) ->
             nxt = "-" if r.vs_next is None else ("separated" if r.separated_from_next else "**n.s.**")
             body.append([str(r.rank), f"`{r.strategy}`", str(r.n_trials),
                          f"{r.dice.mean:.3f} [{r.dice.low:.3f}, {r.dice.high:.3f}]", delta, p, eff, mark, nxt])
-        lines += _table(["rank", "strategy", "trials", "Dice [95% CI]", "Δ vs baseline [95% CI]",
-                         "p vs baseline (Holm)", "effect r", "vs baseline", "vs next"], body)
+        header = ["rank", "strategy", "trials", "Dice [95% CI]", "Δ vs baseline [95% CI]",
+                  "p vs baseline (Holm)", "effect r", "vs baseline", "vs next"]
+        for ctx, body in body_by_ctx.items():
+            if len(body_by_ctx) > 1:  # one table per context: ranks and comparisons are within one
+                lines += [f"### {_context_heading(ctx, recs)}", ""]
+            lines += _table(header, body)
+            if len(body_by_ctx) > 1:
+                lines.append("")
         lines += ["", ("Effect r: matched-pairs rank-biserial correlation of the per-image differences "
                        "(+1: every image improved, -1: every image got worse)."), ""]
 
@@ -108,6 +146,13 @@ def render_markdown(board: Leaderboard, figures: dict[str, Path], root: Path) ->
         lines += ["## Figures", ""]
         for name, path in figures.items():
             lines += [f"![{name}]({path.relative_to(root).as_posix()})", ""]
+
+    if samples:
+        lines += ["## Samples", "", ("What each strategy trains on: training slices beside their augmented "
+                                     "versions, or slices a generator added, tumour outlines in red "
+                                     "(`augforge preview` draws more)."), ""]
+        for label, path in samples.items():
+            lines += [f"### `{label}`", "", f"![{label}]({path.relative_to(root).as_posix()})", ""]
 
     if board.failed:
         lines += ["## Failed trials", "", ("These trials raised; their tracebacks are in `run.log`. The ranking "
@@ -142,7 +187,12 @@ def write_report(store: ResultsStore | Path | str, *, n_boot: int = 10_000) -> L
     curve = store.figures_dir / "learning_curve.png"
     if learning_curve_figure(curve_rows(board.records), curve):
         figures["learning curve"] = curve
-    text = render_markdown(board, figures, store.root)
+    samples: dict[str, Path] = {}
+    for label in dict.fromkeys([r.label for r in board.rows] + [r["strategy"] for r in board.records]):
+        path = sample_grid_path(store.figures_dir, label)
+        if path.exists():  # drawn by `augforge bench`, which has the data and the strategies
+            samples[label] = path
+    text = render_markdown(board, figures, store.root, samples)
     if store.command_path.exists():
         text += "\n## How this study was run\n\n" + store.command_path.read_text()
     atomic_write_text(store.report_path, text)

@@ -85,6 +85,8 @@ def bench_cmd(
     no_baseline: Annotated[bool, typer.Option(
         "--no-baseline", help="Do not add the baseline strategy 'none'.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Recompute trials already in the study folder.")] = False,
+    no_samples: Annotated[bool, typer.Option(
+        "--no-samples", help="Do not draw the report's sample grid per strategy.")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
 ) -> None:
     """Train and score the U-Net under each strategy (plus the baseline 'none') and rank them by Dice.
@@ -177,7 +179,12 @@ def bench_cmd(
                                workers=n_workers, options=options)
     result = run_study(trials, store, make_executor(executor_name, context), force=force, log=log)
 
-    # 4. Ranking and report over everything in the folder.
+    # 4. A sample grid per strategy (kept across resumes), then ranking and report over the folder.
+    if not no_samples:
+        from augforge.cli.preview import write_study_samples
+
+        write_study_samples(trials, dataset, store.figures_dir, cache_dir=env.cache_dir, log=log,
+                            progress=progress)
     board = write_report(store)
     print_leaderboard(board, console)
     log(f"report: {store.report_path}")

@@ -11,7 +11,8 @@ the online transform when the strategy has one (``dcgan+affine``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import io
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated
 import numpy as np
 import typer
 
+from augforge.bench.store import atomic_write_bytes
 from augforge.config import (
     DEFAULT_PRESET,
     Preset,
@@ -32,6 +34,7 @@ from augforge.plugins import get_registry
 from augforge.strategy import PrepareContext, Strategy
 
 if TYPE_CHECKING:
+    from augforge.bench.trial import Trial
     from augforge.config import DataConfig
     from augforge.data.records import Dataset, Slice
 
@@ -162,7 +165,55 @@ def draw_preview(pairs: list[PreviewPair], path: Path, title: str) -> None:
                 ax.contour(mask, levels=[0.5], colors=_OUTLINE, linewidths=0.8)
             ax.set_title(label, fontsize=7)
     fig.suptitle(title, fontsize=10)
-    fig.savefig(path, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=path.suffix.lower().lstrip(".") or "png", dpi=100)
+    atomic_write_bytes(path, buf.getvalue())  # never a half-written image
+
+
+SAMPLES_PER_STRATEGY = 4
+
+
+def write_study_samples(trials: Sequence[Trial], dataset: Dataset, figures_dir: Path, *,
+                        n: int = SAMPLES_PER_STRATEGY, cache_dir: Path | None = None,
+                        log: Callable[[str], None] = print, progress: bool = False) -> dict[str, Path]:
+    """One sample grid per strategy of a study, for its report: ``figures/samples/<strategy>.png``.
+
+    Each grid shows what the strategy's trial at its largest train fraction (lowest seed) trains on:
+    that trial's training subset, parameters, preset and seed, so a generator fitted by the trial is
+    reused from the cache rather than fitted again. Grids already drawn are kept (a resumed study
+    does not redraw them). A grid that cannot be drawn is logged and skipped: pictures never fail a
+    study whose trials finished. Returns {strategy label: grid path} for the grids that exist.
+    """
+    import dataclasses
+
+    from augforge.bench.figures import sample_grid_path
+    from augforge.bench.trial import subsample_train
+
+    chosen: dict[str, Trial] = {}
+    for t in trials:
+        label = t.label or t.strategy
+        best = chosen.get(label)
+        if best is None or (t.train_fraction, -t.seed) > (best.train_fraction, -best.seed):
+            chosen[label] = t
+    cache_dir = cache_dir or default_cache_dir()
+    written: dict[str, Path] = {}
+    for label, t in chosen.items():
+        path = sample_grid_path(figures_dir, label)
+        if path.exists():
+            written[label] = path
+            continue
+        try:
+            strategy = get_registry().create(t.strategy, t.strategy_params)
+            subset = dataclasses.replace(dataset, train=subsample_train(dataset.train, t.train_fraction, t.seed))
+            pairs, caption = preview_pairs(strategy, subset, n=n, seed=t.seed, preset=t.preset,
+                                           cache_dir=cache_dir, log=log, progress=progress)
+            frac = "" if t.train_fraction == 1.0 else f", train fraction {t.train_fraction:g}"
+            draw_preview(pairs, path, f"{label}: {caption} (seed {t.seed}{frac})")
+        except Exception as exc:  # noqa: BLE001 -- a picture must not fail a study whose trials finished
+            log(f"warning: no sample grid for {label}: {type(exc).__name__}: {exc}")
+            continue
+        written[label] = path
+    return written
 
 
 def _check_out(out: Path) -> Path:
