@@ -255,7 +255,8 @@ def _fake_study(tmp_path: Path, gains: dict[str, float], seeds=(0, 1), n_images:
     for g, (name, gain) in enumerate(gains.items()):
         for si, seed in enumerate(seeds):
             key = f"{name}-{seed}"
-            values = base[si] + gain + (0 if name == "none" else noise[g, si])
+            shift = gain[si] if isinstance(gain, (list, tuple)) else gain  # a gain per seed, or one for all
+            values = base[si] + shift + (0 if name == "none" else noise[g, si])
             rows = [{"trial": key, "strategy": name, "seed": seed, "train_fraction": 1.0, "image": f"img{i:03d}",
                      "class": LABELS[i % 4], "spacing_mm": 1.0, "dice": float(v), "iou": float(v) / 2,
                      "precision": 0.9, "recall": float(v), "hd95_mm": 3.0, "true_px": 10, "pred_px": 9}
@@ -289,6 +290,27 @@ def test_leaderboard_ranks_and_marks_significance(tmp_path):
     assert "**n.s.**" in report and "## Dice per Lung-RADS class" in report
     assert (store.figures_dir / "dice_by_strategy.png").stat().st_size > 1000
     assert (store.figures_dir / "dice_by_class.png").stat().st_size > 1000
+
+
+def test_a_shift_whose_sign_depends_on_the_seed_is_not_significant(tmp_path):
+    # Every image moves the same way on average over the three seeds (Wilcoxon: tiny p), but two of
+    # the three training runs went the other way: another run could reverse it. Not a difference.
+    noise_free = {"none": 0.0, "mixed": [-0.04, -0.04, +0.10], "steady": [0.03, 0.02, 0.04]}
+    store = _fake_study(tmp_path, noise_free, seeds=(0, 1, 2), n_images=40)
+    board = write_report(store, n_boot=2000)
+    mixed = next(r for r in board.rows if r.strategy == "mixed")
+    steady = next(r for r in board.rows if r.strategy == "steady")
+    assert mixed.p_adjusted < 0.001 and mixed.p_boot_adjusted > 0.05
+    assert mixed.vs_baseline.low < 0 < mixed.vs_baseline.high  # the interval of Δ covers zero ...
+    assert mixed.significant is False and mixed.seeds_disagree  # ... so no difference is claimed
+    assert mixed.p_value == mixed.p_boot_adjusted
+    assert steady.significant and not steady.seeds_disagree
+    report = store.report_path.read_text()
+    mixed_line = next(line for line in report.splitlines() if line.startswith("| ") and "`mixed`" in line)
+    assert "**n.s.** (seeds disagree)" in mixed_line
+    with store.leaderboard_path.open() as f:
+        csv_p = {row[1]: row[7] for row in csv.reader(f)}
+    assert float(csv_p["mixed"]) > 0.05 and float(csv_p["steady"]) < 0.05
 
 
 def test_leaderboard_separates_train_fractions(tmp_path):

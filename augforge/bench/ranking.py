@@ -37,7 +37,7 @@ _OTHER_METRICS = ("iou", "precision", "recall", "hd95_mm")
 
 @dataclass
 class LeaderboardRow:
-    """One strategy in one context. ``p_value_vs_baseline`` is the Holm-adjusted Wilcoxon p."""
+    """One strategy in one context. ``p_value_vs_baseline`` (CSV) is :attr:`p_value`."""
 
     rank: int
     strategy: str  # display name (label, plus fraction/preset/dataset when the store mixes them)
@@ -49,24 +49,45 @@ class LeaderboardRow:
     metrics: dict[str, float]  # mean IoU, precision, recall, HD95 (mm, over defined images)
     per_class: dict[str, tuple[int, float]]  # class -> (images, mean Dice over seeds and images)
     vs_baseline: Comparison | None = None
-    p_adjusted: float = float("nan")
+    p_adjusted: float = float("nan")  # Wilcoxon, Holm across the vs-baseline family
+    p_boot_adjusted: float = float("nan")  # two-level bootstrap, Holm across the same family
     vs_next: Comparison | None = None  # against the strategy ranked just below, same context
     p_next_adjusted: float = float("nan")
+    p_next_boot_adjusted: float = float("nan")
     is_baseline: bool = False
 
     @property
     def significant(self) -> bool | None:
-        """Differs from the baseline at the family-wise level ALPHA (None for the baseline itself)."""
-        return None if self.vs_baseline is None else bool(self.p_adjusted < ALPHA)
+        """Differs from the baseline at the family-wise level ALPHA (None for the baseline itself).
+
+        Both tests must agree: the Wilcoxon test on the test images (given these seeds) *and* the
+        two-level bootstrap, which also resamples the seeds. A shift that is consistent across images
+        but whose sign depends on the seed is not called a difference: another training run could
+        reverse it."""
+        return None if self.vs_baseline is None else bool(self.p_adjusted < ALPHA and self.p_boot_adjusted < ALPHA)
+
+    @property
+    def p_value(self) -> float:
+        """The p-value of "differs from the baseline": the larger of the two Holm-adjusted p-values
+        (an intersection-union test: significant exactly when both tests are)."""
+        return max(self.p_adjusted, self.p_boot_adjusted)
+
+    @property
+    def seeds_disagree(self) -> bool:
+        """The images shift consistently (Wilcoxon) but not across seeds (bootstrap): not significant,
+        and more seeds could settle it."""
+        return self.vs_baseline is not None and self.p_adjusted < ALPHA <= self.p_boot_adjusted
 
     @property
     def separated_from_next(self) -> bool | None:
-        """Differs from the next-ranked strategy (None for the last of a context)."""
-        return None if self.vs_next is None else bool(self.p_next_adjusted < ALPHA)
+        """Differs from the next-ranked strategy, by the same two tests (None for the last of a context)."""
+        if self.vs_next is None:
+            return None
+        return bool(self.p_next_adjusted < ALPHA and self.p_next_boot_adjusted < ALPHA)
 
     def csv_row(self) -> list[str]:
         delta = "" if self.vs_baseline is None else f"{self.vs_baseline.delta:.6f}"
-        p = "" if self.vs_baseline is None else f"{self.p_adjusted:.6g}"
+        p = "" if self.vs_baseline is None else f"{self.p_value:.6g}"
         if self.is_baseline:
             delta = f"{0.0:.6f}"
         return [str(self.rank), self.strategy, str(self.n_trials), f"{self.dice.mean:.6f}",
@@ -174,10 +195,13 @@ def build_leaderboard(store: ResultsStore, *, n_boot: int = 10_000) -> Leaderboa
         board.rows.extend(ctx_rows)
 
     # Holm across every comparison of a family: all strategies vs their baseline; all adjacent pairs.
+    # Each test is adjusted within its own family; a difference needs both (ranking docstring).
     with_base = [r for r in board.rows if r.vs_baseline is not None]
-    for r, p in zip(with_base, holm_adjust([r.vs_baseline.p_wilcoxon for r in with_base])):
-        r.p_adjusted = float(p)
+    for r, p, pb in zip(with_base, holm_adjust([r.vs_baseline.p_wilcoxon for r in with_base]),
+                        holm_adjust([r.vs_baseline.p_bootstrap for r in with_base])):
+        r.p_adjusted, r.p_boot_adjusted = float(p), float(pb)
     with_next = [r for r in board.rows if r.vs_next is not None]
-    for r, p in zip(with_next, holm_adjust([r.vs_next.p_wilcoxon for r in with_next])):
-        r.p_next_adjusted = float(p)
+    for r, p, pb in zip(with_next, holm_adjust([r.vs_next.p_wilcoxon for r in with_next]),
+                        holm_adjust([r.vs_next.p_bootstrap for r in with_next])):
+        r.p_next_adjusted, r.p_next_boot_adjusted = float(p), float(pb)
     return board

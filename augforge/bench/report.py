@@ -95,10 +95,14 @@ def render_markdown(board: Leaderboard, figures: dict[str, Path], root: Path,
         lines += ["## Leaderboard", "",
                   ("Mean per-image Dice over all test images and seeds, with a 95% hierarchical bootstrap "
                    "interval (seeds, then images). Δ and p compare each strategy with the baseline `none` "
-                   "on the same images and seeds: p is the Wilcoxon signed-rank p, Holm-adjusted across "
-                   f"strategies; **n.s.** marks a difference not significant at {ALPHA}. \"vs next\" says "
-                   "whether a strategy is separated from the one ranked just below it (same test, Holm "
-                   "across the adjacent pairs). Method: docs/statistics.md."), ""]
+                   "on the same images and seeds, by two tests, each Holm-adjusted across strategies: the "
+                   "Wilcoxon signed-rank test on the test images, and the two-level bootstrap, which also "
+                   "resamples the seeds. A difference is significant when both are below "
+                   f"{ALPHA}; p is the larger of the two. **n.s.** marks a difference not shown; "
+                   "\"seeds disagree\" means the images shift consistently with these seeds but the sign "
+                   "depends on the seed, so another training run could reverse it (more seeds may settle "
+                   "it). \"vs next\" says whether a strategy is separated from the one ranked just below "
+                   "it (same tests, Holm across the adjacent pairs). Method: docs/statistics.md."), ""]
         body_by_ctx: dict[tuple, list[list[str]]] = {}
         for r in board.rows:
             body = body_by_ctx.setdefault(r.context, [])
@@ -108,9 +112,10 @@ def render_markdown(board: Leaderboard, figures: dict[str, Path], root: Path,
             elif c is None:
                 mark, delta, p, eff = "no baseline", "-", "-", "-"
             else:
-                mark = "significant" if r.significant else "**n.s.**"
+                mark = ("significant" if r.significant else
+                        "**n.s.** (seeds disagree)" if r.seeds_disagree else "**n.s.**")
                 delta = f"{c.delta:+.3f} [{c.low:+.3f}, {c.high:+.3f}]"
-                p = f"{fmt_p(r.p_adjusted)} (raw {fmt_p(c.p_wilcoxon)}, bootstrap {fmt_p(c.p_bootstrap)})"
+                p = f"{fmt_p(r.p_value)} (Wilcoxon {fmt_p(r.p_adjusted)}, bootstrap {fmt_p(r.p_boot_adjusted)})"
                 eff = f"{c.rank_biserial:+.2f}"
             nxt = "-" if r.vs_next is None else ("separated" if r.separated_from_next else "**n.s.**")
             body.append([str(r.rank), f"`{r.strategy}`", str(r.n_trials),

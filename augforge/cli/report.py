@@ -34,11 +34,12 @@ def print_leaderboard(board: Leaderboard, console: Console) -> None:
         table.add_column("", no_wrap=True)
         for r in rows:
             c = r.vs_baseline
-            mark = "baseline" if r.is_baseline else ("" if c is None or r.significant else "n.s.")
+            mark = "baseline" if r.is_baseline else ("" if c is None or r.significant else
+                                                     "n.s. (seeds disagree)" if r.seeds_disagree else "n.s.")
             table.add_row(str(r.rank), r.strategy, str(r.n_trials),
                           f"{r.dice.mean:.3f} [{r.dice.low:.3f}, {r.dice.high:.3f}]",
                           "-" if c is None else f"{c.delta:+.3f}",
-                          "-" if c is None else fmt_p(r.p_adjusted), mark)
+                          "-" if c is None else fmt_p(r.p_value), mark)
         console.print(table)
     if board.failed:
         console.print(f"{len(board.failed)} trial(s) failed; see the report and run.log", markup=False)
