@@ -308,6 +308,13 @@ def test_a_shift_whose_sign_depends_on_the_seed_is_not_significant(tmp_path):
     report = store.report_path.read_text()
     mixed_line = next(line for line in report.splitlines() if line.startswith("| ") and "`mixed`" in line)
     assert "**n.s.** (seeds disagree)" in mixed_line
+    # Each run's mean Dice, and the spread between the best and the worst run.
+    runs = {r["seed"]: r["metrics"]["dice"] for r in store.records() if r["strategy"] == "mixed"}
+    seed_line = next(line for line in report.split("## Dice per seed", 1)[1].splitlines() if "`mixed`" in line)
+    cells = [c.strip() for c in seed_line.strip("|").split("|")]
+    assert [float(c) for c in cells[1:4]] == pytest.approx([runs[0], runs[1], runs[2]], abs=0.0006)
+    assert float(cells[4]) == pytest.approx(max(runs.values()) - min(runs.values()), abs=0.0006)
+    assert float(cells[4]) > 0.1  # the +0.10 run against the -0.04 ones
     with store.leaderboard_path.open() as f:
         csv_p = {row[1]: row[7] for row in csv.reader(f)}
     assert float(csv_p["mixed"]) > 0.05 and float(csv_p["steady"]) < 0.05

@@ -66,6 +66,26 @@ def _context_heading(ctx: tuple[float, str, str], recs: list[dict[str, Any]]) ->
     return f"Train fraction {frac:g}{n}, preset {preset}, dataset {fp}"
 
 
+def _per_seed_section(board: Leaderboard) -> list[str]:
+    """Mean Dice of each training run: how far one run (all a single-run study has) can move."""
+    seeds = sorted({int(r["seed"]) for r in board.records})
+    if len(seeds) < 2:
+        return []
+    by_key: dict[tuple[str, float, str, str, int], float] = {
+        (r["strategy"], float(r["train_fraction"]), r["preset"], r["dataset"]["fingerprint"], int(r["seed"])):
+            float(r["metrics"]["dice"]) for r in board.records}
+    body = []
+    for row in board.rows:
+        values = [by_key.get((row.label, *row.context, s)) for s in seeds]
+        got = [v for v in values if v is not None]
+        spread = _f(max(got) - min(got)) if len(got) > 1 else "-"
+        body.append([f"`{row.strategy}`", *[_f(v) if v is not None else "-" for v in values], spread])
+    return ["## Dice per seed", "", ("Mean per-image Dice of each training run, and the spread between the "
+                                      "best and the worst run of a strategy: a single run, as most papers "
+                                      "report, is one of these numbers."), "",
+            *_table(["strategy", *[f"seed {s}" for s in seeds], "spread"], body), ""]
+
+
 def render_markdown(board: Leaderboard, figures: dict[str, Path], root: Path,
                     samples: dict[str, Path] | None = None) -> str:
     """report.md: leaderboard with significance marks (one table per context), other metrics,
@@ -146,6 +166,7 @@ def render_markdown(board: Leaderboard, figures: dict[str, Path], root: Path,
                         [[f"`{r.strategy}`", *[_f(r.per_class[c][1]) if c in r.per_class else "-"
                                               for c in classes]] for r in board.rows])
         lines.append("")
+        lines += _per_seed_section(board)
 
     if figures:
         lines += ["## Figures", ""]
