@@ -302,12 +302,12 @@ def test_a_shift_whose_sign_depends_on_the_seed_is_not_significant(tmp_path):
     steady = next(r for r in board.rows if r.strategy == "steady")
     assert mixed.p_adjusted < 0.001 and mixed.p_boot_adjusted > 0.05
     assert mixed.vs_baseline.low < 0 < mixed.vs_baseline.high  # the interval of Δ covers zero ...
-    assert mixed.significant is False and mixed.seeds_disagree  # ... so no difference is claimed
+    assert mixed.significant is False and mixed.images_only  # ... so no difference is claimed
     assert mixed.p_value == mixed.p_boot_adjusted
-    assert steady.significant and not steady.seeds_disagree
+    assert steady.significant and not steady.images_only
     report = store.report_path.read_text()
     mixed_line = next(line for line in report.splitlines() if line.startswith("| ") and "`mixed`" in line)
-    assert "**n.s.** (seeds disagree)" in mixed_line
+    assert "**n.s.** (images only)" in mixed_line
     # Each run's mean Dice, and the spread between the best and the worst run.
     runs = {r["seed"]: r["metrics"]["dice"] for r in store.records() if r["strategy"] == "mixed"}
     seed_line = next(line for line in report.split("## Dice per seed", 1)[1].splitlines() if "`mixed`" in line)
@@ -461,3 +461,17 @@ def test_sample_grid_of_a_smaller_fraction_uses_that_subset(dataset, plugin, tmp
     written = preview_mod.write_study_samples(trials, dataset, tmp_path / "figures", cache_dir=tmp_path / "gen",
                                               log=lambda m: None)
     assert seen == [("test-flip", 8, 1)] and list(written) == ["test-flip"]
+
+
+def test_results_files_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from augforge.bench.store import atomic_write_text
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    atomic_write_text(tmp_path / "report.md", "x")
+    # The mode open() would give (0666 less the umask), not mkstemp's private 0600: a study folder on
+    # a shared disk must be readable by colleagues.
+    assert stat.S_IMODE((tmp_path / "report.md").stat().st_mode) == 0o666 & ~umask

@@ -37,9 +37,15 @@ def plot_dice_with_ci(board: Leaderboard, path: Path) -> None:
         filled = r.is_baseline or bool(r.significant)
         ax.plot(r.dice.mean, yi, "o", ms=7, color="C3" if r.is_baseline else "C0",
                 mfc=None if filled else "white")
-    for r in rows:
-        if r.is_baseline:
-            ax.axvline(r.dice.mean, color="C3", ls="--", lw=1, alpha=0.7)
+    # Each context (train fraction, preset, dataset) has its own baseline: its line spans its rows only,
+    # and a thin rule separates contexts.
+    for ctx in dict.fromkeys(r.context for r in rows):
+        ys = [yi for yi, r in zip(y, rows) if r.context == ctx]
+        base = next((r for r in rows if r.context == ctx and r.is_baseline), None)
+        if base is not None:
+            ax.vlines(base.dice.mean, min(ys) - 0.4, max(ys) + 0.4, colors="C3", linestyles="--", lw=1, alpha=0.7)
+        if min(ys) > 0:
+            ax.axhline(min(ys) - 0.5, color="0.6", lw=0.8)
     ax.set_yticks(y, [r.strategy for r in rows])
     ax.set_xlabel("mean per-image Dice (95% bootstrap CI over seeds and test images)")
     ax.set_title("Dice by strategy (hollow: not different from baseline after Holm)")

@@ -73,9 +73,10 @@ class LeaderboardRow:
         return max(self.p_adjusted, self.p_boot_adjusted)
 
     @property
-    def seeds_disagree(self) -> bool:
-        """The images shift consistently (Wilcoxon) but not across seeds (bootstrap): not significant,
-        and more seeds could settle it."""
+    def images_only(self) -> bool:
+        """The test images shift consistently with the seeds run (Wilcoxon), but the shift is not
+        established across training runs (bootstrap over seeds): not significant; more seeds may
+        settle it."""
         return self.vs_baseline is not None and self.p_adjusted < ALPHA <= self.p_boot_adjusted
 
     @property

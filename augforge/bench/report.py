@@ -119,9 +119,9 @@ def render_markdown(board: Leaderboard, figures: dict[str, Path], root: Path,
                    "Wilcoxon signed-rank test on the test images, and the two-level bootstrap, which also "
                    "resamples the seeds. A difference is significant when both are below "
                    f"{ALPHA}; p is the larger of the two. **n.s.** marks a difference not shown; "
-                   "\"seeds disagree\" means the images shift consistently with these seeds but the sign "
-                   "depends on the seed, so another training run could reverse it (more seeds may settle "
-                   "it). \"vs next\" says whether a strategy is separated from the one ranked just below "
+                   "\"images only\" means the test images shift consistently with the seeds run, but the "
+                   "shift is not established across training runs (the bootstrap over seeds): more seeds "
+                   "may settle it. \"vs next\" says whether a strategy is separated from the one ranked just below "
                    "it (same tests, Holm across the adjacent pairs). Method: docs/statistics.md."), ""]
         body_by_ctx: dict[tuple, list[list[str]]] = {}
         for r in board.rows:
@@ -133,7 +133,7 @@ def render_markdown(board: Leaderboard, figures: dict[str, Path], root: Path,
                 mark, delta, p, eff = "no baseline", "-", "-", "-"
             else:
                 mark = ("significant" if r.significant else
-                        "**n.s.** (seeds disagree)" if r.seeds_disagree else "**n.s.**")
+                        "**n.s.** (images only)" if r.images_only else "**n.s.**")
                 delta = f"{c.delta:+.3f} [{c.low:+.3f}, {c.high:+.3f}]"
                 p = f"{fmt_p(r.p_value)} (Wilcoxon {fmt_p(r.p_adjusted)}, bootstrap {fmt_p(r.p_boot_adjusted)})"
                 eff = f"{c.rank_biserial:+.2f}"

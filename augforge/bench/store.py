@@ -40,12 +40,25 @@ _INT_COLUMNS = {"seed", "true_px", "pred_px"}
 _FLOAT_COLUMNS = {"train_fraction", "spacing_mm", "dice", "iou", "precision", "recall", "hd95_mm"}
 
 
+def _file_mode() -> int:
+    """0666 less the process umask: the mode open() would give a new file."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _file_mode()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` so that readers see either the old or the new file, never a mix."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates the file private (0600); results are ordinary files, readable as the umask allows.
+        with contextlib.suppress(OSError, AttributeError):
+            os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

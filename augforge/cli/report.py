@@ -35,7 +35,7 @@ def print_leaderboard(board: Leaderboard, console: Console) -> None:
         for r in rows:
             c = r.vs_baseline
             mark = "baseline" if r.is_baseline else ("" if c is None or r.significant else
-                                                     "n.s. (seeds disagree)" if r.seeds_disagree else "n.s.")
+                                                     "n.s. (images only)" if r.images_only else "n.s.")
             table.add_row(str(r.rank), r.strategy, str(r.n_trials),
                           f"{r.dice.mean:.3f} [{r.dice.low:.3f}, {r.dice.high:.3f}]",
                           "-" if c is None else f"{c.delta:+.3f}",
