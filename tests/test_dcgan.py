@@ -266,7 +266,9 @@ def test_bench_runs_dcgan_and_fits_the_generator_once_across_seeds(tmp_path, cap
                  str(tmp_path / "study"), "--no-progress"])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert out.count("fitting generator") == 1 and out.count("reusing generator") == 1
+    # One fit; reused by the second seed's trial and by the report's sample grid.
+    assert out.count("fitting generator") == 1 and out.count("reusing generator") == 2
+    assert (tmp_path / "study" / "figures" / "samples" / "dcgan.png").is_file()
     assert len(set(generators.glob("dcgan-*")) - before) == 1
     board = (tmp_path / "study" / "leaderboard.csv").read_text()
     assert "dcgan" in board and "none" in board
