@@ -25,7 +25,7 @@ from augforge.bench.stats import (
 from augforge.bench.store import ResultsStore
 from augforge.errors import DataError
 
-__all__ = ["BASELINE", "LEADERBOARD_COLUMNS", "Leaderboard", "LeaderboardRow", "build_leaderboard"]
+__all__ = ["BASELINE", "LEADERBOARD_COLUMNS", "Leaderboard", "LeaderboardRow", "build_leaderboard", "trial_context"]
 
 BASELINE = "none"
 LEADERBOARD_COLUMNS: tuple[str, ...] = (
@@ -107,7 +107,8 @@ class Leaderboard:
         return f"preset {preset}, train fraction {frac:g}, dataset {fp}"
 
 
-def _context(rec: dict[str, Any]) -> tuple[float, str, str]:
+def trial_context(rec: dict[str, Any]) -> tuple[float, str, str]:
+    """The context of a trial record: (train fraction, preset, dataset fingerprint)."""
     return (float(rec["train_fraction"]), str(rec["preset"]), str(rec["dataset"]["fingerprint"]))
 
 
@@ -151,7 +152,7 @@ def build_leaderboard(store: ResultsStore, *, n_boot: int = 10_000) -> Leaderboa
     board = Leaderboard(failed=store.records("failed"), records=ok)
     groups: dict[tuple[str, tuple[float, str, str]], list[dict[str, Any]]] = {}
     for rec in ok:
-        groups.setdefault((rec["strategy"], _context(rec)), []).append(rec)
+        groups.setdefault((rec["strategy"], trial_context(rec)), []).append(rec)
     names = _display_names(list(groups))
     # Contexts: largest train fraction first, then preset and dataset for a stable order.
     board.contexts = sorted({c for _, c in groups}, key=lambda c: (-c[0], c[1], c[2]))

@@ -12,7 +12,12 @@ from typing import Any
 
 from augforge.bench.curves import curve_rows, learning_curve_figure
 from augforge.bench.figures import sample_grid_path, write_figures
-from augforge.bench.ranking import LEADERBOARD_COLUMNS, Leaderboard, build_leaderboard
+from augforge.bench.ranking import (
+    LEADERBOARD_COLUMNS,
+    Leaderboard,
+    build_leaderboard,
+    trial_context,
+)
 from augforge.bench.stats import ALPHA, fmt_p
 from augforge.bench.store import ResultsStore, atomic_write_text
 
@@ -60,8 +65,7 @@ def _cost_line(recs: list[dict[str, Any]]) -> str:
 
 def _context_heading(ctx: tuple[float, str, str], recs: list[dict[str, Any]]) -> str:
     frac, preset, fp = ctx
-    sizes = {r.get("training", {}).get("n_real") for r in recs
-             if (float(r["train_fraction"]), r["preset"], r["dataset"]["fingerprint"]) == ctx}
+    sizes = {r.get("training", {}).get("n_real") for r in recs if trial_context(r) == ctx}
     n = f" ({sizes.pop()} real training slices)" if len(sizes) == 1 and None not in sizes else ""
     return f"Train fraction {frac:g}{n}, preset {preset}, dataset {fp}"
 
@@ -71,12 +75,10 @@ def _per_seed_section(board: Leaderboard) -> list[str]:
     seeds = sorted({int(r["seed"]) for r in board.records})
     if len(seeds) < 2:
         return []
-    by_key: dict[tuple[str, float, str, str, int], float] = {
-        (r["strategy"], float(r["train_fraction"]), r["preset"], r["dataset"]["fingerprint"], int(r["seed"])):
-            float(r["metrics"]["dice"]) for r in board.records}
+    by_key = {(r["strategy"], trial_context(r), int(r["seed"])): float(r["metrics"]["dice"]) for r in board.records}
     body = []
     for row in board.rows:
-        values = [by_key.get((row.label, *row.context, s)) for s in seeds]
+        values = [by_key.get((row.label, row.context, s)) for s in seeds]
         got = [v for v in values if v is not None]
         spread = _f(max(got) - min(got)) if len(got) > 1 else "-"
         body.append([f"`{row.strategy}`", *[_f(v) if v is not None else "-" for v in values], spread])
@@ -104,8 +106,7 @@ def render_markdown(board: Leaderboard, figures: dict[str, Path], root: Path,
              f"torch {versions.get('torch', '?')}, augforge {versions.get('augforge', '?')}"),
         ]
         for ctx in board.contexts:
-            name = next(r["dataset"]["name"] for r in recs if
-                        (r["train_fraction"], r["preset"], r["dataset"]["fingerprint"]) == ctx)
+            name = next(r["dataset"]["name"] for r in recs if trial_context(r) == ctx)
             lines.append(f"- context: {board.context_name(ctx)} ({name})")
         lines.append("")
     elif not board.failed:
@@ -214,7 +215,7 @@ def write_report(store: ResultsStore | Path | str, *, n_boot: int = 10_000) -> L
     if learning_curve_figure(curve_rows(board.records), curve):
         figures["learning curve"] = curve
     samples: dict[str, Path] = {}
-    for label in dict.fromkeys([r.label for r in board.rows] + [r["strategy"] for r in board.records]):
+    for label in dict.fromkeys(r.label for r in board.rows):  # every finished strategy, in ranked order
         path = sample_grid_path(store.figures_dir, label)
         if path.exists():  # drawn by `augforge bench`, which has the data and the strategies
             samples[label] = path

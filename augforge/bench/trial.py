@@ -246,6 +246,12 @@ class _CheckedTransform:
         return img.astype(np.float32, copy=False), msk.astype(np.uint8, copy=False)
 
 
+def _record_head(trial: Trial, status: str) -> dict[str, Any]:
+    """The fields every trials.jsonl record starts with, finished or failed."""
+    return {"key": trial.key, "status": status, "strategy": trial.label or trial.strategy, "seed": trial.seed,
+            "train_fraction": trial.train_fraction, "preset": trial.preset.name, "config": trial.config}
+
+
 def run_trial(trial: Trial, dataset: Dataset, env: TrialEnv) -> TrialOutcome:
     """Run one trial to the end; exceptions propagate (see :func:`execute_trial`)."""
     from augforge.plugins import get_registry
@@ -291,13 +297,7 @@ def run_trial(trial: Trial, dataset: Dataset, env: TrialEnv) -> TrialOutcome:
 
     summary = summarise_rows(rows)
     record = {
-        "key": trial.key,
-        "status": "ok",
-        "strategy": trial.label or trial.strategy,
-        "seed": trial.seed,
-        "train_fraction": trial.train_fraction,
-        "preset": preset.name,
-        "config": trial.config,
+        **_record_head(trial, "ok"),
         "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint, "n_train": len(dataset.train),
                     "n_test": len(dataset.test), "n_healthy": len(dataset.healthy)},
         "metrics": {k: v for k, v in summary.items() if k != "per_class"},
@@ -326,13 +326,7 @@ def failed_outcome(trial: Trial, dataset: Dataset | None, error: str, details: s
     """The outcome of a trial that raised (or whose worker died): record, and run.log lines with
     ``details`` (usually the traceback)."""
     record = {
-        "key": trial.key,
-        "status": "failed",
-        "strategy": trial.label or trial.strategy,
-        "seed": trial.seed,
-        "train_fraction": trial.train_fraction,
-        "preset": trial.preset.name,
-        "config": trial.config,
+        **_record_head(trial, "failed"),
         "dataset": {"name": dataset.name if dataset else "", "fingerprint": trial.dataset_fingerprint},
         "error": error,
         "timings_s": {"total": round(seconds, 2)},
