@@ -57,7 +57,8 @@ def test_arrays_are_well_formed(tiny):
         assert s.spacing_mm == pytest.approx(anatomy.FOV_MM / 64)
     for s in tiny.train + tiny.test:
         assert s.mask.sum() >= nodule.MIN_MASK_PIXELS  # never an empty tumour, even at 5.6 mm pixels
-        assert s.lung_field[s.mask.astype(bool)].all()
+        # The field comes from the image alone: a nodule on the pleura may fall outside it.
+        assert np.array_equal(s.lung_field, lung_field(s.hu))
     assert not any(s.has_tumour for s in tiny.healthy)
 
 
@@ -93,8 +94,12 @@ def test_window_and_clahe_are_cached_separately(tiny):
     windowed = load_dataset(cfg, progress=False)
     assert windowed.fingerprint == tiny.fingerprint  # same slices ...
     s = windowed.test[0]
-    expected = np.clip((s.lung_hu + 1350.0) / 1500.0, 0, 1)
+    expected = np.clip((s.hu + 1350.0) / 1500.0, 0, 1)  # the whole slice: tiny's data.input
     assert np.allclose(s.image, expected, atol=1e-6)  # ... other network input
+    lung = load_dataset(dataclasses.replace(cfg, input="lung"), progress=False).test[0]
+    assert np.allclose(lung.image, np.clip((s.lung_hu + 1350.0) / 1500.0, 0, 1), atol=1e-6)
+    grown = load_dataset(dataclasses.replace(cfg, input="lung", field_margin_mm=10.0), progress=False).test[0]
+    assert (grown.image != lung.image).any() and (grown.image != s.image).any()
 
 
 def test_chest_anatomy_has_the_expected_hounsfield_units():
@@ -166,8 +171,9 @@ def test_worker_processes_give_the_same_arrays(monkeypatch):
     assert np.array_equal(serial.field, pooled.field) and serial.records == pooled.records
 
 
-def test_image_is_preprocess_of_lung_hu(tiny):
-    from augforge.data.preprocess import preprocess
+def test_image_is_the_network_input_of_the_slice(tiny):
+    from augforge.data.preprocess import network_input, preprocess
 
     for s in tiny.test + tiny.healthy[:3]:
-        assert np.array_equal(s.image, preprocess(s.lung_hu))  # what strategies must do for new slices
+        assert np.array_equal(s.image, network_input(s, mode="whole"))  # what new slices get too
+        assert np.array_equal(s.image, preprocess(s.hu))

@@ -122,8 +122,8 @@ def plugin(register_plugin):
 
 @pytest.fixture(scope="module")
 def preset():
-    # Six epochs: real, non-empty predictions on the tiny phantom in a second or two per trial.
-    return apply_overrides(get_preset("tiny"), {"train.epochs": "6"})
+    # Twelve epochs: real, non-empty predictions on the tiny phantom in a few seconds per trial.
+    return apply_overrides(get_preset("tiny"), {"train.epochs": "12"})
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,8 @@ def _save(fig: Figure, path: Path) -> None:
 
 def plot_dice_with_ci(board: Leaderboard, path: Path) -> None:
     """Mean Dice per strategy (ranked, best on top) with the 95% bootstrap interval as error bars;
-    the baseline's mean is a dashed line, strategies not different from it are drawn hollow."""
+    the baseline's mean is a dashed line, strategies not different from it are drawn hollow, and a grey
+    band reaches up to the best floor (a predictor that learns nothing) of each context."""
     rows = board.rows
     fig = Figure(figsize=(7.0, 0.45 * len(rows) + 1.4))
     ax = fig.add_subplot()
@@ -44,10 +45,17 @@ def plot_dice_with_ci(board: Leaderboard, path: Path) -> None:
         base = next((r for r in rows if r.context == ctx and r.is_baseline), None)
         if base is not None:
             ax.vlines(base.dice.mean, min(ys) - 0.4, max(ys) + 0.4, colors="C3", linestyles="--", lw=1, alpha=0.7)
+        floor = board.best_floor(ctx)
+        if floor is not None:  # what a rule that learns nothing scores: the grey band up to it
+            ax.fill_betweenx([min(ys) - 0.45, max(ys) + 0.45], 0, floor.dice.mean, color="0.85", zorder=0,
+                             label=None)
+            ax.text(floor.dice.mean, min(ys) - 0.4, f" best floor: {floor.name} {floor.dice.mean:.2f}",
+                    fontsize="x-small", color="0.35", va="bottom", ha="left")
         if min(ys) > 0:
             ax.axhline(min(ys) - 0.5, color="0.6", lw=0.8)
     ax.set_yticks(y, [r.strategy for r in rows])
-    ax.set_xlabel("mean per-image Dice (95% bootstrap CI over seeds and test images)")
+    ax.set_xlabel("mean per-image Dice (95% bootstrap CI over seeds and test images); grey: up to the best floor")
+    ax.set_xlim(left=0)
     ax.set_title("Dice by strategy (hollow: not different from baseline after Holm)")
     ax.grid(axis="x", alpha=0.3)
     _save(fig, path)

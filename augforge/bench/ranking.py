@@ -4,6 +4,10 @@ tests against the baseline (see :mod:`augforge.bench.stats` and docs/statistics.
 Trials are grouped by (strategy, train fraction, preset, dataset). Groups that share the last three
 form a *context*: they were evaluated on the same test images, so they can be compared pairwise;
 each context has its own baseline (``none``) and its own ranking.
+
+Beside the strategies, each context shows its *floors* (:mod:`augforge.bench.floors`): predictors
+that learn nothing, scored on the same images with the same bootstrap. A strategy *beats the floor*
+when the 95% interval of its per-image Dice minus that of the best floor lies above zero.
 """
 
 from __future__ import annotations
@@ -25,12 +29,21 @@ from augforge.bench.stats import (
 from augforge.bench.store import ResultsStore
 from augforge.errors import DataError
 
-__all__ = ["BASELINE", "LEADERBOARD_COLUMNS", "Leaderboard", "LeaderboardRow", "build_leaderboard", "trial_context"]
+__all__ = [
+    "BASELINE",
+    "LEADERBOARD_COLUMNS",
+    "FloorRow",
+    "Leaderboard",
+    "LeaderboardRow",
+    "build_leaderboard",
+    "trial_context",
+]
 
 BASELINE = "none"
+#: Strategy rows are ranked; floor rows have ``rank`` "floor" and ``strategy`` "floor:<name>".
 LEADERBOARD_COLUMNS: tuple[str, ...] = (
     "rank", "strategy", "n_trials", "dice_mean", "dice_ci95_low", "dice_ci95_high",
-    "delta_vs_baseline", "p_value_vs_baseline",
+    "delta_vs_baseline", "p_value_vs_baseline", "delta_vs_best_floor", "beats_best_floor",
 )
 _OTHER_METRICS = ("iou", "precision", "recall", "hd95_mm")
 
@@ -55,6 +68,12 @@ class LeaderboardRow:
     p_next_adjusted: float = float("nan")
     p_next_boot_adjusted: float = float("nan")
     is_baseline: bool = False
+    vs_floor: Estimate | None = None  # per-image Dice minus the best floor's, same images and seeds
+
+    @property
+    def beats_floor(self) -> bool | None:
+        """The whole 95% interval of (Dice - best floor's Dice) lies above zero; None without floors."""
+        return None if self.vs_floor is None else bool(self.vs_floor.low > 0.0)
 
     @property
     def significant(self) -> bool | None:
@@ -91,8 +110,26 @@ class LeaderboardRow:
         p = "" if self.vs_baseline is None else f"{self.p_value:.6g}"
         if self.is_baseline:
             delta = f"{0.0:.6f}"
+        vf = "" if self.vs_floor is None else f"{self.vs_floor.mean:.6f}"
+        beats = "" if self.beats_floor is None else ("yes" if self.beats_floor else "no")
         return [str(self.rank), self.strategy, str(self.n_trials), f"{self.dice.mean:.6f}",
-                f"{self.dice.low:.6f}", f"{self.dice.high:.6f}", delta, p]
+                f"{self.dice.low:.6f}", f"{self.dice.high:.6f}", delta, p, vf, beats]
+
+
+@dataclass
+class FloorRow:
+    """A predictor that learns nothing, scored on one context's test images (see floors.py)."""
+
+    name: str  # "empty", "centre-disk", "threshold-blob"
+    context: tuple[float, str, str]
+    dice: Estimate
+    metrics: dict[str, float]
+    per_class: dict[str, tuple[int, float]]
+    best: bool = False  # the highest-scoring floor of its context: the bar a strategy must clear
+
+    def csv_row(self) -> list[str]:
+        return ["floor", f"floor:{self.name}", "0", f"{self.dice.mean:.6f}", f"{self.dice.low:.6f}",
+                f"{self.dice.high:.6f}", "", "", "", ""]
 
 
 @dataclass
@@ -101,6 +138,11 @@ class Leaderboard:
     failed: list[dict[str, Any]] = field(default_factory=list)  # records of failed trials
     records: list[dict[str, Any]] = field(default_factory=list)  # records of ok trials
     contexts: list[tuple[float, str, str]] = field(default_factory=list)
+    floors: dict[tuple[float, str, str], list[FloorRow]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # e.g. contexts whose floors are missing
+
+    def best_floor(self, ctx: tuple[float, str, str]) -> FloorRow | None:
+        return next((f for f in self.floors.get(ctx, []) if f.best), None)
 
     def context_name(self, ctx: tuple[float, str, str]) -> str:
         frac, preset, fp = ctx
@@ -128,6 +170,47 @@ def _display_names(groups: Sequence[tuple[str, tuple[float, str, str]]]) -> dict
             name += f" ({fp[:6]})"
         names[(label, (frac, preset, fp))] = name
     return names
+
+
+def _row_summary(rows: Sequence[dict[str, Any]], n_runs: int) -> tuple[dict[str, float], dict[str, tuple[int, float]]]:
+    """Mean IoU/precision/recall/HD95 and per-class (images, mean Dice) of per-image rows."""
+    metrics = {}
+    for m in _OTHER_METRICS:
+        v = np.array([row[m] for row in rows], dtype=np.float64)
+        v = v[np.isfinite(v)]
+        metrics[m] = float(v.mean()) if v.size else float("nan")
+    per_class: dict[str, tuple[int, float]] = {}
+    for cls in sorted({row["class"] for row in rows}):
+        d = [row["dice"] for row in rows if row["class"] == cls]
+        per_class[cls] = (len(d) // max(n_runs, 1), float(np.mean(d)))
+    return metrics, per_class
+
+
+def _context_floors(store: ResultsStore, ctx: tuple[float, str, str], image_ids: list[str], n_boot: int) -> tuple[list[FloorRow], dict[str, np.ndarray], str]:
+    """The floors of one context, their per-image Dice in ``image_ids`` order, and a note when they
+    are missing or were scored on other images."""
+    from augforge.bench.floors import FLOORS, floor_key
+
+    key = floor_key(ctx[2])
+    rows = store.floors(key)
+    if not rows:
+        return [], {}, (f"no floors stored for {key}: run `augforge bench` on this data again to score them")
+    out, vectors = [], {}
+    for name in FLOORS:
+        by_image = {r["image"]: r for r in rows if r["floor"] == name}
+        if not by_image:
+            continue
+        if sorted(by_image) != image_ids:
+            return [], {}, f"floors of {key} were scored on other test images than the trials; not shown"
+        vec = np.array([by_image[i]["dice"] for i in image_ids], dtype=np.float64)
+        metrics, per_class = _row_summary(list(by_image.values()), 1)
+        out.append(FloorRow(name=name, context=ctx, dice=bootstrap_mean(vec[None], n_boot=n_boot),
+                            metrics=metrics, per_class=per_class))
+        vectors[name] = vec
+    if out:
+        best = max(out, key=lambda f: (f.dice.mean, f.name))
+        best.best = True
+    return out, vectors, ""
 
 
 def _dice_matrix(store: ResultsStore, recs: Sequence[dict[str, Any]]) -> tuple[np.ndarray, list[str]]:
@@ -158,31 +241,35 @@ def build_leaderboard(store: ResultsStore, *, n_boot: int = 10_000) -> Leaderboa
     board.contexts = sorted({c for _, c in groups}, key=lambda c: (-c[0], c[1], c[2]))
 
     matrices: dict[tuple, tuple[np.ndarray, list[int]]] = {}
+    ids_by_ctx: dict[tuple, list[str]] = {}
     for ctx in board.contexts:
         ctx_rows: list[LeaderboardRow] = []
         for (label, c), recs in groups.items():
             if c != ctx:
                 continue
             recs = sorted(recs, key=lambda r: r["seed"])
-            matrix, _ = _dice_matrix(store, recs)
+            matrix, image_ids = _dice_matrix(store, recs)
             seeds = [int(r["seed"]) for r in recs]
             matrices[(label, ctx)] = (matrix, seeds)
+            ids_by_ctx.setdefault(ctx, image_ids)
             all_rows = [row for r in recs for row in store.rows(r["key"])]
-            metrics = {}
-            for m in _OTHER_METRICS:
-                v = np.array([row[m] for row in all_rows], dtype=np.float64)
-                v = v[np.isfinite(v)]
-                metrics[m] = float(v.mean()) if v.size else float("nan")
-            per_class: dict[str, tuple[int, float]] = {}
-            for cls in sorted({row["class"] for row in all_rows}):
-                d = [row["dice"] for row in all_rows if row["class"] == cls]
-                per_class[cls] = (len(d) // len(recs), float(np.mean(d)))
+            metrics, per_class = _row_summary(all_rows, len(recs))
             ctx_rows.append(LeaderboardRow(
                 rank=0, strategy=names[(label, ctx)], label=label, context=ctx, n_trials=len(recs),
                 seeds=seeds, dice=bootstrap_mean(matrix, n_boot=n_boot), metrics=metrics, per_class=per_class,
                 is_baseline=label == BASELINE,
             ))
         ctx_rows.sort(key=lambda r: (-r.dice.mean, r.strategy))
+        if ctx in ids_by_ctx:
+            floors, vectors, note = _context_floors(store, ctx, ids_by_ctx[ctx], n_boot)
+            if note:
+                board.notes.append(note)
+            board.floors[ctx] = floors
+            best = next((f for f in floors if f.best), None)
+            if best is not None:
+                for row in ctx_rows:
+                    diff = matrices[(row.label, ctx)][0] - vectors[best.name][None, :]
+                    row.vs_floor = bootstrap_mean(diff, n_boot=n_boot)
         base = matrices.get((BASELINE, ctx))
         for i, row in enumerate(ctx_rows):
             row.rank = i + 1

@@ -14,6 +14,7 @@ from augforge.bench.curves import curve_rows, learning_curve_figure
 from augforge.bench.figures import sample_grid_path, write_figures
 from augforge.bench.ranking import (
     LEADERBOARD_COLUMNS,
+    FloorRow,
     Leaderboard,
     build_leaderboard,
     trial_context,
@@ -28,9 +29,18 @@ def leaderboard_csv(board: Leaderboard) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(LEADERBOARD_COLUMNS)
-    for r in board.rows:
-        w.writerow(r.csv_row())
+    for ctx in board.contexts:  # each context's strategies, then its floors (rank "floor")
+        for r in board.rows:
+            if r.context == ctx:
+                w.writerow(r.csv_row())
+        for f in board.floors.get(ctx, []):
+            w.writerow(f.csv_row())
     return buf.getvalue()
+
+
+def floor_mark(beats: bool | None) -> str:
+    """The leaderboard's word on a strategy against the best floor."""
+    return "-" if beats is None else ("above" if beats else "**not above**")
 
 
 def _f(x: float, digits: int = 3) -> str:
@@ -68,6 +78,11 @@ def _context_heading(ctx: tuple[float, str, str], recs: list[dict[str, Any]]) ->
     sizes = {r.get("training", {}).get("n_real") for r in recs if trial_context(r) == ctx}
     n = f" ({sizes.pop()} real training slices)" if len(sizes) == 1 and None not in sizes else ""
     return f"Train fraction {frac:g}{n}, preset {preset}, dataset {fp}"
+
+
+def _name(row: Any) -> str:
+    """A leaderboard row's name in the tables: `strategy`, or *floor: name*."""
+    return f"*floor: {row.name}*" if isinstance(row, FloorRow) else f"`{row.strategy}`"
 
 
 def _per_seed_section(board: Leaderboard) -> list[str]:
@@ -123,7 +138,13 @@ def render_markdown(board: Leaderboard, figures: dict[str, Path], root: Path,
                    "\"images only\" means the test images shift consistently with the seeds run, but the "
                    "shift is not established across training runs (the bootstrap over seeds): more seeds "
                    "may settle it. \"vs next\" says whether a strategy is separated from the one ranked just below "
-                   "it (same tests, Holm across the adjacent pairs). Method: docs/statistics.md."), ""]
+                   "it (same tests, Holm across the adjacent pairs). Method: docs/statistics.md."), "",
+                  ("Below each table, the *floors*: predictors that learn nothing, scored on the same test "
+                   "images (an empty mask; a disk of the training tumours' median area at the image centre; "
+                   "the largest blob above -500 HU inside the lung field). \"vs floor\" says whether a "
+                   "strategy's Dice is above the best floor's (the 95% interval of the per-image difference "
+                   "lies above zero); **not above** means the network earned nothing a fixed rule does not "
+                   "already score. Floors have no seeds: their intervals are over images."), ""]
         body_by_ctx: dict[tuple, list[list[str]]] = {}
         for r in board.rows:
             body = body_by_ctx.setdefault(r.context, [])
@@ -140,9 +161,15 @@ def render_markdown(board: Leaderboard, figures: dict[str, Path], root: Path,
                 eff = f"{c.rank_biserial:+.2f}"
             nxt = "-" if r.vs_next is None else ("separated" if r.separated_from_next else "**n.s.**")
             body.append([str(r.rank), f"`{r.strategy}`", str(r.n_trials),
-                         f"{r.dice.mean:.3f} [{r.dice.low:.3f}, {r.dice.high:.3f}]", delta, p, eff, mark, nxt])
+                         f"{r.dice.mean:.3f} [{r.dice.low:.3f}, {r.dice.high:.3f}]", delta, p, eff, mark, nxt,
+                         floor_mark(r.beats_floor)])
+        for ctx, floors in board.floors.items():
+            for f in floors:
+                body_by_ctx.setdefault(ctx, []).append(
+                    ["floor", f"*{f.name}*" + (" (best)" if f.best else ""), "-",
+                     f"{f.dice.mean:.3f} [{f.dice.low:.3f}, {f.dice.high:.3f}]", "-", "-", "-", "-", "-", "-"])
         header = ["rank", "strategy", "trials", "Dice [95% CI]", "Δ vs baseline [95% CI]",
-                  "p vs baseline (Holm)", "effect r", "vs baseline", "vs next"]
+                  "p vs baseline (Holm)", "effect r", "vs baseline", "vs next", "vs floor"]
         for ctx, body in body_by_ctx.items():
             if len(body_by_ctx) > 1:  # one table per context: ranks and comparisons are within one
                 lines += [f"### {_context_heading(ctx, recs)}", ""]
@@ -151,21 +178,23 @@ def render_markdown(board: Leaderboard, figures: dict[str, Path], root: Path,
                 lines.append("")
         lines += ["", ("Effect r: matched-pairs rank-biserial correlation of the per-image differences "
                        "(+1: every image improved, -1: every image got worse)."), ""]
+        lines += [f"Note: {n}" for n in board.notes] + ([""] if board.notes else [])
 
         lines += ["## Other metrics", "", ("Means over test images and seeds (the paper's aggregate). HD95 is "
                                            "averaged over the images where it is defined (both masks "
                                            "non-empty)."), ""]
+        shown = [*board.rows, *(f for ctx in board.contexts for f in board.floors.get(ctx, []))]
         lines += _table(["strategy", "Dice", "IoU", "precision", "recall", "HD95 (mm)"],
-                        [[f"`{r.strategy}`", _f(r.dice.mean), _f(r.metrics["iou"]), _f(r.metrics["precision"]),
-                          _f(r.metrics["recall"]), _f(r.metrics["hd95_mm"], 2)] for r in board.rows])
+                        [[_name(r), _f(r.dice.mean), _f(r.metrics["iou"]), _f(r.metrics["precision"]),
+                          _f(r.metrics["recall"]), _f(r.metrics["hd95_mm"], 2)] for r in shown])
         lines.append("")
 
         classes = sorted({c for r in board.rows for c in r.per_class})
         lines += ["## Dice per Lung-RADS class", ""]
         ns = {c: max(r.per_class.get(c, (0, 0.0))[0] for r in board.rows) for c in classes}
         lines += _table(["strategy", *[f"{c} (n={ns[c]})" for c in classes]],
-                        [[f"`{r.strategy}`", *[_f(r.per_class[c][1]) if c in r.per_class else "-"
-                                              for c in classes]] for r in board.rows])
+                        [[_name(r), *[_f(r.per_class[c][1]) if c in r.per_class else "-"
+                                      for c in classes]] for r in shown])
         lines.append("")
         lines += _per_seed_section(board)
 

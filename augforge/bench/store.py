@@ -5,6 +5,8 @@ Files (all in the study folder):
 ``trials.jsonl``    one JSON record per finished trial (ok or failed): config, dataset fingerprint,
                     metric summary, per-class Dice, timings, memory, versions, device.
 ``per_image.csv``   one row per (trial, test image): class and every metric.
+``floors.csv``      one row per (floor, test image) of the predictors that learn nothing
+                    (:mod:`augforge.bench.floors`), per dataset and input setting (``key``).
 ``run.log``         what happened, with the traceback of every failed trial.
 ``leaderboard.csv``, ``report.md``, ``figures/`` -- derived, rebuilt by :mod:`augforge.bench.report`.
 
@@ -30,10 +32,14 @@ from typing import Any
 
 from augforge.errors import DataError
 
-__all__ = ["PER_IMAGE_COLUMNS", "ResultsStore", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["FLOOR_COLUMNS", "PER_IMAGE_COLUMNS", "ResultsStore", "atomic_write_bytes", "atomic_write_text"]
 
 PER_IMAGE_COLUMNS: tuple[str, ...] = (
     "trial", "strategy", "seed", "train_fraction", "image", "class", "spacing_mm",
+    "dice", "iou", "precision", "recall", "hd95_mm", "true_px", "pred_px",
+)
+FLOOR_COLUMNS: tuple[str, ...] = (
+    "key", "floor", "image", "class", "spacing_mm",
     "dice", "iou", "precision", "recall", "hd95_mm", "true_px", "pred_px",
 )
 _INT_COLUMNS = {"seed", "true_px", "pred_px"}
@@ -124,6 +130,7 @@ class ResultsStore:
         self.root = Path(root)
         self.trials_path = self.root / "trials.jsonl"
         self.per_image_path = self.root / "per_image.csv"
+        self.floors_path = self.root / "floors.csv"
         self.log_path = self.root / "run.log"
         self.leaderboard_path = self.root / "leaderboard.csv"
         self.report_path = self.root / "report.md"
@@ -131,6 +138,7 @@ class ResultsStore:
         self.command_path = self.root / "command.md"  # the command line and environment of the last run
         self._records: dict[str, dict[str, Any]] = {}
         self._rows: dict[str, list[dict[str, Any]]] = {}
+        self._floors: dict[str, list[dict[str, Any]]] = {}
         self.load()
 
     # -- reading -----------------------------------------------------------------------------
@@ -138,6 +146,9 @@ class ResultsStore:
         """(Re)read the folder. A malformed record or row is a DataError naming the file and line."""
         self._records.clear()
         self._rows.clear()
+        self._floors.clear()
+        for row in self._read_csv(self.floors_path, FLOOR_COLUMNS):
+            self._floors.setdefault(row["key"], []).append(row)
         if self.trials_path.exists():
             for n, line in enumerate(self.trials_path.read_text(encoding="utf-8").splitlines(), start=1):
                 if not line.strip():
@@ -164,6 +175,38 @@ class ResultsStore:
         # Rows without a committed ok record belong to an interrupted or failed run: not results.
         for key in [k for k in self._rows if self._records.get(k, {}).get("status") != "ok"]:
             del self._rows[key]
+
+    def _read_csv(self, path: Path, columns: tuple[str, ...]) -> list[dict[str, Any]]:
+        if not path.exists():
+            return []
+        out = []
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = set(columns) - set(reader.fieldnames or ())
+            if missing:
+                raise DataError(f"{path}: missing columns {', '.join(sorted(missing))}; delete the file, "
+                                "`augforge bench` writes it again")
+            for n, raw in enumerate(reader, start=2):
+                try:
+                    out.append(_parse_row(raw))
+                except ValueError:
+                    raise DataError(f"{path}:{n}: unreadable number in row") from None
+        return out
+
+    def floors(self, key: str) -> list[dict[str, Any]]:
+        """Per-image rows of the floors stored for ``key`` (see :func:`augforge.bench.floors.floor_key`)."""
+        return self._floors.get(key, [])
+
+    def set_floors(self, key: str, rows: Iterable[dict[str, Any]]) -> None:
+        """Store (or replace) the floors of one dataset and input setting; floors.csv is rewritten atomically."""
+        self._floors[key] = list(rows)
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(FLOOR_COLUMNS)
+        for rows_ in self._floors.values():
+            for r in rows_:
+                writer.writerow([_format_cell(r.get(c)) for c in FLOOR_COLUMNS])
+        atomic_write_text(self.floors_path, buf.getvalue())
 
     def records(self, status: str | None = None) -> list[dict[str, Any]]:
         """Trial records in the order they were first committed, optionally only one status."""

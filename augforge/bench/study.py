@@ -24,6 +24,10 @@ def check_preset(preset: Preset) -> None:
     from augforge.train.loop import OPTIMIZERS, SCHEDULES
     from augforge.train.losses import get_loss
 
+    from augforge.data.preprocess import check_input, parse_window
+
+    check_input(preset.data.input, preset.data.field_margin_mm)
+    parse_window(preset.data.window)
     m, t = preset.model, preset.train
     if m.arch not in ARCHITECTURES:
         raise UsageError(f"model.arch={m.arch!r}: choose one of {', '.join(ARCHITECTURES)}")

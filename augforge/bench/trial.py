@@ -217,10 +217,10 @@ def _ensure_images(slices: list[Slice], data: DataConfig, label: str) -> int:
     Returns how many were preprocessed here."""
     todo = [s for s in slices if s.image is None]
     if todo:
-        from augforge.data.preprocess import preprocess
+        from augforge.data.preprocess import network_input
 
         for s in todo:
-            s.image = preprocess(s.lung_hu, window=data.window, clahe=data.clahe)
+            s.image = network_input(s, data.window, data.clahe, data.input, data.field_margin_mm)
     for s in slices:
         if s.image.ndim != 2 or s.image.shape != s.mask.shape:
             raise ValueError(f"strategy {label!r}: training slice {s.id!r} has image {s.image.shape} "

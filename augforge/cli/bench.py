@@ -98,7 +98,7 @@ def bench_cmd(
     from augforge.bench.executors import ExecutionContext, executor_class, make_executor
     from augforge.bench.report import write_report
     from augforge.bench.store import ResultsStore
-    from augforge.bench.study import plan_study, run_study
+    from augforge.bench.study import check_preset, plan_study, run_study
     from augforge.bench.studyfile import expand_all, load_study, plan_trials
     from augforge.bench.trial import TrialEnv
     from augforge.cli.report import print_leaderboard
@@ -129,6 +129,7 @@ def bench_cmd(
             executor=executor, set=preset_over or None, out=str(out) if out is not None else None)
         spec.validate(registry)
         cfg = spec.build_preset()
+        check_preset(cfg)  # a bad setting is a usage error before any data is built
         seed_list = list(range(spec.seeds))
         executor_name, allow_pickle = spec.executor, spec.allow_pickle
         options.update(spec.executor_settings)
@@ -173,6 +174,11 @@ def bench_cmd(
     # 3. Run what is not finished yet; every outcome is committed as it arrives.
     store = ResultsStore(folder)
     store.root.mkdir(parents=True, exist_ok=True)
+    from augforge.bench.floors import floor_key, floor_rows
+
+    fkey = floor_key(dataset.fingerprint)
+    if force or not store.floors(fkey):  # predictors that learn nothing, on the same test images
+        store.set_floors(fkey, floor_rows(dataset))
     atomic_write_text(store.command_path, _command_record(device, torch.__version__))
     env = TrialEnv(device=device, progress=progress, log=log)
     context = ExecutionContext(dataset=dataset, data_cfg=cfg.data, allow_pickle=allow_pickle, env=env,

@@ -126,9 +126,10 @@ def preview_pairs(
     pairs = []
     for s in _pick(source, n, seed):
         if s.image is None:  # a generator may add slices in HU only: preprocess them as a trial does
-            from augforge.data.preprocess import preprocess
+            from augforge.data.preprocess import network_input
 
-            s.image = preprocess(s.lung_hu, window=preset.data.window, clahe=preset.data.clahe)
+            s.image = network_input(s, preset.data.window, preset.data.clahe, preset.data.input,
+                                    preset.data.field_margin_mm)
         pair = PreviewPair(title=f"{s.id} ({s.label})", image=s.image, mask=s.mask)
         if transform is not None:
             pair.augmented, pair.augmented_mask = transform(s.image, s.mask)

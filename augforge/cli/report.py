@@ -25,22 +25,30 @@ def print_leaderboard(board: Leaderboard, console: Console) -> None:
     for ctx in board.contexts:
         rows = [r for r in board.rows if r.context == ctx]
         table = Table(title=f"leaderboard ({board.context_name(ctx)})", title_justify="left")
-        table.add_column("#", justify="right")
+        table.add_column("#", justify="right", no_wrap=True, min_width=2)
         table.add_column("strategy", overflow="fold", min_width=12)
-        table.add_column("n", justify="right")  # trials (seeds) finished
+        table.add_column("n", justify="right", no_wrap=True, min_width=1)  # trials (seeds) finished
         table.add_column("Dice [95% CI]", justify="right", no_wrap=True)
         table.add_column("Δ none", justify="right", no_wrap=True)
         table.add_column("p Holm", justify="right", no_wrap=True)
-        table.add_column("", no_wrap=True)
+        table.add_column("", min_width=8)
         for r in rows:
             c = r.vs_baseline
             mark = "baseline" if r.is_baseline else ("" if c is None or r.significant else
                                                      "n.s. (images only)" if r.images_only else "n.s.")
+            if r.beats_floor is False:  # the network earned nothing a fixed rule does not score
+                mark = f"{mark}; NOT ABOVE FLOOR" if mark else "NOT ABOVE FLOOR"
             table.add_row(str(r.rank), r.strategy, str(r.n_trials),
                           f"{r.dice.mean:.3f} [{r.dice.low:.3f}, {r.dice.high:.3f}]",
                           "-" if c is None else f"{c.delta:+.3f}",
                           "-" if c is None else fmt_p(r.p_value), mark)
+        for f in board.floors.get(ctx, []):
+            table.add_row("-", f"floor: {f.name}{' (best)' if f.best else ''}", "-",
+                          f"{f.dice.mean:.3f} [{f.dice.low:.3f}, {f.dice.high:.3f}]", "-", "-",
+                          "learns nothing" if f.best else "")
         console.print(table)
+    for note in board.notes:
+        console.print(f"note: {note}", markup=False)
     if board.failed:
         console.print(f"{len(board.failed)} trial(s) failed; see the report and run.log", markup=False)
 

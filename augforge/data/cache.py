@@ -33,12 +33,14 @@ from typing import Any
 import numpy as np
 
 from augforge.data import parallel
-from augforge.data.preprocess import parse_window, preprocess
+from augforge.data.lungfield import lung_fields
+from augforge.data.preprocess import check_input, input_hu, parse_window, preprocess
 from augforge.data.records import NON_LUNG_HU, Dataset, Slice, fingerprint_slices
 from augforge.errors import DataError
 
 #: Bump when the cached layout or the content of any built dataset changes.
-FORMAT_VERSION = 1
+#: 2: the lung field is computed from the image alone (format 1 added the tumour mask to it).
+FORMAT_VERSION = 2
 SPLITS = ("train", "test", "healthy")
 
 
@@ -61,20 +63,28 @@ def content_key(parts: dict[str, Any]) -> str:
 class SliceStack:
     """A dataset as stacked arrays (what the cache stores), N slices of one shape.
 
-    hu:      (N, H, W) float32 HU.           field: (N, H, W) bool lung field.
-    mask:    (N, H, W) uint8 {0, 1}.         lung_hu: (N, H, W) float32, or None = ``hu`` in ``field``.
+    hu:      (N, H, W) float32 HU.           mask: (N, H, W) uint8 {0, 1}.
+    field:   (N, H, W) bool lung field. Sources leave it None and it is computed here from ``hu``
+             alone (:func:`augforge.data.lungfield.lung_field`), so that no source can let the mask
+             into it; a source whose data carry their own lung-only image (Mendeley's ``hu_array``)
+             passes the field of that image.
+    lung_hu: (N, H, W) float32, or None = ``hu`` in ``field``.
     records: per slice: id, label, split ("train" | "test" | "healthy"), patient, source,
              spacing_mm, provenance (JSON values only).
     meta:    dataset facts (name, source, counts, build parameters).
     """
 
     hu: np.ndarray
-    field: np.ndarray
+    field: np.ndarray | None
     mask: np.ndarray
     records: list[dict[str, Any]]
     meta: dict[str, Any] = field(default_factory=dict)
     lung_hu: np.ndarray | None = None
     fingerprint: str = ""
+
+    def __post_init__(self) -> None:
+        if self.field is None:
+            self.field = lung_fields(self.hu)
 
     def lung_stack(self) -> np.ndarray:
         """(N, H, W) float32 lung-only HU of every slice, in one vectorised pass."""
@@ -181,12 +191,17 @@ def load_or_build(name: str, key_parts: dict[str, Any], build: Callable[[], Slic
     return stack, folder
 
 
-def images(folder: Path, stack: SliceStack, window: str, clahe: bool, progress: bool = False
-           ) -> np.ndarray:
+def images(folder: Path, stack: SliceStack, window: str, clahe: bool, progress: bool = False, *,
+           input: str = "lung", field_margin_mm: float = 0.0) -> np.ndarray:
     """(N, H, W) float32 preprocessed network inputs for ``stack``, computed once per
-    (window, CLAHE) and kept beside the dataset."""
+    (window, CLAHE, input, field margin) and kept beside the dataset."""
     parse_window(window)  # a bad window is a usage error before any work
-    path = folder / f"image-{content_key({'window': window.strip().lower(), 'clahe': clahe})}.npy"
+    mode = check_input(input, field_margin_mm)
+    margin = field_margin_mm if mode == "lung" else 0.0
+    key = {"window": window.strip().lower(), "clahe": clahe}
+    if mode != "lung" or margin:  # the paper's input keeps the key (and file) it always had
+        key |= {"input": mode, "field_margin_mm": margin}
+    path = folder / f"image-{content_key(key)}.npy"
     if path.is_file():
         try:
             out = _map(path)
@@ -195,8 +210,15 @@ def images(folder: Path, stack: SliceStack, window: str, clahe: bool, progress: 
         except (OSError, ValueError):
             pass  # a damaged file is recomputed below
     lung = stack.lung_stack()
-    chunks = [(lung[i:i + 64], window, clahe) for i in range(0, len(lung), 64)]
-    done = parallel.map_chunks(_preprocess_chunk, chunks, parallel.workers_for(len(lung)),
+    if mode == "whole":
+        seen = stack.hu
+    elif margin:
+        seen = np.stack([input_hu(stack.hu[i], lung[i], stack.field[i], mode, margin,
+                                  float(r["spacing_mm"])) for i, r in enumerate(stack.records)])
+    else:
+        seen = lung
+    chunks = [(seen[i:i + 64], window, clahe) for i in range(0, len(seen), 64)]
+    done = parallel.map_chunks(_preprocess_chunk, chunks, parallel.workers_for(len(seen)),
                                "preprocessing", progress)
     out = np.concatenate(list(done)) if chunks else np.empty(stack.hu.shape, np.float32)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)

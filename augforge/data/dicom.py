@@ -29,7 +29,6 @@ import numpy as np
 from augforge.data import lidc, lungrads, validate
 from augforge.data import split as splitting
 from augforge.data.cache import SliceStack
-from augforge.data.lungfield import lung_field
 from augforge.data.progress import track
 from augforge.errors import DataError
 
@@ -191,6 +190,5 @@ def build(path: Path, *, progress: bool = True) -> SliceStack:
     mask_stack = np.stack(masks) if masks else np.zeros((0, 8, 8), np.uint8)
     validate.dataset(records, mask_stack, str(path))
     hu_stack = np.stack(hu_list)
-    field_ = np.stack([lung_field(h) for h in hu_stack]) | mask_stack.astype(bool)
     meta = {"name": "lidc-dicom", "source": str(path), "series": len(annotated)}
-    return SliceStack(hu=hu_stack, field=field_, mask=mask_stack, records=records, meta=meta)
+    return SliceStack(hu=hu_stack, field=None, mask=mask_stack, records=records, meta=meta)

@@ -29,7 +29,6 @@ from augforge.data import lungrads, validate
 from augforge.data import split as splitting
 from augforge.data.cache import SliceStack
 from augforge.data.lidc import axes_px
-from augforge.data.lungfield import lung_field
 from augforge.data.progress import track
 from augforge.errors import DataError
 
@@ -190,10 +189,9 @@ def build(path: Path, *, progress: bool = True) -> SliceStack:
     mask_stack = np.stack([mask_list[i] for i in keep]) if keep else np.zeros((0, 8, 8), np.uint8)
     validate.dataset(records, mask_stack, str(path))
     hu_stack = np.stack([hu[i] for i in keep])
-    field = np.stack([lung_field(h) for h in hu_stack]) | mask_stack.astype(bool)
     meta = {"name": path.name or "folder", "source": str(path),
             "dropped_healthy_of_test_patients": len(shapes) - len(keep)}
-    return SliceStack(hu=hu_stack, field=field, mask=mask_stack, records=records, meta=meta)
+    return SliceStack(hu=hu_stack, field=None, mask=mask_stack, records=records, meta=meta)
 
 
 def _assign_splits(records: list[dict[str, Any]]) -> None:

@@ -3,8 +3,11 @@
 Threshold the slice to air-like HU, label the connected components, drop the ones that touch the
 image border (the air around the patient, the table foam) and the small ones (trachea, bronchi,
 bowel gas), and fill the holes of what remains so that vessels and nodules inside the lungs belong
-to the field. Nodules that touch the chest wall or the mediastinum are left out, as in the paper;
-sources that know the tumour mask add it back (see ``augforge.data.phantom``).
+to the field. Nodules that touch the chest wall or the mediastinum are left out, as in the paper.
+
+The field is computed from the image alone, for every source and split: no tumour mask is ever
+added to it, since the outline of the field would then trace the label and hand it to the network
+(docs/data.md, "What reaches the network").
 """
 
 from __future__ import annotations
@@ -44,6 +47,14 @@ def fill_holes(field: np.ndarray) -> np.ndarray:
     outside = cv2.copyMakeBorder((~field).astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=1)
     cv2.floodFill(outside, None, (0, 0), 2, flags=4)
     return field | (outside[1:-1, 1:-1] == 1)
+
+
+def lung_fields(hu: np.ndarray) -> np.ndarray:
+    """(N, H, W) bool lung fields of an (N, H, W) HU stack, each from its slice alone."""
+    out = np.zeros(np.shape(hu), bool)
+    for i, h in enumerate(hu):
+        out[i] = lung_field(h)
+    return out
 
 
 def lung_only(hu: np.ndarray, field: np.ndarray) -> np.ndarray:

@@ -193,7 +193,7 @@ def _render_jobs(args: tuple[int, int, list[_Job]]
             prov = {**_provenance(cand, repeat), **facts}
             label, patient = cand.label, cand.nodule.patient_id
             sid = f"{split}-{i:04d}-a{cand.nodule.annotation_id}"
-        field[k] = lung_field(hu[k]) | mask[k].astype(bool)  # the phantom knows its tumour is lung
+        field[k] = lung_field(hu[k])  # from the image alone, never the mask (lungfield.py)
         prov["seed"] = [seed, _SPLIT_CODE[split], i]
         records.append({"id": sid, "label": label, "split": split, "patient": patient,
                         "source": NAME, "spacing_mm": spacing, "provenance": prov})

@@ -25,6 +25,9 @@ from augforge.errors import DataError
 
 #: Names accepted by ``--data`` besides paths.
 NAMES = (phantom.NAME,)
+#: Every kind of source :func:`load_dataset` can build. Each must be covered by the mask-independence
+#: tests in tests/test_validity.py (the network input may never depend on the tumour mask).
+SOURCE_KINDS: tuple[str, ...] = (phantom.NAME, "mendeley", "folder", "lidc-dicom")
 
 
 def is_name(source: str) -> bool:
@@ -103,9 +106,11 @@ def load_dataset(cfg: DataConfig, *, allow_pickle: bool = False, progress: bool 
         def build() -> cache.SliceStack:
             return _build_path(kind, path, allow_pickle=allow_pickle, progress=progress)
     stack, folder = cache.load_or_build(name, key, build)
-    images = cache.images(folder, stack, cfg.window, cfg.clahe, progress=progress)
+    images = cache.images(folder, stack, cfg.window, cfg.clahe, progress=progress, input=cfg.input,
+                          field_margin_mm=cfg.field_margin_mm)
     ds = cache.to_dataset(stack, images, name=stack.meta.get("name", name))
-    ds.meta.update({"cache": str(folder), "window": cfg.window, "clahe": cfg.clahe})
+    ds.meta.update({"cache": str(folder), "window": cfg.window, "clahe": cfg.clahe, "input": cfg.input,
+                    "field_margin_mm": cfg.field_margin_mm})
     return ds
 
 
