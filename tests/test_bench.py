@@ -331,6 +331,21 @@ def test_leaderboard_separates_train_fractions(tmp_path):
     assert all(r.vs_baseline is not None for r in board.rows if not r.is_baseline)
 
 
+def test_holm_is_applied_within_a_context(tmp_path):
+    """Adding another context (a fraction, other data) leaves a context's adjusted p-values alone."""
+    store = _fake_study(tmp_path, {"none": 0.0, "good": 0.02, "same": 0.002})
+    before = {r.strategy: (r.p_adjusted, r.p_boot_adjusted) for r in build_leaderboard(store, n_boot=500).rows}
+    for rec in list(store.records()):  # the same strategies again at another fraction
+        half = dict(rec, key=rec["key"] + "-half", train_fraction=0.5)
+        store.commit(half, [dict(r, trial=half["key"], train_fraction=0.5) for r in store.rows(rec["key"])])
+    after = {r.strategy: (r.p_adjusted, r.p_boot_adjusted) for r in build_leaderboard(store, n_boot=500).rows}
+    for name, ps in before.items():
+        assert after[f"{name} @1"] == ps or name == "none"
+    # Within the context, Holm does adjust: the adjusted p is at least the raw one.
+    row = next(r for r in build_leaderboard(store, n_boot=500).rows if r.strategy == "same @1")
+    assert row.p_adjusted >= row.vs_baseline.p_wilcoxon
+
+
 # -- the command line ---------------------------------------------------------------------------
 def test_bench_cli_end_to_end_tiny(tmp_path, capsys):
     out = tmp_path / "study"

@@ -283,14 +283,18 @@ def build_leaderboard(store: ResultsStore, *, n_boot: int = 10_000) -> Leaderboa
                     row.vs_next = compare_paired(a, b, seeds_a=seeds_a, seeds_b=seeds_b, n_boot=n_boot)
         board.rows.extend(ctx_rows)
 
-    # Holm across every comparison of a family: all strategies vs their baseline; all adjacent pairs.
-    # Each test is adjusted within its own family; a difference needs both (ranking docstring).
-    with_base = [r for r in board.rows if r.vs_baseline is not None]
-    for r, p, pb in zip(with_base, holm_adjust([r.vs_baseline.p_wilcoxon for r in with_base]),
-                        holm_adjust([r.vs_baseline.p_bootstrap for r in with_base])):
-        r.p_adjusted, r.p_boot_adjusted = float(p), float(pb)
-    with_next = [r for r in board.rows if r.vs_next is not None]
-    for r, p, pb in zip(with_next, holm_adjust([r.vs_next.p_wilcoxon for r in with_next]),
-                        holm_adjust([r.vs_next.p_bootstrap for r in with_next])):
-        r.p_next_adjusted, r.p_next_boot_adjusted = float(p), float(pb)
+    # Holm within each context (dataset, preset, train fraction), across every comparison of a
+    # family: its strategies vs its baseline; its adjacent pairs. A context's p-values do not change
+    # when a study adds another context (another fraction, other data) to the folder. Each test is
+    # adjusted within its own family; a difference needs both (LeaderboardRow.significant).
+    for ctx in board.contexts:
+        rows = [r for r in board.rows if r.context == ctx]
+        with_base = [r for r in rows if r.vs_baseline is not None]
+        for r, p, pb in zip(with_base, holm_adjust([r.vs_baseline.p_wilcoxon for r in with_base]),
+                            holm_adjust([r.vs_baseline.p_bootstrap for r in with_base])):
+            r.p_adjusted, r.p_boot_adjusted = float(p), float(pb)
+        with_next = [r for r in rows if r.vs_next is not None]
+        for r, p, pb in zip(with_next, holm_adjust([r.vs_next.p_wilcoxon for r in with_next]),
+                            holm_adjust([r.vs_next.p_bootstrap for r in with_next])):
+            r.p_next_adjusted, r.p_next_boot_adjusted = float(p), float(pb)
     return board

@@ -131,7 +131,7 @@ def render_markdown(board: Leaderboard, figures: dict[str, Path], root: Path,
         lines += ["## Leaderboard", "",
                   ("Mean per-image Dice over all test images and seeds, with a 95% hierarchical bootstrap "
                    "interval (seeds, then images). Δ and p compare each strategy with the baseline `none` "
-                   "on the same images and seeds, by two tests, each Holm-adjusted across strategies: the "
+                   "on the same images and seeds, by two tests, each Holm-adjusted across the strategies of its table: the "
                    "Wilcoxon signed-rank test on the test images, and the two-level bootstrap, which also "
                    "resamples the seeds. A difference is significant when both are below "
                    f"{ALPHA}; p is the larger of the two. **n.s.** marks a difference not shown; "
