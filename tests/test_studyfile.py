@@ -115,6 +115,11 @@ CASES = {
                            ["(all+affine).name: 'all' cannot be part of a composite"]),
     "empty part": (HEAD + '[[strategy]]\nname = "dcgan+"\n', ["(dcgan+).name: empty part"]),
     "entry without a name": (HEAD + '[[strategy]]\nparams = { p = 1.0 }\n', ["[[strategy]] #1: name is missing"]),
+    # A file someone sent must never be able to switch on unpickling (it runs code).
+    "allow_pickle in a file": (HEAD + 'allow_pickle = true\n[[strategy]]\nname = "flip"\n',
+                               ["study.allow_pickle: a study file cannot permit unpickling", "--allow-pickle"]),
+    "allow_pickle false in a file": (HEAD + 'allow_pickle = false\n[[strategy]]\nname = "flip"\n',
+                                     ["study.allow_pickle: a study file cannot permit unpickling"]),
 }
 
 

@@ -309,6 +309,9 @@ def load_study(path: str | Path, registry: StrategyRegistry | None = None) -> St
     preset = _string(study.get("preset", "quick"), key("preset"))
     if preset not in PRESETS:
         raise UsageError(f"{key('preset')} = {preset!r}: choose one of {', '.join(PRESETS)}")
+    if "allow_pickle" in study:  # unpickling runs code: only the user, on the command line, may allow it
+        raise UsageError(f"{key('allow_pickle')}: a study file cannot permit unpickling; remove the key and "
+                         "pass --allow-pickle on the command line if you trust the data")
     spec = StudySpec(
         entries=_entries(doc, path),
         seeds=_integer(study.get("seeds", 1), key("seeds"), low=1),
@@ -320,7 +323,6 @@ def load_study(path: str | Path, registry: StrategyRegistry | None = None) -> St
         set=_overrides(study.get("set", {}), key("set")),
         baseline=_boolean(study.get("baseline", True), key("baseline")),
         out=_string(study["out"], key("out")) if "out" in study else None,
-        allow_pickle=_boolean(study.get("allow_pickle", False), key("allow_pickle")),
         path=path,
     )
     spec._check_unique()
