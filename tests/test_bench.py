@@ -20,7 +20,7 @@ from augforge.bench.trial import TrialEnv, execute_trial, run_trial, subsample_t
 from augforge.cli import main
 from augforge.config import apply_overrides, get_preset
 from augforge.data.records import Dataset, Slice
-from augforge.errors import UsageError
+from augforge.errors import DataError, UsageError
 from augforge.plugins import get_registry
 
 LABELS = ("LR2", "LR3", "LR4A", "LR4B")
@@ -490,3 +490,36 @@ def test_results_files_get_the_usual_permissions(tmp_path):
     # The mode open() would give (0666 less the umask), not mkstemp's private 0600: a study folder on
     # a shared disk must be readable by colleagues.
     assert stat.S_IMODE((tmp_path / "report.md").stat().st_mode) == 0o666 & ~umask
+
+
+# -- one configuration per leaderboard row ------------------------------------------------------
+def test_a_run_with_another_configuration_is_refused_before_any_work(tmp_path, capsys):
+    out = tmp_path / "study"
+    base = ["bench", "--strategy", "flip", "--preset", "tiny", "--set", "train.epochs=2", "--out", str(out),
+            "--no-progress", "--no-samples"]
+    assert main(base) == 0
+    trials = (out / "trials.jsonl").read_text()
+    capsys.readouterr()
+    # Another strategy parameter: the flip row would pool two configurations.
+    assert main([*base, "--set", "flip.p=1"]) == 2
+    err = capsys.readouterr().err
+    assert "strategy 'flip'" in err and "strategy.params.p 0.5 vs 1.0" in err and "\n" not in err.strip()
+    # Another preset setting: the baseline comparison would mix two trainings.
+    assert main([*base, "--set", "train.epochs=3"]) == 2
+    assert "settings.train.epochs 2 vs 3" in capsys.readouterr().err
+    assert (out / "trials.jsonl").read_text() == trials  # nothing run, nothing lost
+    # The same configuration again resumes.
+    assert main(base) == 0 and "2 of 2 trials already finished" in capsys.readouterr().out
+
+
+def test_a_folder_mixing_configurations_is_not_ranked(tmp_path):
+    store = _fake_study(tmp_path, {"none": 0.0, "flip": 0.01})
+    rec = dict(store.records()[-1], key="flip-other", config={"strategy_spec": {"params": {"p": 1.0}}})
+    store.commit(rec, [dict(r, trial="flip-other") for r in store.rows(store.records()[-1]["key"])])
+    with pytest.raises(DataError, match=r"strategy 'flip' .* different configurations \(strategy.params.p"):
+        build_leaderboard(store, n_boot=100)
+    old = dict(store.records()[0], key="none-old", versions={"augforge": "0.0.1"})
+    store = _fake_study(tmp_path / "v", {"none": 0.0})
+    store.commit(old, [dict(r, trial="none-old") for r in store.rows(store.records()[0]["key"])])
+    with pytest.raises(DataError, match=r"augforge None vs '0.0.1'"):
+        build_leaderboard(store, n_boot=100)

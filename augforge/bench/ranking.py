@@ -31,6 +31,8 @@ from augforge.errors import DataError
 
 __all__ = [
     "BASELINE",
+    "check_one_configuration",
+    "trial_configuration",
     "LEADERBOARD_COLUMNS",
     "FloorRow",
     "Leaderboard",
@@ -154,6 +156,73 @@ def trial_context(rec: dict[str, Any]) -> tuple[float, str, str]:
     return (float(rec["train_fraction"]), str(rec["preset"]), str(rec["dataset"]["fingerprint"]))
 
 
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    elif isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+        for i, v in enumerate(value):
+            _flatten(f"{prefix}.{i}", v, out)
+    else:
+        out[prefix] = value
+
+
+#: Settings that name or locate the data rather than change a result: the dataset's content
+#: fingerprint is part of the context instead.
+_NOT_CONFIGURATION = {"settings.name", "settings.data.source"}
+
+
+def trial_configuration(config: dict[str, Any], version: str | None) -> dict[str, Any]:
+    """Everything that makes a trial's configuration apart from its seed and train fraction, flat
+    (``settings.train.epochs``, ``strategy.params.p``, ..., ``augforge``): two trials may share a
+    leaderboard row only when these are equal."""
+    flat: dict[str, Any] = {}
+    _flatten("settings", config.get("settings") or {}, flat)
+    _flatten("strategy", config.get("strategy_spec") or {}, flat)
+    flat["augforge"] = version
+    for k in _NOT_CONFIGURATION:
+        flat.pop(k, None)
+    return flat
+
+
+def configuration_difference(a: dict[str, Any], b: dict[str, Any], limit: int = 3) -> str:
+    """``settings.train.epochs 15 vs 3, ...``: the first ``limit`` keys whose values differ."""
+    keys = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    text = ", ".join(f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in keys[:limit])
+    return text + (f" (and {len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def record_configuration(rec: dict[str, Any]) -> dict[str, Any]:
+    return trial_configuration(rec.get("config") or {}, (rec.get("versions") or {}).get("augforge"))
+
+
+def check_one_configuration(records: Sequence[dict[str, Any]], where: str) -> None:
+    """Refuse to rank a folder whose trials of one strategy and context differ in configuration
+    (other settings, parameters or augforge version), or whose strategies of one context were run
+    under different settings: a leaderboard row must be one configuration, and a comparison with the
+    baseline must hold everything but the strategy fixed. Raises DataError naming what differs."""
+    first: dict[tuple, tuple[dict[str, Any], dict[str, Any]]] = {}
+    settings: dict[tuple, tuple[dict[str, Any], dict[str, Any]]] = {}
+    for rec in records:
+        conf = record_configuration(rec)
+        ctx = trial_context(rec)
+        key = (rec["strategy"], ctx)
+        ref = first.setdefault(key, (conf, rec))
+        if ref[0] != conf:
+            raise DataError(
+                f"{where}: strategy {rec['strategy']!r} (train fraction {ctx[0]:g}, preset {ctx[1]}) has trials "
+                f"of different configurations ({configuration_difference(ref[0], conf)}; trials "
+                f"{ref[1]['key']}, {rec['key']}); a leaderboard row must be one configuration: run variants "
+                "into separate --out folders, or give them distinct labels in a study file")
+        shared = {k: v for k, v in conf.items() if not k.startswith("strategy")}
+        sref = settings.setdefault(ctx, (shared, rec))
+        if sref[0] != shared:
+            raise DataError(
+                f"{where}: trials of train fraction {ctx[0]:g}, preset {ctx[1]} were run under different settings "
+                f"({configuration_difference(sref[0], shared)}; trials {sref[1]['key']}, {rec['key']}), so they "
+                "cannot be compared with one baseline: run each setting into its own --out folder")
+
+
 def _display_names(groups: Sequence[tuple[str, tuple[float, str, str]]]) -> dict[tuple, str]:
     """Strategy label, extended by what differs between contexts in this store (if anything)."""
     fracs = {c[0] for _, c in groups}
@@ -232,6 +301,7 @@ def _dice_matrix(store: ResultsStore, recs: Sequence[dict[str, Any]]) -> tuple[n
 def build_leaderboard(store: ResultsStore, *, n_boot: int = 10_000) -> Leaderboard:
     """Rank every (strategy, context) group of the finished trials in ``store``."""
     ok = store.records("ok")
+    check_one_configuration(ok, str(store.root))
     board = Leaderboard(failed=store.records("failed"), records=ok)
     groups: dict[tuple[str, tuple[float, str, str]], list[dict[str, Any]]] = {}
     for rec in ok:

@@ -43,6 +43,21 @@ def _command_record(device: str, torch_version: str) -> str:
             f"{os.cpu_count()} CPU cores\n")
 
 
+def _check_compatible(store, trials, fingerprint: str) -> None:
+    """Refuse, before any work, a run whose trials would share leaderboard rows (or a baseline) with
+    finished trials of another configuration in the same folder (augforge.bench.ranking)."""
+    from augforge import __version__
+    from augforge.bench.ranking import check_one_configuration
+
+    planned = [{"key": t.key, "strategy": t.label or t.strategy, "train_fraction": t.train_fraction,
+                "preset": t.preset.name, "dataset": {"fingerprint": fingerprint}, "config": t.config,
+                "versions": {"augforge": __version__}} for t in trials]
+    try:
+        check_one_configuration(store.records("ok") + planned, f"{store.root} (its finished trials and this run)")
+    except AugforgeError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def default_out(preset: str, source: str) -> Path:
     """``runs/<preset>-<data>``, the data part being the dataset name or the path's last component."""
     name = Path(source.rstrip("/\\")).name or "data"
@@ -173,6 +188,7 @@ def bench_cmd(
 
     # 3. Run what is not finished yet; every outcome is committed as it arrives.
     store = ResultsStore(folder)
+    _check_compatible(store, trials, dataset.fingerprint)
     store.root.mkdir(parents=True, exist_ok=True)
     from augforge.bench.floors import floor_key, floor_rows
 
