@@ -523,3 +523,16 @@ def test_a_folder_mixing_configurations_is_not_ranked(tmp_path):
     store.commit(old, [dict(r, trial="none-old") for r in store.rows(store.records()[0]["key"])])
     with pytest.raises(DataError, match=r"augforge None vs '0.0.1'"):
         build_leaderboard(store, n_boot=100)
+
+
+def test_ctrl_c_in_a_command_exits_130_with_a_message(tmp_path, monkeypatch, capsys):
+    import augforge.bench.report
+
+    _fake_study(tmp_path, {"none": 0.0})
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(augforge.bench.report, "write_report", interrupted)
+    assert main(["report", str(tmp_path)]) == 130
+    assert "interrupted" in capsys.readouterr().err

@@ -53,7 +53,7 @@ def _is_usage_exception(exc: BaseException) -> bool:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script: user errors become one line on stderr and an exit code."""
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)
     except AugforgeError as exc:
         err_console.print(f"error: {exc}", markup=False)
         return exc.exit_code
@@ -70,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()  # type: ignore[attr-defined]
             return exc.exit_code  # type: ignore[attr-defined]
         raise
+    # Not standalone, click returns the code of a typer.Exit instead of raising it: typer turns a
+    # Ctrl-C inside a command into Exit(130), which must not end as a silent exit 0.
+    if isinstance(rc, int) and rc:
+        if rc == 130:
+            err_console.print("interrupted", markup=False)
+        return rc
     return 0
 
 
