@@ -536,3 +536,26 @@ def test_ctrl_c_in_a_command_exits_130_with_a_message(tmp_path, monkeypatch, cap
     monkeypatch.setattr(augforge.bench.report, "write_report", interrupted)
     assert main(["report", str(tmp_path)]) == 130
     assert "interrupted" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ("train.lr=-1", "train.lr=-1.0: give a positive learning rate"),
+    ("train.lr=nan", "train.lr=nan"),
+    ("model.depth=100", "model.depth=100: choose 1 to 7"),
+    ("model.base_width=0", "model.base_width=0"),
+    ("train.threshold=2", "train.threshold=2.0: a sigmoid threshold"),
+    ("train.threshold=0", "train.threshold=0.0"),
+    ("train.threads=-3", "train.threads=-3"),
+    ("train.momentum=1.5", "train.momentum=1.5"),
+    ("train.weight_decay=-0.1", "train.weight_decay=-0.1"),
+    ("train.eval_batch_size=0", "train.eval_batch_size=0"),
+    ("data.input=lungs", "data.input='lungs': choose one of whole, lung"),
+    ("data.field_margin_mm=-2", "data.field_margin_mm=-2.0"),
+    ("data.window=abc", "data.window 'abc'"),
+])
+def test_bad_settings_are_refused_before_any_trial(tmp_path, capsys, setting, message):
+    out = tmp_path / "never"
+    rc = main(["bench", "--strategy", "none", "--preset", "tiny", "--set", setting, "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and err.count("\n") == 1, err
+    assert not out.exists()  # refused before the data load and before the results folder

@@ -3,6 +3,7 @@ results store, skipping trials the store already holds."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,23 @@ def check_preset(preset: Preset) -> None:
         raise UsageError(f"train.fg_fraction={t.fg_fraction}: give a share in [0, 1]")
     if t.epochs < 1 or t.batch_size < 1 or t.steps_per_epoch < 0:
         raise UsageError("train.epochs and train.batch_size must be >= 1, train.steps_per_epoch >= 0")
+    if t.eval_batch_size < 1:
+        raise UsageError(f"train.eval_batch_size={t.eval_batch_size}: must be >= 1")
+    if not (math.isfinite(t.lr) and t.lr > 0):
+        raise UsageError(f"train.lr={t.lr}: give a positive learning rate, e.g. 1e-3")
+    if not (math.isfinite(t.momentum) and 0.0 <= t.momentum < 1.0):
+        raise UsageError(f"train.momentum={t.momentum}: give a value in [0, 1)")
+    if not (math.isfinite(t.weight_decay) and t.weight_decay >= 0):
+        raise UsageError(f"train.weight_decay={t.weight_decay}: must be 0 or more")
+    if not 0.0 < t.threshold < 1.0:
+        raise UsageError(f"train.threshold={t.threshold}: a sigmoid threshold lies strictly between 0 and 1")
+    if t.threads < 0:
+        raise UsageError(f"train.threads={t.threads}: 0 (torch's default) or a positive number of threads")
+    if m.arch == "unet":
+        if not 1 <= m.depth <= 7:
+            raise UsageError(f"model.depth={m.depth}: choose 1 to 7 down-sampling steps")
+        if m.base_width < 1:
+            raise UsageError(f"model.base_width={m.base_width}: must be >= 1")
 
 
 def _strategy_parts(spec: str) -> list[str]:
