@@ -31,13 +31,13 @@ from augforge.errors import DataError
 
 __all__ = [
     "BASELINE",
-    "check_one_configuration",
-    "trial_configuration",
     "LEADERBOARD_COLUMNS",
     "FloorRow",
     "Leaderboard",
     "LeaderboardRow",
     "build_leaderboard",
+    "check_one_configuration",
+    "trial_configuration",
     "trial_context",
 ]
 
