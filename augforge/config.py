@@ -33,6 +33,8 @@ class DataConfig:
     # test slices): whole 0.887 Dice, lung 0.754, lung grown by 10 mm 0.866 (docs/data.md).
     input: str = "whole"
     field_margin_mm: float = 0.0  # grow the lung field by this much before cutting (input "lung" only)
+    consensus: int = 2  # multi-reader data: readers that must mark a pixel for the label (LIDC: 2 of 4)
+    offset_px: int = 16  # LIDC per-slice crops: cut each crop at a random offset of up to this (docs/data.md)
 
 
 @dataclass

@@ -208,6 +208,9 @@ class Strategy:
     description: ClassVar[str] = ""
     params: ClassVar[tuple[Param, ...]] = ()
     needs_gpu: ClassVar[bool] = False
+    #: True when the strategy works in Hounsfield units (tumour patches, placement by HU, healthy
+    #: canvases): ``augforge bench`` refuses it on data without HU (e.g. 8-bit crops) before any trial.
+    needs_hu: ClassVar[bool] = False
 
     def __init__(self, **values: Any):
         self.config: dict[str, Any] = resolve_params(type(self), values)
@@ -324,6 +327,10 @@ class Composite(Strategy):
     @property
     def needs_gpu(self) -> bool:  # type: ignore[override]
         return any(p.needs_gpu for p in self.parts)
+
+    @property
+    def needs_hu(self) -> bool:  # type: ignore[override]
+        return any(p.needs_hu for p in self.parts)
 
     def prepare(self, train: list[Slice], ctx: PrepareContext) -> list[Slice]:
         for part in self.parts:

@@ -50,6 +50,7 @@ _STREAM = 0xC0B7
 
 class CopyPaste(Strategy):
     name = "copy-paste"
+    needs_hu = True  # placement by HU, healthy canvases
     description = ("Real training tumours, mirrored, turned and rescaled at random, pasted into healthy "
                    "lung parenchyma like the DCGAN's (the control for the generator).")
     params = (

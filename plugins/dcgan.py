@@ -120,6 +120,8 @@ def _params(*, paper: bool) -> tuple[Param, ...]:
 class TumourGAN(Strategy):
     """Shared machinery of ``dcgan`` and ``dcgan-paper``: fit or reuse, sample, place, paste."""
 
+    needs_hu = True  # tumour patches and placement in Hounsfield units, healthy canvases
+
     variant: ClassVar[Variant]
 
     # -- the fit ------------------------------------------------------------------------------

@@ -33,3 +33,36 @@ def registered(plugin: object, name: str) -> Iterator[object]:
 def register_plugin():
     """``with register_plugin(obj, "name"):`` registers an in-process plugin for one block."""
     return registered
+
+
+def write_lidc_export(root, n_patients: int = 8, size: int = 64, seed: int = 0, readers: int = 4):
+    """A small export in the LIDC per-slice layout (PATIENT/nodule-K/images/slice-N.png, mask-R/):
+    8-bit crops with a bright nodule near the centre, each reader's outline a slightly different disk,
+    and on each nodule's first slice only one reader marking it (no consensus there)."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for p in range(n_patients):
+        for k in range(1 + p % 2):
+            nod = root / f"LIDC-IDRI-{p + 1:04d}" / f"nodule-{k}"
+            for sub in ["images", *(f"mask-{r}" for r in range(readers))]:
+                (nod / sub).mkdir(parents=True)
+            radius = 3 + (p * 3 + k) % 9
+            cy, cx = size // 2 + int(rng.integers(-2, 3)), size // 2 + int(rng.integers(-2, 3))
+            for n in range(3 + k):
+                img = rng.normal(60, 12, (size, size))
+                cv2.circle(img, (cx, cy), radius, 200, -1)
+                cv2.imwrite(str(nod / "images" / f"slice-{n}.png"), np.clip(img, 0, 255).astype(np.uint8))
+                for r in range(readers):
+                    m = np.zeros((size, size), np.uint8)
+                    if n > 0 or r == 0:
+                        cv2.circle(m, (cx, cy), max(1, radius - 1 + r % 3), 255, -1)
+                    cv2.imwrite(str(nod / f"mask-{r}" / f"slice-{n}.png"), m)
+    return root
+
+
+@pytest.fixture
+def lidc_export(tmp_path):
+    """A factory: ``lidc_export(name, **kw)`` writes a small per-slice export under tmp_path."""
+    return lambda name="export", **kw: write_lidc_export(tmp_path / name, **kw)

@@ -121,7 +121,18 @@ def _phantom(root: Path, edit: Callable[[np.ndarray], np.ndarray], monkeypatch) 
     return phantom.NAME
 
 
+def _lidc_slices(root: Path, edit: Callable[[np.ndarray], np.ndarray], monkeypatch) -> Path:
+    from conftest import write_lidc_export
+
+    write_lidc_export(root, n_patients=6, size=48)
+    for f in root.glob("*/nodule-*/mask-*/slice-*.png"):
+        m = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(str(f), (edit((m > 0).astype(np.uint8)) * 255).astype(np.uint8))
+    return root
+
+
 BUILDERS: dict[str, Callable[..., Path | str]] = {
+    "lidc-slices": _lidc_slices,
     "lidc-phantom": _phantom,
     "folder": _folder,
     "mendeley": _mendeley,
@@ -140,13 +151,15 @@ def _load(kind: str, tmp: Path, name: str, edit, monkeypatch, mode: str, margin:
     with monkeypatch.context() as mp:
         source = BUILDERS[kind](tmp / name, edit, mp)
         cfg = DataConfig(source=str(source), size=48, n_train=6, n_test=4, n_healthy=2,
-                         input=mode, field_margin_mm=margin)
+                         input=mode, field_margin_mm=margin, offset_px=6)
         return load_dataset(cfg, allow_pickle=True, progress=False)
 
 
 @pytest.mark.parametrize(("mode", "margin"), INPUTS)
 @pytest.mark.parametrize("kind", sorted(BUILDERS))
 def test_changing_the_mask_leaves_the_network_input_unchanged(kind, mode, margin, tmp_path, monkeypatch):
+    if kind == "lidc-slices" and mode == "lung":
+        pytest.skip("8-bit crops have no Hounsfield units: the lung input is refused (test_lidc_slices.py)")
     base = _load(kind, tmp_path, "base", lambda m: m, monkeypatch, mode, margin)
     slices = {s.id: s for s in base.train + base.test}
     assert slices and any(s.has_tumour for s in slices.values())
@@ -154,6 +167,8 @@ def test_changing_the_mask_leaves_the_network_input_unchanged(kind, mode, margin
         other = _load(kind, tmp_path, name, edit, monkeypatch, mode, margin)
         changed = 0
         for s in other.train + other.test:
+            if s.id not in slices:  # a multi-reader source may keep other slices once the masks move
+                continue
             ref = slices[s.id]
             changed += not np.array_equal(s.mask, ref.mask)
             assert np.array_equal(s.hu, ref.hu), f"{kind}/{name}: {s.id} image differs"

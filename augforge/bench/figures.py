@@ -45,6 +45,11 @@ def plot_dice_with_ci(board: Leaderboard, path: Path) -> None:
         base = next((r for r in rows if r.context == ctx and r.is_baseline), None)
         if base is not None:
             ax.vlines(base.dice.mean, min(ys) - 0.4, max(ys) + 0.4, colors="C3", linestyles="--", lw=1, alpha=0.7)
+        top = board.ceiling(ctx)
+        if top is not None:  # how well the readers agree: a dotted line
+            ax.vlines(top.dice.mean, min(ys) - 0.45, max(ys) + 0.45, colors="C2", linestyles=":", lw=1.5)
+            ax.text(top.dice.mean, max(ys) + 0.45, f" readers agree {top.dice.mean:.2f}", fontsize="x-small",
+                    color="C2", va="top", ha="left")
         floor = board.best_floor(ctx)
         if floor is not None:  # what a rule that learns nothing scores: the grey band up to it
             ax.fill_betweenx([min(ys) - 0.45, max(ys) + 0.45], 0, floor.dice.mean, color="0.85", zorder=0,

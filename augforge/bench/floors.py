@@ -30,9 +30,11 @@ from augforge.data.lungfield import lung_field
 from augforge.data.records import Dataset, Slice
 from augforge.metrics import METRIC_NAMES, segmentation_metrics
 
-__all__ = ["FLOORS", "THRESHOLD_HU", "floor_key", "floor_masks", "floor_rows", "median_tumour_area"]
+__all__ = ["CEILING", "FLOORS", "THRESHOLD_HU", "floor_key", "floor_masks", "floor_rows", "median_tumour_area", "reader_agreement"]
 
 FLOORS: tuple[str, ...] = ("empty", "centre-disk", "threshold-blob")
+#: The ceiling where a dataset has several readers: each reader against the consensus of the others.
+CEILING = "readers"
 #: Soft tissue starts near -500 HU in lung CT: nodules, vessels and atelectasis lie above it.
 THRESHOLD_HU = -500.0
 
@@ -67,15 +69,45 @@ def _largest_blob(candidate: np.ndarray) -> np.ndarray:
     return labels == biggest
 
 
-def floor_masks(s: Slice, area_px: float) -> dict[str, np.ndarray]:
-    """Each floor's (H, W) bool prediction for one slice; reads the image, never the mask."""
-    field = np.asarray(s.lung_field, bool) if s.lung_field is not None else lung_field(s.hu)
+def _otsu(x: np.ndarray) -> np.ndarray:
+    """Pixels above Otsu's threshold of the slice (for intensities without a physical scale)."""
+    lo, hi = float(x.min()), float(x.max())
+    if hi <= lo:
+        return np.zeros(x.shape, bool)
+    u8 = np.round((x - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    t, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    return u8 > t
+
+
+def floor_masks(s: Slice, area_px: float, intensity: str = "HU") -> dict[str, np.ndarray]:
+    """Each floor's (H, W) bool prediction for one slice; reads the image, never the mask.
+
+    ``threshold-blob`` needs Hounsfield units for its fixed threshold and the lung field; on data
+    without them (``intensity`` other than "HU", e.g. 8-bit crops) it takes the largest blob above
+    the slice's Otsu threshold instead, anywhere in the slice."""
     shape = s.hu.shape
+    if intensity == "HU":
+        field = np.asarray(s.lung_field, bool) if s.lung_field is not None else lung_field(s.hu)
+        bright = field & (np.asarray(s.hu) > THRESHOLD_HU)
+    else:
+        bright = _otsu(np.asarray(s.hu, np.float32))
     return {
         "empty": np.zeros(shape, bool),
         "centre-disk": _centre_disk(shape, area_px),
-        "threshold-blob": _largest_blob(field & (np.asarray(s.hu) > THRESHOLD_HU)),
+        "threshold-blob": _largest_blob(bright),
     }
+
+
+def reader_agreement(readers: np.ndarray, consensus: int) -> np.ndarray:
+    """(R,) Dice of each reader's mask against the consensus of the other readers (at least
+    ``min(consensus, R - 1)`` of them), on one slice; ``readers`` is (R, H, W)."""
+    r = readers.shape[0]
+    k = max(1, min(consensus, r - 1))
+    out = np.zeros(r)
+    for i in range(r):
+        others = (np.delete(readers, i, axis=0).sum(axis=0) >= k)
+        out[i] = segmentation_metrics(readers[i].astype(bool)[None], others[None], [1.0])["dice"][0]
+    return out
 
 
 def floor_rows(dataset: Dataset) -> list[dict[str, Any]]:
@@ -83,7 +115,8 @@ def floor_rows(dataset: Dataset) -> list[dict[str, Any]]:
     then the columns of :func:`augforge.train.evaluate.evaluate`'s rows."""
     key = floor_key(dataset.fingerprint)
     area = median_tumour_area(dataset.train)
-    preds = [floor_masks(s, area) for s in dataset.test]
+    intensity = str(dataset.meta.get("intensity", "HU"))
+    preds = [floor_masks(s, area, intensity) for s in dataset.test]
     rows: list[dict[str, Any]] = []
     for name in FLOORS:
         for s, p in zip(dataset.test, preds):
@@ -92,4 +125,13 @@ def floor_rows(dataset: Dataset) -> list[dict[str, Any]]:
                          "spacing_mm": float(s.spacing_mm),
                          **{k: float(m[k][0]) for k in METRIC_NAMES},
                          "true_px": int(m["true_px"][0]), "pred_px": int(m["pred_px"][0])})
+    if dataset.test and all(s.readers is not None and len(s.readers) > 1 for s in dataset.test):
+        consensus = int(dataset.meta.get("consensus", 2))
+        for s in dataset.test:
+            # Each reader against the others' consensus; the image's score is the mean over readers.
+            agree = reader_agreement(np.asarray(s.readers), consensus)
+            rows.append({"key": key, "floor": CEILING, "image": s.id, "class": s.label,
+                         "spacing_mm": float(s.spacing_mm), "dice": float(agree.mean()),
+                         "iou": float("nan"), "precision": float("nan"), "recall": float("nan"),
+                         "hd95_mm": float("nan"), "true_px": int(s.mask.sum()), "pred_px": -1})
     return rows

@@ -122,15 +122,16 @@ class LeaderboardRow:
 class FloorRow:
     """A predictor that learns nothing, scored on one context's test images (see floors.py)."""
 
-    name: str  # "empty", "centre-disk", "threshold-blob"
+    name: str  # "empty", "centre-disk", "threshold-blob"; or "readers" for the ceiling
     context: tuple[float, str, str]
     dice: Estimate
     metrics: dict[str, float]
     per_class: dict[str, tuple[int, float]]
     best: bool = False  # the highest-scoring floor of its context: the bar a strategy must clear
+    kind: str = "floor"  # "floor", or "ceiling": how well the readers agree with each other
 
     def csv_row(self) -> list[str]:
-        return ["floor", f"floor:{self.name}", "0", f"{self.dice.mean:.6f}", f"{self.dice.low:.6f}",
+        return [self.kind, f"{self.kind}:{self.name}", "0", f"{self.dice.mean:.6f}", f"{self.dice.low:.6f}",
                 f"{self.dice.high:.6f}", "", "", "", ""]
 
 
@@ -145,6 +146,10 @@ class Leaderboard:
 
     def best_floor(self, ctx: tuple[float, str, str]) -> FloorRow | None:
         return next((f for f in self.floors.get(ctx, []) if f.best), None)
+
+    def ceiling(self, ctx: tuple[float, str, str]) -> FloorRow | None:
+        """How well the readers agree, where the data have several (None otherwise)."""
+        return next((f for f in self.floors.get(ctx, []) if f.kind == "ceiling"), None)
 
     def context_name(self, ctx: tuple[float, str, str]) -> str:
         frac, preset, fp = ctx
@@ -258,14 +263,14 @@ def _row_summary(rows: Sequence[dict[str, Any]], n_runs: int) -> tuple[dict[str,
 def _context_floors(store: ResultsStore, ctx: tuple[float, str, str], image_ids: list[str], n_boot: int) -> tuple[list[FloorRow], dict[str, np.ndarray], str]:
     """The floors of one context, their per-image Dice in ``image_ids`` order, and a note when they
     are missing or were scored on other images."""
-    from augforge.bench.floors import FLOORS, floor_key
+    from augforge.bench.floors import CEILING, FLOORS, floor_key
 
     key = floor_key(ctx[2])
     rows = store.floors(key)
     if not rows:
         return [], {}, (f"no floors stored for {key}: run `augforge bench` on this data again to score them")
     out, vectors = [], {}
-    for name in FLOORS:
+    for name in (*FLOORS, CEILING):
         by_image = {r["image"]: r for r in rows if r["floor"] == name}
         if not by_image:
             continue
@@ -274,10 +279,11 @@ def _context_floors(store: ResultsStore, ctx: tuple[float, str, str], image_ids:
         vec = np.array([by_image[i]["dice"] for i in image_ids], dtype=np.float64)
         metrics, per_class = _row_summary(list(by_image.values()), 1)
         out.append(FloorRow(name=name, context=ctx, dice=bootstrap_mean(vec[None], n_boot=n_boot),
-                            metrics=metrics, per_class=per_class))
+                            metrics=metrics, per_class=per_class, kind="ceiling" if name == CEILING else "floor"))
         vectors[name] = vec
-    if out:
-        best = max(out, key=lambda f: (f.dice.mean, f.name))
+    floors_only = [f for f in out if f.kind == "floor"]
+    if floors_only:
+        best = max(floors_only, key=lambda f: (f.dice.mean, f.name))
         best.best = True
     return out, vectors, ""
 

@@ -82,7 +82,7 @@ def _context_heading(ctx: tuple[float, str, str], recs: list[dict[str, Any]]) ->
 
 def _name(row: Any) -> str:
     """A leaderboard row's name in the tables: `strategy`, or *floor: name*."""
-    return f"*floor: {row.name}*" if isinstance(row, FloorRow) else f"`{row.strategy}`"
+    return f"*{row.kind}: {row.name}*" if isinstance(row, FloorRow) else f"`{row.strategy}`"
 
 
 def _per_seed_section(board: Leaderboard) -> list[str]:
@@ -144,7 +144,9 @@ def render_markdown(board: Leaderboard, figures: dict[str, Path], root: Path,
                    "the largest blob above -500 HU inside the lung field). \"vs floor\" says whether a "
                    "strategy's Dice is above the best floor's (the 95% interval of the per-image difference "
                    "lies above zero); **not above** means the network earned nothing a fixed rule does not "
-                   "already score. Floors have no seeds: their intervals are over images."), ""]
+                   "already score. Floors have no seeds: their intervals are over images. Where the data "
+                   "have several readers, a *ceiling* row gives how well they agree: each reader's mask "
+                   "against the consensus of the others, per image, averaged over readers."), ""]
         body_by_ctx: dict[tuple, list[list[str]]] = {}
         for r in board.rows:
             body = body_by_ctx.setdefault(r.context, [])
@@ -166,7 +168,7 @@ def render_markdown(board: Leaderboard, figures: dict[str, Path], root: Path,
         for ctx, floors in board.floors.items():
             for f in floors:
                 body_by_ctx.setdefault(ctx, []).append(
-                    ["floor", f"*{f.name}*" + (" (best)" if f.best else ""), "-",
+                    [f.kind, f"*{f.name}*" + (" (best)" if f.best else ""), "-",
                      f"{f.dice.mean:.3f} [{f.dice.low:.3f}, {f.dice.high:.3f}]", "-", "-", "-", "-", "-", "-"])
         header = ["rank", "strategy", "trials", "Dice [95% CI]", "Δ vs baseline [95% CI]",
                   "p vs baseline (Holm)", "effect r", "vs baseline", "vs next", "vs floor"]

@@ -186,6 +186,15 @@ def bench_cmd(
                             dataset_fingerprint=dataset.fingerprint, strategy_params=strategy_params,
                             baseline=not no_baseline, registry=registry)
 
+    intensity = str(dataset.meta.get("intensity", "HU"))
+    if intensity != "HU":
+        needs = sorted({t.label or t.strategy for t in trials
+                        if registry.create(t.strategy, t.strategy_params).needs_hu})
+        if needs:
+            raise UsageError(f"{', '.join(needs)}: paste-in synthesis works in Hounsfield units on healthy "
+                             f"canvases, and {cfg.data.source} has {intensity} intensities and no healthy slices; "
+                             "leave these strategies out on this data")
+
     # 3. Run what is not finished yet; every outcome is committed as it arrives.
     store = ResultsStore(folder)
     _check_compatible(store, trials, dataset.fingerprint)

@@ -103,10 +103,20 @@ def info_cmd(
                       str(facts["patients"][split]))
     con.print(table)
     hu = facts["hu"]
-    con.print(f"HU range {hu['min']} .. {hu['max']} (1/50/99 %: {hu['p1_p50_p99']}); lung field "
-              f"1/50/99 %: {facts['lung_hu_in_field']['p1_p50_p99']}; tumour pixels "
-              f"{facts['tumour_pixels']['min']} .. {facts['tumour_pixels']['max']} "
-              f"(median {facts['tumour_pixels']['median']:g})", markup=False)
+    if facts["intensity"] == "HU":
+        con.print(f"HU range {hu['min']} .. {hu['max']} (1/50/99 %: {hu['p1_p50_p99']}); lung field "
+                  f"1/50/99 %: {facts['lung_hu_in_field']['p1_p50_p99']}; tumour pixels "
+                  f"{facts['tumour_pixels']['min']} .. {facts['tumour_pixels']['max']} "
+                  f"(median {facts['tumour_pixels']['median']:g})", markup=False)
+    else:
+        con.print(f"intensities: {facts['intensity']} (no Hounsfield units), {hu['min']} .. {hu['max']} "
+                  f"(1/50/99 %: {hu['p1_p50_p99']}); tumour pixels {facts['tumour_pixels']['min']} .. "
+                  f"{facts['tumour_pixels']['max']} (median {facts['tumour_pixels']['median']:g})", markup=False)
+    if "readers" in facts:
+        meta = facts["meta"]
+        con.print(f"readers: {facts['readers']}; label: {facts['consensus']}; nodules per split "
+                  f"{facts['nodules']}; {meta.get('slices_read')} slices read, "
+                  f"{meta.get('dropped_no_consensus')} without a consensus left out", markup=False)
     if "lidc" in facts:
         lidc = facts["lidc"]
         con.print(f"LIDC provenance: {lidc['annotations']} annotations from {lidc['scans']} scans of "

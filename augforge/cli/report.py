@@ -43,9 +43,9 @@ def print_leaderboard(board: Leaderboard, console: Console) -> None:
                           "-" if c is None else f"{c.delta:+.3f}",
                           "-" if c is None else fmt_p(r.p_value), mark)
         for f in board.floors.get(ctx, []):
-            table.add_row("-", f"floor: {f.name}{' (best)' if f.best else ''}", "-",
+            table.add_row("-", f"{f.kind}: {f.name}{' (best)' if f.best else ''}", "-",
                           f"{f.dice.mean:.3f} [{f.dice.low:.3f}, {f.dice.high:.3f}]", "-", "-",
-                          "learns nothing" if f.best else "")
+                          "learns nothing" if f.best else ("readers agree" if f.kind == "ceiling" else ""))
         console.print(table)
     for note in board.notes:
         console.print(f"note: {note}", markup=False)

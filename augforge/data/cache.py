@@ -9,6 +9,7 @@ Layout of one cached dataset (a folder named by a hash of everything that shapes
         field.npy          (N, H, W) bool, the lung field
         mask.npy           (N, H, W) uint8 {0, 1}
         lung_hu.npy        only when lung_hu is not simply ``hu`` inside the field (Mendeley data)
+        readers.npy        (N, R, H, W) uint8, each reader's mask, only for multi-reader sources
         image-<key>.npy    (N, H, W) float32 [0, 1], preprocessed input, one file per window/CLAHE
 
 Nothing is pickled (``np.load(..., allow_pickle=False)``). A folder appears under its final name
@@ -69,6 +70,8 @@ class SliceStack:
              into it; a source whose data carry their own lung-only image (Mendeley's ``hu_array``)
              passes the field of that image.
     lung_hu: (N, H, W) float32, or None = ``hu`` in ``field``.
+    readers: (N, R, H, W) uint8 {0, 1}, each reader's mask where the source has several readers (the
+             label ``mask`` is their consensus), else None.
     records: per slice: id, label, split ("train" | "test" | "healthy"), patient, source,
              spacing_mm, provenance (JSON values only).
     meta:    dataset facts (name, source, counts, build parameters).
@@ -81,6 +84,7 @@ class SliceStack:
     meta: dict[str, Any] = field(default_factory=dict)
     lung_hu: np.ndarray | None = None
     fingerprint: str = ""
+    readers: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.field is None:
@@ -98,7 +102,8 @@ class SliceStack:
         return [Slice(id=r["id"], hu=self.hu[i], lung_hu=lung[i], mask=self.mask[i], label=r["label"],
                       spacing_mm=float(r["spacing_mm"]), patient=r["patient"], source=r["source"],
                       provenance=r.get("provenance", {}), lung_field=self.field[i],
-                      image=None if images is None else images[i])
+                      image=None if images is None else images[i],
+                      readers=None if self.readers is None else self.readers[i])
                 for i, r in enumerate(self.records)]
 
 
@@ -123,6 +128,8 @@ def save(folder: Path, stack: SliceStack, key_parts: dict[str, Any]) -> None:
         _write_npy(tmp / "mask.npy", stack.mask.astype(np.uint8))
         if stack.lung_hu is not None:
             _write_npy(tmp / "lung_hu.npy", _compact_hu(stack.lung_hu))
+        if stack.readers is not None:
+            _write_npy(tmp / "readers.npy", stack.readers.astype(np.uint8))
         manifest = {"format": FORMAT_VERSION, "key": key_parts, "meta": stack.meta,
                     "fingerprint": stack.fingerprint, "records": stack.records}
         (tmp / "manifest.json").write_text(json.dumps(manifest, default=_json_default))
@@ -165,8 +172,10 @@ def load(folder: Path) -> SliceStack:
 
         hu = arr("hu").astype(np.float32, copy=False)
         lung_hu = arr("lung_hu").astype(np.float32, copy=False) if (folder / "lung_hu.npy").is_file() else None
+        readers = arr("readers") if (folder / "readers.npy").is_file() else None
         return SliceStack(hu=hu, field=arr("field"), mask=arr("mask"), records=manifest["records"],
-                          meta=manifest["meta"], lung_hu=lung_hu, fingerprint=manifest["fingerprint"])
+                          meta=manifest["meta"], lung_hu=lung_hu, fingerprint=manifest["fingerprint"],
+                          readers=readers)
     except (OSError, ValueError, KeyError) as exc:
         raise DataError(f"{folder}: damaged dataset cache ({exc}); delete the folder to rebuild it") from None
 

@@ -42,6 +42,13 @@ def windowed(hu: np.ndarray, window: tuple[float, float] = LUNG_WINDOW) -> np.nd
     return np.clip((hu - (level - width / 2)) / width, 0.0, 1.0).astype(np.float32)
 
 
+def _minmax(x: np.ndarray) -> np.ndarray:
+    """(H, W) intensities without a physical scale -> (H, W) float32 in [0, 1] for display."""
+    x = np.asarray(x, np.float32)
+    lo, hi = float(x.min()), float(x.max())
+    return np.zeros_like(x) if hi <= lo else (x - lo) / (hi - lo)
+
+
 def _zoom_box(s: Slice, zoom: int) -> tuple[int, int, int]:
     """(row0, col0, side) of a square around the tumour (or the slice centre) for the inset."""
     h, w = s.shape
@@ -91,10 +98,12 @@ def save_preview(ds: Dataset, out: Path, per_class: int = 4, title: str | None =
     fig.patch.set_facecolor("black")
     for ax in axes.ravel():
         ax.set_axis_off()
+    hu_data = str(ds.meta.get("intensity", "HU")) == "HU"
+    reader_colours = ["#3fa7ff", "#ffd23f", "#3fff8f", "#ff8cf0", "#ffffff", "#ff9f3f"]
     for r, (label, slices) in enumerate(rows.items()):
         for c, s in enumerate(slices):
             full, zoom = axes[r, 2 * c], axes[r, 2 * c + 1]
-            img = windowed(s.hu)
+            img = windowed(s.hu) if hu_data else _minmax(s.hu)
             r0, c0, side = _zoom_box(s, 4)
             crop = (slice(r0, r0 + side), slice(c0, c0 + side))
             full.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="antialiased")
@@ -102,6 +111,11 @@ def save_preview(ds: Dataset, out: Path, per_class: int = 4, title: str | None =
             for ax, m in ((full, s.mask), (zoom, s.mask[crop])):
                 if m.any():
                     ax.contour(m.astype(float), levels=[0.5], colors=["#ff3030"], linewidths=0.9)
+            if s.readers is not None:  # every reader's own outline, thin, one colour each
+                for k, rm in enumerate(np.asarray(s.readers)):
+                    if rm[crop].any():
+                        zoom.contour(rm[crop].astype(float), levels=[0.5], linewidths=0.6,
+                                     colors=[reader_colours[k % len(reader_colours)]])
             full.add_patch(matplotlib.patches.Rectangle((c0 - 0.5, r0 - 0.5), side, side, fill=False,
                                                         edgecolor="#ffd23f", linewidth=0.7))
             prov = s.provenance
@@ -112,8 +126,12 @@ def save_preview(ds: Dataset, out: Path, per_class: int = 4, title: str | None =
                       va="top", ha="left")
             zoom.text(0.03, 0.97, f"{s.shape[0] / side:.1f}x", transform=zoom.transAxes,
                       color="#ffd23f", fontsize=6, va="top")
+    shown = "lung window L-600 W1500" if hu_data else f"{ds.meta.get('intensity')} intensities, min-max"
+    names = ["blue", "yellow", "green", "pink", "white", "orange"]
+    readers = (f"; zoom: each reader's outline ({', '.join(names[:int(ds.meta.get('readers', 0))])})"
+               if any(s.readers is not None for v in rows.values() for s in v) else "")
     fig.suptitle(title or f"{ds.name}: {len(ds.train)} train / {len(ds.test)} test / "
-                 f"{len(ds.healthy)} healthy; lung window L-600 W1500; red = tumour mask",
+                 f"{len(ds.healthy)} healthy; {shown}; red = tumour mask (label){readers}",
                  color="white", fontsize=9, y=1 - 0.08 / (tile * len(rows) + 0.4))
     out = check_output(out)
     fig.savefig(out, dpi=110, facecolor=fig.get_facecolor())

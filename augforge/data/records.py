@@ -31,8 +31,13 @@ class Slice:
     provenance: free-form facts about the origin (LIDC scan and annotation ids, file names, ...).
     image:      (H, W) float32 in [0, 1], the preprocessed network input, filled by the data layer.
     lung_field: (H, W) bool, the lung field ``lung_hu`` was cut with (vessels and enclosed nodules
-                included), filled by the data layer; None when unknown (then recompute it with
-                ``augforge.data.lungfield.lung_field(hu)``).
+                included), computed from the image alone by the data layer; None when unknown
+                (then recompute it with ``augforge.data.lungfield.lung_field(hu)``).
+    readers:    (R, H, W) uint8 {0, 1}, each reader's own mask where the source has several readers
+                (``mask`` is then their consensus); None otherwise.
+
+    ``hu`` holds the dataset's intensities: Hounsfield units unless the dataset says otherwise
+    (``Dataset.meta["intensity"]``, e.g. ``"8-bit"`` for the LIDC per-slice export).
     """
 
     id: str
@@ -46,6 +51,7 @@ class Slice:
     provenance: dict[str, Any] = field(default_factory=dict)
     image: np.ndarray | None = None
     lung_field: np.ndarray | None = None
+    readers: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -83,4 +89,7 @@ def fingerprint_slices(slices: list[Slice]) -> str:
         h.update(s.label.encode())
         h.update(np.ascontiguousarray(s.hu).tobytes())
         h.update(np.ascontiguousarray(s.mask).tobytes())
+        if s.readers is not None:  # multi-reader data: every reader's mask and the consensus rule
+            h.update(np.ascontiguousarray(s.readers).tobytes())
+            h.update(str(s.provenance.get("consensus", "")).encode())
     return h.hexdigest()[:16]

@@ -21,13 +21,13 @@ from typing import Any
 from augforge.config import DataConfig
 from augforge.data import cache, phantom
 from augforge.data.records import Dataset
-from augforge.errors import DataError
+from augforge.errors import DataError, UsageError
 
 #: Names accepted by ``--data`` besides paths.
 NAMES = (phantom.NAME,)
 #: Every kind of source :func:`load_dataset` can build. Each must be covered by the mask-independence
 #: tests in tests/test_validity.py (the network input may never depend on the tumour mask).
-SOURCE_KINDS: tuple[str, ...] = (phantom.NAME, "mendeley", "folder", "lidc-dicom")
+SOURCE_KINDS: tuple[str, ...] = (phantom.NAME, "mendeley", "folder", "lidc-dicom", "lidc-slices")
 
 
 def is_name(source: str) -> bool:
@@ -51,14 +51,19 @@ def detect(path: Path) -> str:
         close = difflib.get_close_matches(str(path).lower(), NAMES, n=1)
         hint = f" (did you mean {close[0]}?)" if close else f"; give a path or one of: {', '.join(NAMES)}"
         raise DataError(f"{path}: no such file or folder{hint}")
+    from augforge.data import slices
+
     if mendeley.is_mendeley(path):
         return "mendeley"
+    if slices.is_slices_export(path):
+        return "lidc-slices"
     if path.is_dir() and (path / "images").is_dir():
         return "folder"
     if path.is_dir() and next(path.rglob("*.dcm"), None) is not None:
         return "lidc-dicom"
     raise DataError(f"{path}: not a dataset augforge knows: expected lung_cancer_train.pkl + "
-                    "lung_cancer_test.pkl (Mendeley), an images/ + masks/ folder, or DICOM files")
+                    "lung_cancer_test.pkl (Mendeley), an images/ + masks/ folder, PATIENT/nodule-K/images/ + "
+                    "mask-R/ folders (the LIDC per-slice export), or DICOM files")
 
 
 def _files_key(path: Path, files: list[Path] | None = None) -> list[Any]:
@@ -102,10 +107,13 @@ def load_dataset(cfg: DataConfig, *, allow_pickle: bool = False, progress: bool 
         else:
             files = None
         key = {"source": kind, "files": _files_key(path, files)}
+        if kind == "lidc-slices":  # settings that shape the slices and labels of this source
+            key |= {"consensus": cfg.consensus, "offset_px": cfg.offset_px}
 
         def build() -> cache.SliceStack:
-            return _build_path(kind, path, allow_pickle=allow_pickle, progress=progress)
+            return _build_path(kind, path, allow_pickle=allow_pickle, progress=progress, cfg=cfg)
     stack, folder = cache.load_or_build(name, key, build)
+    check_intensity(stack.meta.get("intensity", "HU"), cfg, str(folder))
     images = cache.images(folder, stack, cfg.window, cfg.clahe, progress=progress, input=cfg.input,
                           field_margin_mm=cfg.field_margin_mm)
     ds = cache.to_dataset(stack, images, name=stack.meta.get("name", name))
@@ -114,7 +122,25 @@ def load_dataset(cfg: DataConfig, *, allow_pickle: bool = False, progress: bool 
     return ds
 
 
-def _build_path(kind: str, path: Path, *, allow_pickle: bool, progress: bool) -> cache.SliceStack:
+def check_intensity(intensity: str, cfg: DataConfig, where: str) -> None:
+    """Refuse settings that need Hounsfield units on data that has none, with a one-line reason."""
+    if intensity == "HU":
+        return
+    if cfg.input.strip().lower() == "lung":
+        raise UsageError(f"data.input=lung needs Hounsfield units to find the lung field, and {cfg.source} has "
+                         f"{intensity} intensities; use data.input=whole")
+    if cfg.window.strip():
+        raise UsageError(f"data.window={cfg.window!r} is a window in Hounsfield units, and {cfg.source} has "
+                         f"{intensity} intensities; leave data.window empty (per-slice min-max)")
+
+
+def _build_path(kind: str, path: Path, *, allow_pickle: bool, progress: bool,
+                cfg: DataConfig | None = None) -> cache.SliceStack:
+    if kind == "lidc-slices":
+        from augforge.data import slices
+
+        cfg = cfg or DataConfig()
+        return slices.build(path, consensus=cfg.consensus, offset_px=cfg.offset_px, progress=progress)
     if kind == "mendeley":
         from augforge.data import mendeley
 

@@ -55,7 +55,13 @@ def summarize(ds: Dataset) -> dict[str, Any]:
         "patients": {k: len({s.patient for s in v}) for k, v in parts.items()},
         "sources": dict(Counter(s.source for s in every)),
         "meta": {k: v for k, v in ds.meta.items() if isinstance(v, (str, int, float, bool)) or v is None},
+        "intensity": str(ds.meta.get("intensity", "HU")),
     }
+    if any(s.readers is not None for s in every):
+        out["readers"] = int(ds.meta.get("readers", max(len(s.readers) for s in every if s.readers is not None)))
+        out["consensus"] = (f"a pixel is tumour when at least {ds.meta.get('consensus', '?')} of the "
+                            f"{out['readers']} readers marked it")
+        out["nodules"] = {k: len({s.provenance.get("nodule") for s in v}) for k, v in parts.items()}
     prov = [s.provenance for s in ds.train + ds.test]
     if prov and all("annotation_id" in p for p in prov):
         out["lidc"] = _lidc_summary(ds)
