@@ -18,7 +18,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from augforge.errors import AugforgeError, UnknownStrategyError
+from augforge.errors import AugforgeError, DataError, UnknownStrategyError, UsageError
 from augforge.hookspecs import hookimpl, hookspec
 from augforge.strategy import (
     Param,
@@ -29,11 +29,13 @@ from augforge.strategy import (
 
 __all__ = [
     "AugforgeError",
+    "DataError",
     "Param",
     "PrepareContext",
     "Strategy",
     "Transform",
     "UnknownStrategyError",
+    "UsageError",
     "__version__",
     "hookimpl",
     "hookspec",
