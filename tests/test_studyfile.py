@@ -320,3 +320,13 @@ def test_the_examples_in_the_docs_are_valid(tmp_path):
         if "[study]" not in block:  # a fragment: the strategies of a study
             block = HEAD + block
         load_study(write(tmp_path, block, f"example{k}.toml"), registry=get_registry())
+
+
+def test_the_lidc_study_is_valid_on_an_export(lidc_export):
+    root = lidc_export()
+    spec = load_study(STUDIES / "lidc.toml").override(data=str(root)).validate(get_registry())
+    runs = {r.label or r.strategy: r for r in spec.runs()}
+    assert spec.preset == "quick" and spec.seeds >= 3
+    assert set(runs["none"].train_fractions) == set(runs["classical"].train_fractions) == {0.1, 0.25, 1.0}
+    registry = get_registry()
+    assert not any(registry.create(name, {}).needs_hu for name in runs)  # nothing the export refuses
