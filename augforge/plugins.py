@@ -95,7 +95,16 @@ def load_plugins() -> None:
         _register_module(module, info)
 
     wanted = _external_filter()
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+    installed = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+    if wanted:
+        known = {ep.name for ep in installed} | {ep.dist.name for ep in installed if ep.dist is not None}
+        for name in sorted(wanted - known):
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else (
+                f"; installed: {', '.join(sorted(known))}" if known else "; no external plugin is installed")
+            _load_errors.append(PluginError(
+                f"AUGFORGE_LOAD_PLUGINS names {name!r}, which is no installed augforge plugin{hint}"))
+    for ep in installed:
         dist = ep.dist.name if ep.dist is not None else "?"
         version = ep.dist.version if ep.dist is not None else "?"
         if wanted is not None and ep.name not in wanted and dist not in wanted:
@@ -142,6 +151,7 @@ class StrategyRegistry:
     def __init__(self) -> None:
         self.entries: dict[str, StrategyEntry] = {}
         self.errors: list[PluginError] = []
+        self.failed_plugins: set[str] = set()  # plugins whose hook raised: none of their strategies loaded
 
     def names(self) -> list[str]:
         return sorted(self.entries)
@@ -169,31 +179,38 @@ class StrategyRegistry:
 
 
 def _call_register_hook(registry: StrategyRegistry) -> None:
+    """Call every plugin's hook. A strategy that is invalid or whose name is taken is left out alone
+    (the plugin's other strategies still register); a plugin whose hook raises registers nothing at
+    all (what it registered before raising is dropped) and is marked failed."""
     for impl in pm.hook.register_strategies.get_hookimpls():
         plugin = impl.plugin_name
+        pending: dict[str, StrategyEntry] = {}
 
-        def register(cls: Any, _plugin: str = plugin) -> None:
+        def register(cls: Any, _plugin: str = plugin, _pending: dict[str, StrategyEntry] = pending) -> None:
             problem = check_strategy_class(cls)
             if problem:
-                raise PluginError(f"plugin {_plugin!r}: {problem}")
-            existing = registry.entries.get(cls.name)
+                registry.errors.append(PluginError(f"plugin {_plugin!r}: {problem}; left out"))
+                return
+            existing = registry.entries.get(cls.name) or _pending.get(cls.name)
             if existing is not None:
-                raise PluginError(
+                registry.errors.append(PluginError(
                     f"strategy {cls.name!r} is registered by both plugin {existing.plugin!r} and "
-                    f"plugin {_plugin!r}; the one from {existing.plugin!r} is kept"
-                )
-            registry.entries[cls.name] = StrategyEntry(cls=cls, plugin=_plugin)
+                    f"plugin {_plugin!r}; the one from {existing.plugin!r} is kept"))
+                return
+            _pending[cls.name] = StrategyEntry(cls=cls, plugin=_plugin)
 
         kwargs = {"register": register}
         if os.environ.get("AUGFORGE_TRACE_PLUGINS"):
             sys.stderr.write(f"augforge: calling {plugin}.register_strategies\n")
         try:
             impl.function(**{k: kwargs[k] for k in impl.argnames})
-        except PluginError as exc:
-            registry.errors.append(exc)
         except Exception as exc:  # noqa: BLE001 -- reported with the plugin named
+            registry.failed_plugins.add(plugin)
+            dropped = f"; its strategies {', '.join(sorted(pending))} are left out" if pending else ""
             registry.errors.append(PluginError(
-                f"plugin {plugin!r} raised while registering strategies: {type(exc).__name__}: {exc}"))
+                f"plugin {plugin!r} raised while registering strategies: {type(exc).__name__}: {exc}{dropped}"))
+            continue
+        registry.entries.update(pending)
 
 
 def get_registry() -> StrategyRegistry:

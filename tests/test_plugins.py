@@ -175,7 +175,7 @@ def test_registering_a_non_strategy_is_refused(register_plugin):
 
     with register_plugin(P(), "test-object"):
         errors = [str(e) for e in get_registry().errors]
-    assert errors == ["plugin 'test-object': registered <class 'object'>, which is not a subclass of augforge.Strategy"]
+    assert errors == ["plugin 'test-object': registered <class 'object'>, which is not a subclass of augforge.Strategy; left out"]
 
 
 def test_composite_chains_transforms_and_records_parts(register_plugin):
@@ -237,3 +237,70 @@ def test_version(capsys):
 def test_command_line_usage_errors_exit_non_zero(capsys):
     assert main(["strategies", "--bogus"]) == 2
     assert "No such option: --bogus" in capsys.readouterr().err
+
+
+class ClashThenMorePlugin:
+    """Registers a clashing name first, then a strategy of its own."""
+
+    @hookimpl
+    def register_strategies(self, register):
+        class Clash(Strategy):
+            name = "none"
+            description = "Pretends to be the baseline."
+
+        class Own(Strategy):
+            name = "test-own-after-clash"
+            description = "Registered after a clash (test strategy)."
+
+        register(Clash)
+        register(Own)
+
+
+class HalfwayPlugin:
+    """Registers one strategy, then raises."""
+
+    @hookimpl
+    def register_strategies(self, register):
+        class Early(Strategy):
+            name = "test-early"
+            description = "Registered before the hook raised (test strategy)."
+
+        register(Early)
+        raise RuntimeError("boom after one")
+
+
+def test_a_name_clash_drops_only_the_clashing_strategy(register_plugin):
+    with register_plugin(ClashThenMorePlugin(), "test-clash-more"):
+        registry = get_registry()
+        assert registry.entries["none"].plugin == "baseline"
+        assert registry.entries["test-own-after-clash"].plugin == "test-clash-more"
+        assert any("registered by both" in str(e) for e in registry.errors)
+
+
+def test_a_plugin_that_raises_registers_nothing_and_is_listed_as_failed(register_plugin, capsys):
+    with register_plugin(HalfwayPlugin(), "test-halfway"):
+        registry = get_registry()
+        assert "test-early" not in registry.entries and "test-halfway" in registry.failed_plugins
+        assert any("boom after one; its strategies test-early are left out" in str(e) for e in registry.errors)
+        assert main(["plugins", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["test-halfway"]["status"] == "failed" and rows["baseline"]["status"] == "ok"
+
+
+def test_load_plugins_filter_naming_nothing_installed_warns(monkeypatch):
+    import augforge.plugins as plugins
+
+    monkeypatch.setenv("AUGFORGE_LOAD_PLUGINS", "augforge-nonexistent")
+    monkeypatch.setattr(plugins, "_loaded", False)
+    before = len(plugins._load_errors)
+    registered = {name for name, _ in plugins.pm.list_name_plugin()}
+    try:
+        plugins.load_plugins()
+        new = [str(e) for e in plugins._load_errors[before:]]
+        assert any("AUGFORGE_LOAD_PLUGINS names 'augforge-nonexistent', which is no installed augforge plugin" in e
+                   for e in new), new
+    finally:
+        for name, plugin in plugins.pm.list_name_plugin():
+            if name not in registered:
+                plugins.pm.unregister(plugin)
+        del plugins._load_errors[before:]

@@ -24,15 +24,16 @@ def plugins_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-read
     if as_json:
         typer.echo(json.dumps([
             {"name": i.name, "distribution": i.distribution, "version": i.version,
-             "builtin": i.builtin, "hooks": i.hooks} for i in infos
+             "builtin": i.builtin, "hooks": i.hooks,
+             "status": "failed" if i.name in registry.failed_plugins else "ok"} for i in infos
         ], indent=2))
     else:
         table = Table(title="augforge plugins")
-        for col in ("plugin", "distribution", "version", "hooks"):
+        for col in ("plugin", "distribution", "version", "hooks", "status"):
             table.add_column(col)
         for i in infos:
             table.add_row(i.name, i.distribution + (" (built-in)" if i.builtin else ""), i.version,
-                          ", ".join(i.hooks))
+                          ", ".join(i.hooks), "FAILED (see below)" if i.name in registry.failed_plugins else "ok")
         Console().print(table)
     _report_errors(registry.errors)
 
