@@ -288,7 +288,7 @@ def test_a_plugin_that_raises_registers_nothing_and_is_listed_as_failed(register
 
 
 def test_load_plugins_filter_naming_nothing_installed_warns(monkeypatch):
-    import augforge.plugins as plugins
+    from augforge import plugins
 
     monkeypatch.setenv("AUGFORGE_LOAD_PLUGINS", "augforge-nonexistent")
     monkeypatch.setattr(plugins, "_loaded", False)
