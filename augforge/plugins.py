@@ -69,6 +69,18 @@ def _external_filter() -> set[str] | None:
     return {x.strip() for x in raw.split(",") if x.strip()}
 
 
+def unknown_filter_names(wanted: set[str] | None, known: set[str]) -> list[PluginError]:
+    """One warning per name in AUGFORGE_LOAD_PLUGINS that matches no installed plugin (entry point
+    or distribution name): a typo there would otherwise load nothing, silently."""
+    out = []
+    for name in sorted((wanted or set()) - known):
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else (
+            f"; installed: {', '.join(sorted(known))}" if known else "; no external plugin is installed")
+        out.append(PluginError(f"AUGFORGE_LOAD_PLUGINS names {name!r}, which is no installed augforge plugin{hint}"))
+    return out
+
+
 def load_plugins() -> None:
     """Register the built-in and the installed plugins once (later calls do nothing)."""
     global _loaded
@@ -96,14 +108,8 @@ def load_plugins() -> None:
 
     wanted = _external_filter()
     installed = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
-    if wanted:
-        known = {ep.name for ep in installed} | {ep.dist.name for ep in installed if ep.dist is not None}
-        for name in sorted(wanted - known):
-            close = difflib.get_close_matches(name, sorted(known), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else (
-                f"; installed: {', '.join(sorted(known))}" if known else "; no external plugin is installed")
-            _load_errors.append(PluginError(
-                f"AUGFORGE_LOAD_PLUGINS names {name!r}, which is no installed augforge plugin{hint}"))
+    known = {ep.name for ep in installed} | {ep.dist.name for ep in installed if ep.dist is not None}
+    _load_errors.extend(unknown_filter_names(wanted, known))
     for ep in installed:
         dist = ep.dist.name if ep.dist is not None else "?"
         version = ep.dist.version if ep.dist is not None else "?"

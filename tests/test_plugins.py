@@ -287,20 +287,12 @@ def test_a_plugin_that_raises_registers_nothing_and_is_listed_as_failed(register
     assert rows["test-halfway"]["status"] == "failed" and rows["baseline"]["status"] == "ok"
 
 
-def test_load_plugins_filter_naming_nothing_installed_warns(monkeypatch):
-    from augforge import plugins
+def test_load_plugins_filter_naming_nothing_installed_warns():
+    from augforge.plugins import unknown_filter_names
 
-    monkeypatch.setenv("AUGFORGE_LOAD_PLUGINS", "augforge-nonexistent")
-    monkeypatch.setattr(plugins, "_loaded", False)
-    before = len(plugins._load_errors)
-    registered = {name for name, _ in plugins.pm.list_name_plugin()}
-    try:
-        plugins.load_plugins()
-        new = [str(e) for e in plugins._load_errors[before:]]
-        assert any("AUGFORGE_LOAD_PLUGINS names 'augforge-nonexistent', which is no installed augforge plugin" in e
-                   for e in new), new
-    finally:
-        for name, plugin in plugins.pm.list_name_plugin():
-            if name not in registered:
-                plugins.pm.unregister(plugin)
-        del plugins._load_errors[before:]
+    [warning] = unknown_filter_names({"augforge-gama"}, {"gamma", "augforge-gamma"})
+    assert "AUGFORGE_LOAD_PLUGINS names 'augforge-gama', which is no installed augforge plugin" in str(warning)
+    assert "did you mean 'augforge-gamma'?" in str(warning)
+    [warning] = unknown_filter_names({"x"}, set())
+    assert "no external plugin is installed" in str(warning)
+    assert unknown_filter_names({"gamma"}, {"gamma"}) == [] and unknown_filter_names(None, set()) == []
