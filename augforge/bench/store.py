@@ -114,6 +114,17 @@ def _format_cell(value: Any) -> str:
     return str(value)
 
 
+def _csv_text(columns: tuple[str, ...], groups: Iterable[Iterable[dict[str, Any]]]) -> str:
+    """A CSV file's text: the header, then every row of every group, cells as :func:`_format_cell`."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for rows in groups:
+        for r in rows:
+            writer.writerow([_format_cell(r.get(c)) for c in columns])
+    return buf.getvalue()
+
+
 def _parse_row(raw: dict[str, str]) -> dict[str, Any]:
     row: dict[str, Any] = dict(raw)
     for k in _INT_COLUMNS & raw.keys():
@@ -200,13 +211,7 @@ class ResultsStore:
     def set_floors(self, key: str, rows: Iterable[dict[str, Any]]) -> None:
         """Store (or replace) the floors of one dataset and input setting; floors.csv is rewritten atomically."""
         self._floors[key] = list(rows)
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(FLOOR_COLUMNS)
-        for rows_ in self._floors.values():
-            for r in rows_:
-                writer.writerow([_format_cell(r.get(c)) for c in FLOOR_COLUMNS])
-        atomic_write_text(self.floors_path, buf.getvalue())
+        atomic_write_text(self.floors_path, _csv_text(FLOOR_COLUMNS, self._floors.values()))
 
     def records(self, status: str | None = None) -> list[dict[str, Any]]:
         """Trial records in the order they were first committed, optionally only one status."""
@@ -239,13 +244,7 @@ class ResultsStore:
         self._write_records()
 
     def _write_rows(self) -> None:
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(PER_IMAGE_COLUMNS)
-        for rows in self._rows.values():
-            for r in rows:
-                writer.writerow([_format_cell(r.get(c)) for c in PER_IMAGE_COLUMNS])
-        atomic_write_text(self.per_image_path, buf.getvalue())
+        atomic_write_text(self.per_image_path, _csv_text(PER_IMAGE_COLUMNS, self._rows.values()))
 
     def _write_records(self) -> None:
         text = "".join(json.dumps(r, sort_keys=True, default=_json_default) + "\n" for r in self._records.values())
