@@ -66,3 +66,27 @@ def write_lidc_export(root, n_patients: int = 8, size: int = 64, seed: int = 0, 
 def lidc_export(tmp_path):
     """A factory: ``lidc_export(name, **kw)`` writes a small per-slice export under tmp_path."""
     return lambda name="export", **kw: write_lidc_export(tmp_path / name, **kw)
+
+
+def write_ct_dicom(path, hu, *, patient: str, series_uid: str, z_mm: float, spacing_mm: float, sop_uid: str):
+    """One 512x512 CT slice as a DICOM file (HU stored as value + 1024, rescale intercept -1024)."""
+    import numpy as np
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.Modality, ds.PatientID, ds.SeriesInstanceUID = "CT", patient, series_uid
+    ds.SOPInstanceUID = sop_uid
+    ds.ImagePositionPatient = [0.0, 0.0, z_mm]
+    ds.PixelSpacing = [spacing_mm, spacing_mm]
+    ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+    ds.Rows, ds.Columns = np.shape(hu)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+    ds.PixelRepresentation, ds.SamplesPerPixel = 0, 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelData = (np.asarray(hu) + 1024).clip(0, 4095).astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)

