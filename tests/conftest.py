@@ -90,3 +90,18 @@ def write_ct_dicom(path, hu, *, patient: str, series_uid: str, z_mm: float, spac
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.PixelData = (np.asarray(hu) + 1024).clip(0, 4095).astype(np.uint16).tobytes()
     ds.save_as(path, enforce_file_format=True)
+
+
+def solid_lidc_nodules(n: int = 2):
+    """The first ``n`` first-reader annotations of solid 8-20 mm nodules, one per patient: real LIDC
+    geometry for synthetic DICOM series."""
+    from augforge.data import lidc
+
+    picks, seen = [], set()
+    for nod in lidc.read_nodules():
+        if nod.reader_rank == 0 and nod.texture == 5 and 8 < nod.mean_diameter_mm < 20 and nod.patient_id not in seen:
+            picks.append(nod)
+            seen.add(nod.patient_id)
+        if len(picks) == n:
+            break
+    return picks

@@ -214,19 +214,13 @@ def test_folder_errors(tmp_path):
 
 def test_dicom_series_with_pylidc_annotations(tmp_path):
     pytest.importorskip("pydicom", reason="the DICOM loader needs pydicom (augforge[dicom])")
-    from conftest import write_ct_dicom
+    from conftest import solid_lidc_nodules, write_ct_dicom
     from pydicom.uid import generate_uid
 
     from augforge.data import lidc
 
     # Two real LIDC nodules of different patients; the slices are synthetic, the geometry theirs.
-    picks, seen = [], set()
-    for n in lidc.read_nodules():
-        if n.reader_rank == 0 and n.texture == 5 and 8 < n.mean_diameter_mm < 20 and n.patient_id not in seen:
-            picks.append(n)
-            seen.add(n.patient_id)
-        if len(picks) == 2:
-            break
+    picks = solid_lidc_nodules(2)
     for k, n in enumerate(picks):
         folder = tmp_path / "LIDC" / n.patient_id
         folder.mkdir(parents=True)

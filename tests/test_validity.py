@@ -71,19 +71,13 @@ def _mendeley(root: Path, edit: Callable[[np.ndarray], np.ndarray], monkeypatch)
 
 def _dicom(root: Path, edit: Callable[[np.ndarray], np.ndarray], monkeypatch) -> Path:
     pytest.importorskip("pydicom", reason="the DICOM loader needs pydicom")
-    from conftest import write_ct_dicom
+    from conftest import solid_lidc_nodules, write_ct_dicom
 
-    from augforge.data import dicom, lidc
+    from augforge.data import dicom
 
     rasterise = dicom._polygon_mask
     monkeypatch.setattr(dicom, "_polygon_mask", lambda outline, shape: edit(rasterise(outline, shape)))
-    picks, seen = [], set()
-    for n in lidc.read_nodules():
-        if n.reader_rank == 0 and n.texture == 5 and 8 < n.mean_diameter_mm < 20 and n.patient_id not in seen:
-            picks.append(n)
-            seen.add(n.patient_id)
-        if len(picks) == 2:
-            break
+    picks = solid_lidc_nodules(2)
     for k, n in enumerate(picks):
         folder = root / n.patient_id
         folder.mkdir(parents=True)

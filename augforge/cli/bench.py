@@ -6,6 +6,7 @@ leaderboard, report.md and run.log); 1 when every trial failed; 2 for a usage er
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -188,7 +189,8 @@ def bench_cmd(
 
     intensity = str(dataset.meta.get("intensity", "HU"))
     if intensity != "HU":
-        needs = sorted({t.label or t.strategy for t in trials
+        specs = {(t.strategy, json.dumps(t.strategy_params, sort_keys=True, default=str)): t for t in trials}
+        needs = sorted({t.label or t.strategy for t in specs.values()
                         if registry.create(t.strategy, t.strategy_params).needs_hu})
         if needs:
             raise UsageError(f"{', '.join(needs)}: paste-in synthesis works in Hounsfield units on healthy "
