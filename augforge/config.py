@@ -37,6 +37,12 @@ class DataConfig:
     offset_px: int = 16  # LIDC per-slice crops: cut each crop at a random offset of up to this (docs/data.md)
 
 
+#: Data settings that only shape one source's slices and labels. The source records them in its
+#: dataset fingerprint (and meta), which is part of every trial's identity; they stay out of the trial's
+#: settings so that a setting added for one source does not change the identity of trials on others.
+DATASET_ONLY = ("consensus", "offset_px")
+
+
 @dataclass
 class ModelConfig:
     arch: str = "unet"  # "unet" (plain, width set below) or "unet-vgg11" (the paper's, ~18.25M)
@@ -87,6 +93,13 @@ class Preset:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def trial_settings(self) -> dict[str, Any]:
+        """The settings that identify a trial: all of them but :data:`DATASET_ONLY`, which reach the
+        trial through the dataset fingerprint."""
+        out = self.to_dict()
+        out["data"] = {k: v for k, v in out["data"].items() if k not in DATASET_ONLY}
+        return out
 
 
 SECTIONS = ("data", "model", "train", "gen")

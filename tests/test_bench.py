@@ -158,6 +158,16 @@ def test_trial_key_covers_config_and_dataset(dataset, plugin):
     changed = plan_study(["none"], preset=apply_overrides(tiny_preset(), {"train.lr": "0.001"}), seeds=[0],
                          fractions=[1.0], dataset_fingerprint=dataset.fingerprint)[0]
     assert changed.key != t0.key
+    # Settings that only shape one source's slices reach the key through that source's fingerprint, so
+    # changing them on another source (or adding one in a later version) keeps the key.
+    from augforge.config import DATASET_ONLY
+
+    for name in DATASET_ONLY:
+        value = getattr(tiny_preset().data, name) + 1
+        moved = plan_study(["none"], preset=apply_overrides(tiny_preset(), {f"data.{name}": str(value)}),
+                           seeds=[0], fractions=[1.0], dataset_fingerprint=dataset.fingerprint)[0]
+        assert moved.key == t0.key
+        assert name not in moved.config["settings"]["data"]
 
 
 def test_slices_added_in_prepare_are_preprocessed(dataset, plugin):
@@ -510,6 +520,12 @@ def test_a_run_with_another_configuration_is_refused_before_any_work(tmp_path, c
     assert (out / "trials.jsonl").read_text() == trials  # nothing run, nothing lost
     # The same configuration again resumes.
     assert main(base) == 0 and "2 of 2 trials already finished" in capsys.readouterr().out
+    # So does one whose description holds tuples (rotate's limit), which the store writes as lists.
+    rot = ["bench", "--strategy", "rotate", "--no-baseline", "--preset", "tiny", "--set", "train.epochs=1",
+           "--out", str(tmp_path / "rot"), "--no-progress", "--no-samples"]
+    assert main(rot) == 0
+    capsys.readouterr()
+    assert main(rot) == 0 and "1 of 1 trials already finished" in capsys.readouterr().out
 
 
 def test_a_folder_mixing_configurations_is_not_ranked(tmp_path):

@@ -12,6 +12,7 @@ when the 95% interval of its per-image Dice minus that of the best floor lies ab
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +27,7 @@ from augforge.bench.stats import (
     compare_paired,
     holm_adjust,
 )
-from augforge.bench.store import ResultsStore
+from augforge.bench.store import ResultsStore, json_default
 from augforge.errors import DataError
 
 __all__ = [
@@ -180,7 +181,9 @@ _NOT_CONFIGURATION = {"settings.name", "settings.data.source"}
 def trial_configuration(config: dict[str, Any], version: str | None) -> dict[str, Any]:
     """Everything that makes a trial's configuration apart from its seed and train fraction, flat
     (``settings.train.epochs``, ``strategy.params.p``, ..., ``augforge``): two trials may share a
-    leaderboard row only when these are equal."""
+    leaderboard row only when these are equal. The config is compared as the store writes it (JSON),
+    so a planned trial's tuples equal a finished trial's lists."""
+    config = json.loads(json.dumps(config, default=json_default))
     flat: dict[str, Any] = {}
     _flatten("settings", config.get("settings") or {}, flat)
     _flatten("strategy", config.get("strategy_spec") or {}, flat)

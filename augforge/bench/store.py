@@ -87,7 +87,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy scalars
         return value.item()
     if isinstance(value, Path):
@@ -247,7 +247,7 @@ class ResultsStore:
         atomic_write_text(self.per_image_path, _csv_text(PER_IMAGE_COLUMNS, self._rows.values()))
 
     def _write_records(self) -> None:
-        text = "".join(json.dumps(r, sort_keys=True, default=_json_default) + "\n" for r in self._records.values())
+        text = "".join(json.dumps(r, sort_keys=True, default=json_default) + "\n" for r in self._records.values())
         atomic_write_text(self.trials_path, text)
 
     def log(self, message: str) -> None:

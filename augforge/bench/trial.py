@@ -70,7 +70,7 @@ class Trial:
             "strategy": self.label or self.strategy,
             "strategy_spec": self.strategy_description,
             "preset": self.preset.name,
-            "settings": self.preset.to_dict(),
+            "settings": self.preset.trial_settings(),
             "train_fraction": self.train_fraction,
             "seed": self.seed,
         }
