@@ -183,6 +183,9 @@ class PrepareContext:
     log:       print a line for the user (goes to the console and the run log).
     progress:  whether to show progress bars.
     dataset_fingerprint: identifies the dataset the training split came from (for cache keys).
+    intensity: the dataset's intensity scale: "HU", or one without units such as "8-bit" (a strategy
+               that assumes Hounsfield units either adapts, see :mod:`augforge.synthesis.intensity`,
+               or sets ``needs_hu``).
     """
 
     seed: int
@@ -194,6 +197,7 @@ class PrepareContext:
     progress: bool = True
     dataset_fingerprint: str = ""
     extras: dict[str, Any] = field(default_factory=dict)
+    intensity: str = "HU"
 
 
 class Strategy:

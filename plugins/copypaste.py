@@ -14,9 +14,11 @@ against 0.3709 without augmentation) and say no more about it; this strategy is 
 
 Donors come from the real (non-synthetic) tumour slices of the training split a trial receives, never
 from the test split, and only from that trial's train fraction. Data without healthy slices (the
-seed paper's Mendeley files) can use ``canvases=train``: the tumours then go into the real training
-slices, clear of the tumour each already has, and the slice's label is the higher of the two classes. Randomness comes from ``ctx.seed``:
-the same training split, canvases and seed give the same slices.
+seed paper's Mendeley files, crop exports) paste into the real training slices instead, clear of the
+tumour each already has, and the slice's label is the higher of the two classes; ``canvases=train``
+asks for that on any data. On images without Hounsfield units (8-bit crops) lung, dense tissue and
+the donors' background are read from the training slices (:mod:`augforge.synthesis.intensity`).
+Randomness comes from ``ctx.seed``: the same training split, canvases and seed give the same slices.
 """
 
 from __future__ import annotations
@@ -25,19 +27,21 @@ from typing import Any
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
 from augforge import Param, PrepareContext, Strategy, hookimpl
 from augforge.data.records import Slice
 from augforge.errors import DataError
 from augforge.synthesis import (
+    HU_SCALE,
     PARENCHYMA_HU,
     GeneratedSet,
+    PasteScale,
     TumourROIs,
-    allowed_region,
-    canvas_lung,
+    canvas_site,
     extract_rois,
+    paste_canvases,
     paste_into_canvases,
+    paste_scale,
 )
 from augforge.synthesis.paste import CANVAS_TRIES
 
@@ -50,7 +54,6 @@ _STREAM = 0xC0B7
 
 class CopyPaste(Strategy):
     name = "copy-paste"
-    needs_hu = True  # placement by HU, healthy canvases
     description = ("Real training tumours, mirrored, turned and rescaled at random, pasted into healthy "
                    "lung parenchyma like the DCGAN's (the control for the generator).")
     params = (
@@ -67,16 +70,18 @@ class CopyPaste(Strategy):
         Param("feather_px", float, 1.5, "width of the pasted tumour's soft edge, pixels", low=0.0, high=10.0),
         Param("clearance_px", float, 1.0, "distance kept from vessels and the lung wall, pixels",
               low=0.0, high=20.0),
-        Param("canvases", str, "healthy", "where tumours go: 'healthy' slices (as the DCGAN) or the real "
-              "'train' slices, away from their own tumours (for data without healthy slices)",
+        Param("canvases", str, "healthy", "where tumours go: 'healthy' slices (as the DCGAN; the real "
+              "training slices where the data have none) or the real 'train' slices, away from their own "
+              "tumours",
               choices=("healthy", "train")),
         Param("roi_size", int, 64, "side of the square patch a donor is turned in, pixels (larger "
               "donors are downsampled to it)", choices=(32, 64, 128)),
     )
 
     # -- donors -------------------------------------------------------------------------------
-    def donors(self, train: list[Slice]) -> TumourROIs:
-        """The real tumours of ``train`` as square ``roi_size`` patches, parenchyma outside the tumour.
+    def donors(self, train: list[Slice], scale: PasteScale = HU_SCALE) -> TumourROIs:
+        """The real tumours of ``train`` as square ``roi_size`` patches, parenchyma (on ``scale``)
+        outside the tumour.
 
         Synthetic slices (an earlier part of a hybrid may have added some) are never donors.
         Raises DataError when the training split holds no tumour.
@@ -84,7 +89,7 @@ class CopyPaste(Strategy):
         real = [s for s in train if s.has_tumour and not s.source.startswith("synthetic:")]
         try:
             return extract_rois(real, size=self.config["roi_size"], margin_px=1, margin_frac=_MARGIN_FRAC,
-                                square=True, background_hu=PARENCHYMA_HU)
+                                square=True, background_hu=scale.parenchyma)
         except DataError:
             raise DataError("strategy 'copy-paste': the training split holds no real tumour to copy; "
                             "use a larger --train-fraction or a dataset with tumour slices") from None
@@ -114,7 +119,7 @@ class CopyPaste(Strategy):
 
     # -- the synthetic slices -------------------------------------------------------------------
     def synthesize(self, rois: TumourROIs, canvases: list[Slice], n: int, *, seed: int,
-                   log: Any = print) -> GeneratedSet:
+                   log: Any = print, intensity: PasteScale = HU_SCALE) -> GeneratedSet:
         """Paste ``n`` moved donor tumours into ``canvases`` (cycled in a seeded order), one per slice.
 
         Donors are used in a seeded shuffled cycle, so each is used about ``n / len(rois)`` times and
@@ -134,15 +139,7 @@ class CopyPaste(Strategy):
 
         def site(j: int) -> tuple[np.ndarray, np.ndarray, float]:
             if j not in sites:
-                canvas = canvases[j]
-                lung = canvas_lung(canvas)
-                allowed = allowed_region(canvas.hu, lung, clearance_px=c["clearance_px"])
-                if canvas.has_tumour:
-                    # A tumour slice as canvas: keep clear of its tumour (a ground-glass one lies
-                    # below the vessel threshold, so allowed_region alone would not exclude it).
-                    gap = ndimage.distance_transform_edt(canvas.mask == 0)
-                    allowed &= gap > max(c["clearance_px"], 1.0) + 1.0
-                sites[j] = (lung, allowed, 0.0)
+                sites[j] = canvas_site(canvases[j], intensity, clearance_px=c["clearance_px"])
             return sites[j]
 
         patches_hu = np.empty((n, rois.size, rois.size), np.float32)
@@ -168,6 +165,7 @@ class CopyPaste(Strategy):
                             "donor_tumour": k - first[rois.slice_ids[k]], "donor_label": rois.labels[k],
                             "angle_deg": round(angle, 2), "mirror": mirror, "scale": round(scale, 4),
                             "seed": seed, "sample": i},
+                solid_hu=intensity.solid,
             )
             if pasted is None:
                 skipped += 1
@@ -181,14 +179,14 @@ class CopyPaste(Strategy):
                             real_hu=rois.hu, real_mask=rois.mask, info=info)
 
     def canvases(self, train: list[Slice], ctx: PrepareContext) -> list[Slice]:
-        """The slices tumours are pasted into: ``ctx.healthy``, or the real training slices."""
-        if self.config["canvases"] == "train":
-            return [s for s in train if not s.source.startswith("synthetic:")]
-        return list(ctx.healthy)
+        """The slices tumours are pasted into (:func:`augforge.synthesis.paste_canvases`)."""
+        return paste_canvases(train, ctx.healthy, self.config["canvases"], who=self.name, log=ctx.log)
 
     def generate(self, train: list[Slice], ctx: PrepareContext, n: int) -> GeneratedSet:
         """Paste ``n`` tumours copied from ``train`` into the canvases (``augforge generate`` calls this)."""
-        return self.synthesize(self.donors(train), self.canvases(train, ctx), n, seed=ctx.seed, log=ctx.log)
+        scale = paste_scale(ctx.intensity, train)
+        return self.synthesize(self.donors(train, scale), self.canvases(train, ctx), n, seed=ctx.seed,
+                               log=ctx.log, intensity=scale)
 
     def prepare(self, train: list[Slice], ctx: PrepareContext) -> list[Slice]:
         real = sum(1 for s in train if not s.source.startswith("synthetic:"))

@@ -14,7 +14,11 @@ sizes and budget follow the preset's ``gen`` section unless the strategy's param
 Both fit on the training split only, cache the fitted generator under
 ``ctx.cache_dir/<name>-<key>`` (key: the exact tumour patches, their slice ids, the dataset
 fingerprint, the fit configuration and the generator seed), and add ``ratio`` synthetic slices per
-real training slice, each a healthy canvas with one generated tumour in its lung parenchyma.
+real training slice, each a healthy canvas with one generated tumour in its lung parenchyma. Data
+without healthy slices (crop exports) paste into the real training slices, clear of their tumours.
+``dcgan`` also runs on images without Hounsfield units (8-bit crops): the generator's range, the
+patches' background and where lung and vessels lie are then read from the training slices
+(:mod:`augforge.synthesis.intensity`). ``dcgan-paper`` keeps the paper's HU conventions and needs HU.
 
 Seeds: the fit uses ``gen_seed`` (default 0), not the trial's seed, so a study over several seeds
 fits the generator once and the seeds vary the sampled tumours, their placement and the U-Net
@@ -27,26 +31,27 @@ import contextlib
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from augforge import Param, PrepareContext, Strategy, hookimpl
-from augforge.data.preview import windowed
 from augforge.data.records import Slice
 from augforge.errors import DataError
 from augforge.synthesis import (
+    HU_SCALE,
     PARENCHYMA_HU,
     GeneratedSet,
     HUScale,
+    PasteScale,
     TumourROIs,
-    allowed_region,
-    canvas_lung,
-    estimate_noise_hu,
+    canvas_site,
     extract_rois,
+    paste_canvases,
     paste_into_canvases,
+    paste_scale,
 )
 from augforge.synthesis.paste import CANVAS_TRIES
 
@@ -82,6 +87,8 @@ class FittedGenerator:
     rois: TumourROIs
     meta: dict[str, Any]
     cache_hit: bool
+    variant: Variant | None = None  # as fitted (its scale follows the data's intensities)
+    scale: PasteScale = HU_SCALE
 
 
 def _params(*, paper: bool) -> tuple[Param, ...]:
@@ -120,9 +127,14 @@ def _params(*, paper: bool) -> tuple[Param, ...]:
 class TumourGAN(Strategy):
     """Shared machinery of ``dcgan`` and ``dcgan-paper``: fit or reuse, sample, place, paste."""
 
-    needs_hu = True  # tumour patches and placement in Hounsfield units, healthy canvases
-
     variant: ClassVar[Variant]
+
+    def variant_for(self, scale: PasteScale) -> Variant:
+        """The variant on ``scale``: as declared on HU; on other scales, the generator's range and the
+        patches' background taken from the scale."""
+        if scale.unit == "HU":
+            return self.variant
+        return replace(self.variant, scale=scale.generator, background_hu=scale.parenchyma)
 
     # -- the fit ------------------------------------------------------------------------------
     def fit_config(self, preset: Preset, trial_seed: int) -> Any:
@@ -144,33 +156,35 @@ class TumourGAN(Strategy):
             sample_every=g.sample_every,
         )
 
-    def tumour_patches(self, train: list[Slice], size: int) -> TumourROIs:
+    def tumour_patches(self, train: list[Slice], size: int, variant: Variant | None = None) -> TumourROIs:
         """The training tumours as ``size`` x ``size`` patches (real tumour slices only)."""
         real = [s for s in train if s.has_tumour and not s.source.startswith("synthetic:")]
-        v = self.variant
+        v = variant or self.variant
         return extract_rois(real, size=size, margin_px=v.margin_px, margin_frac=v.margin_frac,
                             square=v.square, background_hu=v.background_hu)
 
-    def encode(self, rois: TumourROIs) -> np.ndarray:
+    def encode(self, rois: TumourROIs, variant: Variant | None = None) -> np.ndarray:
         """Patches -> generator space: (N, channels, S, S) float32 in [-1, 1]."""
-        x = self.variant.scale.to_unit(rois.hu)[:, None]
-        if self.variant.channels == 2:
+        v = variant or self.variant
+        x = v.scale.to_unit(rois.hu)[:, None]
+        if v.channels == 2:
             # The mask channel is the tumour's coverage of each pixel: a generator matches soft
             # edges far more easily than a binary step, and decode() thresholds it at one half.
             x = np.concatenate([x, rois.coverage[:, None] * 2 - 1], axis=1)
         return x
 
-    def decode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def decode(self, x: np.ndarray, variant: Variant | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Generator space (n, channels, S, S) -> HU (n, S, S) float32 and tumour masks (n, S, S) bool."""
-        hu = self.variant.scale.to_hu(x[:, 0])
-        mask = x[:, 1] > 0 if self.variant.channels == 2 else hu < self.config["threshold_hu"]
+        v = variant or self.variant
+        hu = v.scale.to_hu(x[:, 0])
+        mask = x[:, 1] > 0 if v.channels == 2 else hu < self.config["threshold_hu"]
         return hu, mask
 
-    def cache_key(self, rois: TumourROIs, cfg: Any, fingerprint: str) -> str:
+    def cache_key(self, rois: TumourROIs, cfg: Any, fingerprint: str, variant: Variant | None = None) -> str:
         h = hashlib.sha256()
         fit = {k: v for k, v in asdict(cfg).items() if k not in ("sample_every", "checkpoint_every")}
         h.update(json.dumps({"strategy": self.name, "version": FIT_VERSION, "fit": fit,
-                             "variant": asdict(self.variant), "fingerprint": fingerprint,
+                             "variant": asdict(variant or self.variant), "fingerprint": fingerprint,
                              "slices": sorted(set(rois.slice_ids))}, sort_keys=True, default=str).encode())
         for array in (rois.hu, rois.mask, rois.coverage):
             h.update(array.tobytes())
@@ -183,24 +197,25 @@ class TumourGAN(Strategy):
         from augforge.models.dcgan import load_generator, save_generator, train_dcgan
 
         cfg = self.fit_config(ctx.preset, ctx.seed)
-        rois = self.tumour_patches(train, cfg.size)
-        key = self.cache_key(rois, cfg, ctx.dataset_fingerprint)
+        scale = paste_scale(ctx.intensity, train)
+        variant = self.variant_for(scale)
+        rois = self.tumour_patches(train, cfg.size, variant)
+        key = self.cache_key(rois, cfg, ctx.dataset_fingerprint, variant)
         folder = Path(ctx.cache_dir) / f"{self.name}-{key}"
         path = folder / "generator.pt"
         with _fit_lock(folder):  # trials running in parallel wait for one fit instead of repeating it
             if path.exists():
                 generator, meta = load_generator(path)
                 ctx.log(f"{self.name}: reusing generator {key} ({folder})")
-                return FittedGenerator(generator, key, rois, meta, cache_hit=True)
+                return FittedGenerator(generator, key, rois, meta, cache_hit=True, variant=variant, scale=scale)
             ctx.log(f"{self.name}: fitting generator {key} on {len(rois)} tumour patches of "
                     f"{len(set(rois.slice_ids))} training slices: {cfg.size}x{cfg.size}x{cfg.channels}, "
                     f"width {cfg.width}, latent {cfg.latent_dim}, {cfg.epochs} epochs, batch "
                     f"{cfg.batch_size}, seed {cfg.seed}")
-            scale = self.variant.scale
             result = train_dcgan(
-                torch.from_numpy(self.encode(rois)), cfg, out_dir=folder, device=ctx.device,
+                torch.from_numpy(self.encode(rois, variant)), cfg, out_dir=folder, device=ctx.device,
                 progress=ctx.progress, log=ctx.log,
-                to_display=lambda x: windowed(scale.to_hu(x[:, 0])),  # lung window, for the grids
+                to_display=lambda x: scale.display(variant.scale.to_hu(x[:, 0])),  # lung window, for the grids
             )
             meta = {
                 "strategy": self.name, "key": key, "config": asdict(cfg), "seconds": round(result.seconds, 1),
@@ -212,14 +227,14 @@ class TumourGAN(Strategy):
             (folder / "meta.json").write_text(json.dumps(meta | {"history": result.history}, indent=1))
             (folder / "checkpoint.pt").unlink(missing_ok=True)  # the fit is done: keep the generator only
             ctx.log(f"{self.name}: fitted in {result.seconds:.1f} s")
-            return FittedGenerator(result.generator, key, rois, meta, cache_hit=False)
+            return FittedGenerator(result.generator, key, rois, meta, cache_hit=False, variant=variant, scale=scale)
 
     # -- sampling and paste-in ----------------------------------------------------------------
     def sample_patches(self, fitted: FittedGenerator, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """``n`` generated tumours: HU (n, S, S) float32 and masks (n, S, S) bool (raw, not resized)."""
         from augforge.models.dcgan import sample
 
-        return self.decode(sample(fitted.generator, n, seed=seed))
+        return self.decode(sample(fitted.generator, n, seed=seed), fitted.variant)
 
     def _target_shape(self, fitted: FittedGenerator, canvas: Slice, rng: np.random.Generator) -> np.ndarray:
         if self.config["sizes"] == "train":
@@ -237,8 +252,8 @@ class TumourGAN(Strategy):
     ) -> GeneratedSet:
         """Paste ``n`` generated tumours into ``canvases`` (cycled in a seeded order), one per slice."""
         if n > 0 and not canvases:
-            raise DataError(f"strategy {self.name!r} pastes tumours into healthy slices, and the dataset "
-                            "has none: build it with data.n_healthy > 0 or add healthy slices")
+            raise DataError(f"strategy {self.name!r} has no slices to paste tumours into: the training "
+                            "split is empty")
         rng = np.random.default_rng([seed, 0xDC6A])
         hu_all, mask_all = self.sample_patches(fitted, n, seed=seed)
         order = rng.permutation(len(canvases)) if canvases else np.zeros(0, int)
@@ -249,11 +264,9 @@ class TumourGAN(Strategy):
         def site(k: int) -> tuple[np.ndarray, np.ndarray, float]:
             if k not in sites:
                 canvas = canvases[k]
-                lung = canvas_lung(canvas)
                 max_row = round(c["max_row_frac"] * canvas.shape[0]) if "max_row_frac" in c else None
-                allowed = allowed_region(canvas.hu, lung, clearance_px=c["clearance_px"], max_row=max_row)
-                noise = estimate_noise_hu(canvas.hu, allowed) if c.get("match_noise") else 0.0
-                sites[k] = (lung, allowed, noise)
+                sites[k] = canvas_site(canvas, fitted.scale, clearance_px=c["clearance_px"], max_row=max_row,
+                                       match_noise=bool(c.get("match_noise")))
             return sites[k]
 
         def shape(canvas: Slice, factor: float) -> tuple[int, int]:
@@ -267,6 +280,7 @@ class TumourGAN(Strategy):
                 slice_id=f"{self.name}-{fitted.key[:8]}-s{seed}-{i:05d}", source=f"synthetic:{self.name}",
                 feather_px=c["feather_px"], paste_rng=rng,
                 provenance={"strategy": self.name, "generator": fitted.key, "sample": i, "seed": seed},
+                solid_hu=fitted.scale.solid,
             )
             if pasted is None:
                 skipped += 1
@@ -281,9 +295,11 @@ class TumourGAN(Strategy):
                             real_hu=fitted.rois.hu, real_mask=fitted.rois.mask, info=info)
 
     def generate(self, train: list[Slice], ctx: PrepareContext, n: int) -> GeneratedSet:
-        """Fit (or reuse) the generator on ``train`` and paste ``n`` tumours into ``ctx.healthy``."""
+        """Fit (or reuse) the generator on ``train`` and paste ``n`` tumours into ``ctx.healthy`` (the
+        real training slices where the dataset has no healthy slices)."""
         fitted = self.fit(train, ctx)
-        return self.synthesize(fitted, list(ctx.healthy), n, seed=ctx.seed, log=ctx.log)
+        canvases = paste_canvases(train, ctx.healthy, "healthy", who=self.name, log=ctx.log)
+        return self.synthesize(fitted, canvases, n, seed=ctx.seed, log=ctx.log)
 
     def prepare(self, train: list[Slice], ctx: PrepareContext) -> list[Slice]:
         """``train`` followed by ``ratio`` synthetic slices per real training slice."""
@@ -325,6 +341,7 @@ class PaperDCGAN(TumourGAN):
                    "lung (faithful variant; meant for a GPU).")
     params = _params(paper=True)
     needs_gpu = True
+    needs_hu = True  # the paper's conventions are HU: 2000 HU background, threshold_hu, the -1024..2000 map
     variant = Variant(channels=1, scale=HUScale(-1024.0, 2000.0), background_hu=2000.0,
                       margin_px=10, margin_frac=0.0, square=False, real_label=1.0, augment=False)
 

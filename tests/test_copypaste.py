@@ -168,14 +168,17 @@ def test_errors_say_what_to_do(tiny):
         copy_paste(scale_min=1.2)
     with pytest.raises(DataError, match="no real tumour to copy"):
         copy_paste().prepare(list(tiny.healthy), make_ctx(tiny.healthy))
-    with pytest.raises(DataError, match="has none"):
-        copy_paste().prepare(tiny.train, make_ctx([]))
     assert copy_paste(ratio=0.0).prepare(tiny.train, make_ctx([])) == tiny.train
 
 
-def test_without_healthy_slices_tumours_go_into_training_slices_clear_of_their_own(tiny):
-    syn = synthetic(copy_paste(canvases="train").prepare(tiny.train, make_ctx([])))
+@pytest.mark.parametrize("canvases", ["train", "healthy"])
+def test_without_healthy_slices_tumours_go_into_training_slices_clear_of_their_own(tiny, canvases):
+    # canvases=train asks for it; the default (healthy) falls back to it on data without healthy
+    # slices, and says so in the log.
+    logs: list[str] = []
+    syn = synthetic(copy_paste(canvases=canvases).prepare(tiny.train, make_ctx([], logs=logs)))
     assert len(syn) == len(tiny.train)
+    assert any("no healthy slices; pasting into the" in m for m in logs) == (canvases == "healthy")
     by_id = {s.id: s for s in tiny.train}
     for s in syn:
         canvas = by_id[s.provenance["canvas"]]

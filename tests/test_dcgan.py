@@ -217,11 +217,17 @@ def test_paper_variant_thresholds_its_image_into_a_mask(tiny, tmp_path):
     assert not mask[0].any() and mask[1].all() and hu[0, 0, 0] == pytest.approx(2000.0)
 
 
-def test_without_healthy_canvases_is_a_data_error(tiny, tmp_path):
-    ctx = make_ctx(tiny, tmp_path)
+def test_without_healthy_canvases_tumours_go_into_training_slices(tiny, tmp_path):
+    logs: list[str] = []
+    ctx = make_ctx(tiny, tmp_path, logs=logs)
     ctx.healthy = []
-    with pytest.raises(DataError, match="healthy"):
-        get_registry().create("dcgan").prepare(list(tiny.train), ctx)
+    out = get_registry().create("dcgan").prepare(list(tiny.train), ctx)
+    syn = [s for s in out if s.source == "synthetic:dcgan"]
+    train = {s.id: s for s in tiny.train}
+    assert syn and all(s.provenance["canvas"] in train for s in syn)
+    assert any("no healthy slices; pasting into the" in m for m in logs)
+    with pytest.raises(DataError, match="no slices to paste tumours into"):
+        get_registry().create("dcgan").synthesize(None, [], 3, seed=0)
 
 
 # -- the command line ---------------------------------------------------------------------------

@@ -90,10 +90,10 @@ def test_hu_only_settings_and_strategies_are_refused(lidc_export, tmp_path, caps
         load(root, input="lung")
     with pytest.raises(UsageError, match="data.window='lung' is a window in Hounsfield units"):
         load(root, window="lung")
-    rc = main(["bench", "--data", str(root), "--strategy", "dcgan", "--preset", "tiny", "--out",
+    rc = main(["bench", "--data", str(root), "--strategy", "dcgan-paper", "--preset", "tiny", "--out",
                str(tmp_path / "run"), "--no-progress"])
     err = capsys.readouterr().err
-    assert rc == 2 and "dcgan: paste-in synthesis works in Hounsfield units" in err
+    assert rc == 2 and "dcgan-paper: needs Hounsfield units, and " in err and "8-bit intensities" in err
     assert not (tmp_path / "run" / "trials.jsonl").exists()
 
 

@@ -270,7 +270,8 @@ def run_trial(trial: Trial, dataset: Dataset, env: TrialEnv) -> TrialOutcome:
         t_prep = time.perf_counter()
         ctx = PrepareContext(seed=trial.seed, healthy=dataset.healthy, preset=preset, cache_dir=env.cache_dir,
                              device=env.device, log=log, progress=env.progress,
-                             dataset_fingerprint=dataset.fingerprint)
+                             dataset_fingerprint=dataset.fingerprint,
+                             intensity=str(dataset.meta.get("intensity", "HU")))
         train = list(strategy.prepare(list(real), ctx))
         if not train:
             raise ValueError(f"strategy {strategy.label!r}: prepare returned no training slices")

@@ -193,9 +193,9 @@ def bench_cmd(
         needs = sorted({t.label or t.strategy for t in specs.values()
                         if registry.create(t.strategy, t.strategy_params).needs_hu})
         if needs:
-            raise UsageError(f"{', '.join(needs)}: paste-in synthesis works in Hounsfield units on healthy "
-                             f"canvases, and {cfg.data.source} has {intensity} intensities and no healthy slices; "
-                             "leave these strategies out on this data")
+            raise UsageError(f"{', '.join(needs)}: needs Hounsfield units, and {cfg.data.source} has {intensity} "
+                             "intensities; leave these strategies out on this data (dcgan and copy-paste "
+                             "work on it)")
 
     # 3. Run what is not finished yet; every outcome is committed as it arrives.
     store = ResultsStore(folder)

@@ -168,7 +168,8 @@ def generate_cmd(
     device = "cuda" if torch.cuda.is_available() else "cpu"
     ctx = PrepareContext(seed=seed, healthy=dataset.healthy, preset=cfg, cache_dir=cache_root() / "generators",
                          device=device, log=log, progress=not no_progress,
-                         dataset_fingerprint=dataset.fingerprint)
+                         dataset_fingerprint=dataset.fingerprint,
+                         intensity=str(dataset.meta.get("intensity", "HU")))
     gen = strat.generate(dataset.train, ctx, n)
 
     # 3. Slices, grids, quality summary.

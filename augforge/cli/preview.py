@@ -112,7 +112,7 @@ def preview_pairs(
         ctx = PrepareContext(
             seed=seed, healthy=list(dataset.healthy), preset=preset, cache_dir=cache_dir,
             device="cuda" if torch.cuda.is_available() else "cpu", log=log, progress=progress,
-            dataset_fingerprint=dataset.fingerprint,
+            dataset_fingerprint=dataset.fingerprint, intensity=str(dataset.meta.get("intensity", "HU")),
         )
         log(f"running {strategy.label}'s prepare step on {len(train)} training slices")
         known = {s.id for s in train}

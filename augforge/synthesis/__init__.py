@@ -14,6 +14,14 @@ from typing import Any
 import numpy as np
 
 from augforge.data.records import Slice
+from augforge.synthesis.intensity import (
+    HU_SCALE,
+    PasteScale,
+    canvas_site,
+    otsu_threshold,
+    paste_canvases,
+    paste_scale,
+)
 from augforge.synthesis.paste import (
     NoduleMeasurements,
     blend_tumour,
@@ -60,22 +68,28 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "HU_SCALE",
     "PARENCHYMA_HU",
     "VESSEL_HU",
     "GeneratedSet",
     "HUScale",
     "NoduleMeasurements",
+    "PasteScale",
     "QualitySummary",
     "TumourROIs",
     "allowed_region",
     "blend_tumour",
     "canvas_lung",
+    "canvas_site",
     "clean_mask",
     "estimate_noise_hu",
     "extract_rois",
     "frechet_distance",
     "measure_nodule",
+    "otsu_threshold",
+    "paste_canvases",
     "paste_into_canvases",
+    "paste_scale",
     "paste_tumour",
     "pick_position",
     "quality_summary",

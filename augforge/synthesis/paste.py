@@ -97,15 +97,17 @@ def _mean_diameter_px(mask: np.ndarray) -> float:
     return 0.5 * (long_axis + short_axis) + 1.0
 
 
-def measure_nodule(hu: np.ndarray, mask: np.ndarray, spacing_mm: float) -> NoduleMeasurements:
+def measure_nodule(hu: np.ndarray, mask: np.ndarray, spacing_mm: float, *,
+                   solid_hu: float = SOLID_HU) -> NoduleMeasurements:
     """Mean diameter, solid-part diameter, texture and Lung-RADS class of the nodule ``mask``.
 
     hu: (h, w) HU; mask: (h, w) bool, non-empty; spacing_mm: pixel side in mm. Texture is read from
-    the HU: the share of the nodule's interior at or above ``SOLID_HU`` decides solid (>= 0.8),
-    part-solid or ground glass (< 0.2); the solid part's diameter is that of its largest piece.
+    the HU: the share of the nodule's interior at or above ``solid_hu`` (on other scales, the scale's
+    own solid threshold, see :mod:`augforge.synthesis.intensity`) decides solid (>= 0.8), part-solid
+    or ground glass (< 0.2); the solid part's diameter is that of its largest piece.
     """
     mask = np.asarray(mask, bool)
-    solid = mask & (np.asarray(hu) >= SOLID_HU)
+    solid = mask & (np.asarray(hu) >= solid_hu)
     # The solid share is read away from the edge, where partial volume dims even a solid nodule.
     interior = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1] > 1.5
     core = interior if interior.sum() >= 4 else mask
@@ -202,6 +204,7 @@ def paste_tumour(
     noise_hu: float = 0.0,
     rng: np.random.Generator | None = None,
     provenance: dict[str, Any] | None = None,
+    solid_hu: float = SOLID_HU,
 ) -> Slice:
     """A new slice: ``canvas`` with the tumour pasted at ``position`` (see :func:`blend_tumour`).
 
@@ -216,7 +219,7 @@ def paste_tumour(
                               noise_hu=noise_hu, rng=rng)
     r, c = position
     h, w = np.shape(tumour_mask)
-    nodule = measure_nodule(hu[r:r + h, c:c + w], tumour_mask, canvas.spacing_mm)
+    nodule = measure_nodule(hu[r:r + h, c:c + w], tumour_mask, canvas.spacing_mm, solid_hu=solid_hu)
     label = max(canvas.label, nodule.label, key=LUNG_RADS_CLASSES.index)
     facts = {
         "canvas": canvas.id,
@@ -255,6 +258,7 @@ def paste_into_canvases(
     feather_px: float,
     paste_rng: np.random.Generator | None = None,
     provenance: dict[str, Any] | None = None,
+    solid_hu: float = SOLID_HU,
 ) -> Slice | None:
     """Paste one tumour patch into the first canvas with room for it; None when none has room.
 
@@ -265,6 +269,7 @@ def paste_into_canvases(
     site(k):          (lung field, allowed region, noise HU) of canvas ``k`` (the caller caches it).
     shape(canvas, f): the patch's (rows, cols) in that canvas's pixels at size factor ``f`` (<= 1).
     rng:              draws the position; ``paste_rng`` draws the pasted noise (None: no noise draw).
+    solid_hu:         the solid-tissue threshold of the canvases' scale (texture of the pasted nodule).
     """
     for attempt in range(CANVAS_TRIES * SHRINK_TRIES):
         k = int(order[(start + attempt) % len(order)])
@@ -277,5 +282,6 @@ def paste_into_canvases(
         if pos is None:
             continue
         return paste_tumour(canvas, t_hu, t_mask, pos, slice_id=slice_id, source=source, lung=lung,
-                            feather_px=feather_px, noise_hu=noise_hu, rng=paste_rng, provenance=provenance)
+                            feather_px=feather_px, noise_hu=noise_hu, rng=paste_rng, provenance=provenance,
+                            solid_hu=solid_hu)
     return None
