@@ -330,3 +330,5 @@ def test_the_lidc_study_is_valid_on_an_export(lidc_export):
     assert set(runs["none"].train_fractions) == set(runs["classical"].train_fractions) == {0.1, 0.25, 1.0}
     registry = get_registry()
     assert not any(registry.create(name, {}).needs_hu for name in runs)  # nothing the export refuses
+    default = {r.label or r.strategy for r in load_study(STUDIES / "default.toml").validate(registry).runs()}
+    assert set(runs) == default  # the default study's strategies, on real CT
