@@ -24,6 +24,10 @@ Usage::
     python benchmarks/bench_main_job.py                   # quick preset: the README's main job
     python benchmarks/bench_main_job.py --preset tiny     # the same pipeline in seconds
     python benchmarks/bench_main_job.py --set dcgan.epochs=10 --keep runs/main-job
+    python benchmarks/bench_main_job.py --data ../shared/data/lidc-idri-slices   # on real CT crops
+
+``max_trial_s`` is the longest single trial (its ``timings_s.total``); on the LIDC per-slice export
+the goal is a ``quick`` trial in at most 3 minutes on 2 cores (``run_all.py --only lidc_trial``).
 
 Where ``/proc`` is missing (not Linux) only the getrusage figure is available.
 """
@@ -194,6 +198,7 @@ def run_main_job(job_args: list[str], workdir: Path, interval: float) -> dict[st
         "sample_interval_s": interval,
         "trials": trials,
         "trials_s": round(in_trials, 2),
+        "max_trial_s": round(max((t["timings_s"].get("total", 0.0) for t in trials), default=0.0), 2),
         "outside_trials_s": round(wall - in_trials, 2),
         "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
     }
@@ -203,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--strategy", action="append", default=[], help="strategy to bench (default: dcgan)")
     ap.add_argument("--preset", default="quick")
+    ap.add_argument("--data", help="passed on to `augforge bench --data` (default: the preset's dataset)")
     ap.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                     help="passed on to `augforge bench --set`")
     ap.add_argument("--interval", type=float, default=0.2, help="memory sampling interval, seconds")
@@ -212,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
 
     job_args = [a for s in (args.strategy or ["dcgan"]) for a in ("--strategy", s)]
     job_args += ["--preset", args.preset, *(a for o in args.overrides for a in ("--set", o))]
+    if args.data:
+        if not Path(args.data).exists():
+            raise SystemExit(f"--data {args.data}: no such file or folder")
+        job_args += ["--data", args.data]
     if args.keep is not None:
         if args.keep.exists() and any(args.keep.iterdir()):
             raise SystemExit(f"--keep {args.keep}: the folder is not empty; a cold run needs an empty one")

@@ -56,6 +56,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = ROOT / "benchmarks"
 RESULTS_PATH = BENCH_DIR / "results.json"
 DOCS_PATH = ROOT / "docs" / "performance.md"
+#: The LIDC-IDRI per-slice export, where a checkout sits beside the shared data (real CT is never copied
+#: into the repository).
+LIDC_SLICES = Path(os.environ.get("AUGFORGE_LIDC_SLICES", ROOT.parent / "shared" / "data" / "lidc-idri-slices"))
 #: The table lives between these two lines of the markdown file; everything around them is kept.
 BEGIN_MARK = "<!-- perf-table:begin (written by benchmarks/run_all.py: edit around it, not inside) -->"
 END_MARK = "<!-- perf-table:end -->"
@@ -249,6 +252,19 @@ BENCHMARKS: tuple[Benchmark, ...] = (
                    "cold cache", "s", lambda j: j["wall_s"], goal=Goal("value", "<=", 600)),
             Metric("main_job_peak_memory", "peak memory of the job's process tree (max of summed PSS and the "
                    "largest process's peak RSS)", "GiB", lambda j: j["peak_gib"], goal=Goal("value", "<=", 4)),
+        ),
+    ),
+    Benchmark(
+        "lidc_trial", "bench_main_job.py", args=("--data", str(LIDC_SLICES)), quick_args=("--preset", "tiny"),
+        repeats=1, timeout_s=900, default=False,
+        note="real CT: the LIDC per-slice export at ../shared/data/lidc-idri-slices (or "
+             "$AUGFORGE_LIDC_SLICES); cold cache, baseline + dcgan; runs only with --only lidc_trial",
+        metrics=(
+            Metric("lidc_quick_trial", "the longest `quick` trial (baseline or dcgan, generator fit included) "
+                   "of `augforge bench --strategy dcgan --data lidc-idri-slices`", "s",
+                   lambda j: j["max_trial_s"], goal=Goal("value", "<=", 180)),
+            Metric("lidc_job_wall_time", "the same job from process start to exit, cold cache (dataset "
+                   "build included)", "s", lambda j: j["wall_s"]),
         ),
     ),
     Benchmark(
