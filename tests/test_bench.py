@@ -575,3 +575,25 @@ def test_bad_settings_are_refused_before_any_trial(tmp_path, capsys, setting, me
     err = capsys.readouterr().err
     assert rc == 2 and message in err and err.count("\n") == 1, err
     assert not out.exists()  # refused before the data load and before the results folder
+
+
+# -- one writer per results folder ----------------------------------------------------------------
+def test_a_second_run_on_a_folder_in_use_is_refused_and_loses_nothing(tmp_path, capsys):
+    out = tmp_path / "study"
+    base = ["bench", "--strategy", "flip", "--preset", "tiny", "--set", "train.epochs=1", "--out", str(out),
+            "--no-progress", "--no-samples"]
+    assert main(base) == 0
+    trials = (out / "trials.jsonl").read_text()
+    capsys.readouterr()
+    holder = ResultsStore(out)
+    with holder.lock():  # another run holds the folder (flock: a second descriptor conflicts, even in-process)
+        assert "pid " in (out / ".lock").read_text()
+        assert main([*base, "--seeds", "2"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "is in use by another augforge run (pid " in err and "another --out" in err and "\n" not in err
+        assert main(["report", str(out)]) == 2
+        assert (out / "trials.jsonl").read_text() == trials
+    # Released: the next run goes ahead and keeps what was there.
+    assert main([*base, "--seeds", "2"]) == 0
+    assert "2 of 4 trials already finished" in capsys.readouterr().out
+    assert len(ResultsStore(out).records("ok")) == 4

@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from augforge.errors import DataError
+from augforge.errors import DataError, UsageError
 
 __all__ = ["FLOOR_COLUMNS", "PER_IMAGE_COLUMNS", "ResultsStore", "atomic_write_bytes", "atomic_write_text"]
 
@@ -229,6 +229,36 @@ class ResultsStore:
         return self._records.get(key, {}).get("status") == "ok" and bool(self._rows.get(key))
 
     # -- writing -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the folder for one writing run. A second run on the same folder, while this one lives,
+        is refused with a UsageError naming the holder, instead of both rewriting the same files.
+
+        A POSIX advisory lock on ``<root>/.lock``, released by the kernel when the process ends, a
+        SIGKILL included: no stale lock to clean up. Where ``fcntl`` is missing (Windows) there is no
+        lock; run one study per folder there.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            import fcntl
+        except ImportError:
+            yield
+            return
+        fd = os.open(self.root / ".lock", os.O_CREAT | os.O_RDWR, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "pid unknown"
+                raise UsageError(f"{self.root} is in use by another augforge run ({holder}); wait for it to "
+                                 "finish, or give this run another --out") from None
+            os.ftruncate(fd, 0)
+            stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            os.pwrite(fd, f"pid {os.getpid()}, since {stamp}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
     def commit(self, record: dict[str, Any], rows: Iterable[dict[str, Any]] = ()) -> None:
         """Store a finished trial (replacing an earlier record with the same key): rows first, then
         the record, each file replaced atomically."""

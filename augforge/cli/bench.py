@@ -111,13 +111,10 @@ def bench_cmd(
     """
     import torch
 
-    from augforge.bench.executors import ExecutionContext, executor_class, make_executor
-    from augforge.bench.report import write_report
+    from augforge.bench.executors import executor_class
     from augforge.bench.store import ResultsStore
-    from augforge.bench.study import check_preset, plan_study, run_study
+    from augforge.bench.study import check_preset, plan_study
     from augforge.bench.studyfile import expand_all, load_study, plan_trials
-    from augforge.bench.trial import TrialEnv
-    from augforge.cli.report import print_leaderboard
     from augforge.data.sources import load_dataset
     from augforge.plugins import get_registry
 
@@ -197,11 +194,29 @@ def bench_cmd(
                              "intensities; leave these strategies out on this data (dcgan and copy-paste "
                              "work on it)")
 
-    # 3. Run what is not finished yet; every outcome is committed as it arrives.
+    # 3. Run what is not finished yet; every outcome is committed as it arrives. The folder is locked
+    #    for the run: a second run on it is refused, and what the first commits is never lost.
     store = ResultsStore(folder)
     _check_compatible(store, trials, dataset.fingerprint)
-    store.root.mkdir(parents=True, exist_ok=True)
+    with store.lock():
+        store.load()  # what another run committed before this one took the lock
+        _check_compatible(store, trials, dataset.fingerprint)
+        _run_and_report(store, trials, dataset, cfg, device=device, progress=progress, log=log, force=force,
+                        executor_name=executor_name, allow_pickle=allow_pickle, n_workers=n_workers,
+                        options=options, no_samples=no_samples, console=console)
+
+
+def _run_and_report(store, trials, dataset, cfg, *, device, progress, log, force, executor_name, allow_pickle,
+                    n_workers, options, no_samples, console) -> None:
+    """Steps 3 and 4 of ``bench``, under the folder's lock."""
+    import torch
+
+    from augforge.bench.executors import ExecutionContext, make_executor
     from augforge.bench.floors import floor_key, floor_rows
+    from augforge.bench.report import write_report
+    from augforge.bench.study import run_study
+    from augforge.bench.trial import TrialEnv
+    from augforge.cli.report import print_leaderboard
 
     fkey = floor_key(dataset.fingerprint)
     if force or not store.floors(fkey):  # predictors that learn nothing, on the same test images

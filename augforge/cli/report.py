@@ -63,7 +63,9 @@ def report_cmd(
     if not (folder / "trials.jsonl").is_file():
         raise UsageError(f"{folder}: no trials.jsonl here; give the --out folder of an `augforge bench` run")
     store = ResultsStore(folder)
-    board = write_report(store)
+    with store.lock():  # not while a bench run writes the same folder
+        store.load()
+        board = write_report(store)
     console = Console(highlight=False)
     print_leaderboard(board, console)
     console.print(f"report: {store.report_path}", markup=False)
