@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from augforge import Strategy, hookimpl
+from augforge import Param, Strategy, hookimpl
 from augforge.bench.executors import ExecutionContext, make_executor
 from augforge.bench.ranking import LEADERBOARD_COLUMNS, build_leaderboard
 from augforge.bench.report import write_report
@@ -97,10 +97,36 @@ class AddsRawSlices(Strategy):
         return list(train) + extra
 
 
+#: Ways to break the strategy contract, each a transform or prepare that used to train and rank quietly.
+BREAKS = {
+    "row-short": lambda image, mask: (image[:-1], mask[:-1]),
+    "soft-mask": lambda image, mask: (image, mask * np.float32(0.9)),
+    "scaled-x255": lambda image, mask: (image * 255.0, mask),
+    "nan-image": lambda image, mask: (np.full_like(image, np.nan), mask),
+}
+
+
+class BreaksContract(Strategy):
+    name = "test-breaks"
+    description = "Returns malformed output, as chosen by its parameter (test plugin)."
+    params = (Param("how", str, "row-short", "which break", choices=(*BREAKS, "small-slices")),)
+
+    def prepare(self, train, ctx):
+        if self.config["how"] != "small-slices":
+            return list(train)
+        half = [Slice(id=f"small-{s.id}", hu=s.hu[::2, ::2], lung_hu=s.lung_hu[::2, ::2], mask=s.mask[::2, ::2],
+                      label=s.label, spacing_mm=s.spacing_mm, patient=s.patient, source="synthetic:test")
+                for s in train[:2]]
+        return list(train) + half
+
+    def build_transform(self, seed):
+        return BREAKS.get(self.config["how"])
+
+
 class TestPlugin:
     @hookimpl
     def register_strategies(self, register):
-        for cls in (FlipStrategy, FailInPrepare, FailInTransform, AddsRawSlices):
+        for cls in (FlipStrategy, FailInPrepare, FailInTransform, AddsRawSlices, BreaksContract):
             register(cls)
 
 
@@ -597,3 +623,20 @@ def test_a_second_run_on_a_folder_in_use_is_refused_and_loses_nothing(tmp_path, 
     assert main([*base, "--seeds", "2"]) == 0
     assert "2 of 4 trials already finished" in capsys.readouterr().out
     assert len(ResultsStore(out).records("ok")) == 4
+
+
+# -- the strategy contract, checked at the boundary ------------------------------------------------
+@pytest.mark.parametrize(("how", "fragment"), [
+    ("row-short", "transform returned image (31, 32) and mask (31, 32), expected both (32, 32)"),
+    ("soft-mask", "transform returned a mask with values other than 0 and 1 (e.g. 0.9"),
+    ("scaled-x255", "outside the network input's range [0, 1]"),
+    ("nan-image", "transform returned an image with NaN or infinite values"),
+    ("small-slices", "prepare returned training slice 'small-train-000' with image (16, 16)"),
+])
+def test_a_strategy_breaking_the_contract_fails_its_trial_naming_strategy_and_plugin(dataset, plugin, how,
+                                                                                   fragment):
+    (trial,) = plan(dataset, ["test-breaks"], baseline=False, strategy_params={"test-breaks": {"how": how}})
+    out = execute_trial(trial, dataset, TrialEnv(progress=False, log=lambda m: None))
+    assert out.status == "failed"
+    error = out.record["error"]
+    assert "strategy 'test-breaks' (plugin 'bench-test-plugin')" in error and fragment in error, error

@@ -32,7 +32,7 @@ from augforge.data.cache import cache_root
 from augforge.data.records import Dataset, Slice
 from augforge.metrics import METRIC_NAMES
 from augforge.models import build_model, count_parameters
-from augforge.strategy import PrepareContext, Strategy, Transform
+from augforge.strategy import Composite, PrepareContext, Strategy, Transform
 from augforge.train.evaluate import evaluate
 from augforge.train.loop import train_model
 from augforge.train.seeding import seed_everything, torch_threads
@@ -212,9 +212,43 @@ def _environment(device: str, threads: int | None = None) -> dict[str, Any]:
     }
 
 
-def _ensure_images(slices: list[Slice], data: DataConfig, label: str) -> int:
-    """Preprocess slices that a strategy added without a network input; check every slice's arrays.
-    Returns how many were preprocessed here."""
+#: A transform's image must stay finite and inside this range: the network input lies in [0, 1], and the
+#: margin leaves room for noise or contrast ops that do not clip, while an image scaled x255 fails.
+IMAGE_RANGE = (-1.0, 2.0)
+
+
+def _contract_problem(image: np.ndarray, mask: np.ndarray, shape: tuple[int, ...]) -> str | None:
+    """What is wrong with one (image, mask) pair a strategy produced, or None: shapes, finite values
+    in :data:`IMAGE_RANGE`, a binary mask."""
+    if image.ndim != 2 or image.shape != mask.shape or image.shape != tuple(shape):
+        return f"image {image.shape} and mask {mask.shape}, expected both {tuple(shape)}"
+    if image.size and not np.isfinite(image).all():
+        return "an image with NaN or infinite values"
+    lo, hi = (float(image.min()), float(image.max())) if image.size else (0.0, 0.0)
+    if lo < IMAGE_RANGE[0] or hi > IMAGE_RANGE[1]:
+        return (f"image values {lo:g}..{hi:g}, outside the network input's range [0, 1] (allowed with a "
+                f"margin: {IMAGE_RANGE[0]:g}..{IMAGE_RANGE[1]:g})")
+    if mask.dtype != bool and not ((mask == 0) | (mask == 1)).all():
+        odd = mask[(mask != 0) & (mask != 1)].flat[0].item()
+        return f"a mask with values other than 0 and 1 (e.g. {odd:g}); keep it binary (nearest-neighbour)"
+    return None
+
+
+def strategy_origin(strategy: Strategy) -> str:
+    """``'dcgan' (plugin 'dcgan')``: a strategy and the plugin(s) that registered it, for errors."""
+    from augforge.plugins import get_registry
+
+    entries = get_registry().entries
+    parts = strategy.parts if isinstance(strategy, Composite) else [strategy]
+    plugins = sorted({entries[p.name].plugin for p in parts if p.name in entries})
+    where = f" (plugin {', '.join(repr(p) for p in plugins)})" if plugins else ""
+    return f"strategy {strategy.label!r}{where}"
+
+
+def _ensure_images(slices: list[Slice], data: DataConfig, who: str, shape: tuple[int, ...]) -> int:
+    """Preprocess slices that a strategy added without a network input; hold every slice to the
+    contract (:func:`_contract_problem`, the dataset's slice ``shape``). Returns how many were
+    preprocessed here."""
     todo = [s for s in slices if s.image is None]
     if todo:
         from augforge.data.preprocess import network_input
@@ -222,27 +256,28 @@ def _ensure_images(slices: list[Slice], data: DataConfig, label: str) -> int:
         for s in todo:
             s.image = network_input(s, data.window, data.clahe, data.input, data.field_margin_mm)
     for s in slices:
-        if s.image.ndim != 2 or s.image.shape != s.mask.shape:
-            raise ValueError(f"strategy {label!r}: training slice {s.id!r} has image {s.image.shape} "
-                             f"and mask {s.mask.shape}; both must be the same (H, W)")
+        problem = _contract_problem(np.asarray(s.image), np.asarray(s.mask), shape)
+        if problem:
+            raise ValueError(f"{who}: prepare returned training slice {s.id!r} with {problem}")
     return len(todo)
 
 
 class _CheckedTransform:
-    """Wraps a strategy's transform and fails early, naming the strategy, when its output is malformed
-    (a wrong shape would otherwise surface as an obscure error deep inside batching)."""
+    """Wraps a strategy's transform and fails the trial at the first malformed output, naming the
+    strategy and its plugin (a wrong shape, a scaled image or a blurred mask would otherwise train and
+    rank quietly, or surface as an obscure error deep inside batching)."""
 
-    def __init__(self, transform: Transform, label: str):
-        self.transform, self.label = transform, label
+    def __init__(self, transform: Transform, who: str):
+        self.transform, self.who = transform, who
 
     def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out = self.transform(image, mask)
         if not (isinstance(out, tuple) and len(out) == 2):
-            raise TypeError(f"strategy {self.label!r}: transform must return (image, mask), got {type(out).__name__}")
+            raise TypeError(f"{self.who}: transform must return (image, mask), got {type(out).__name__}")
         img, msk = np.asarray(out[0]), np.asarray(out[1])
-        if img.ndim != 2 or img.shape != msk.shape:
-            raise ValueError(f"strategy {self.label!r}: transform returned image {img.shape} and mask "
-                             f"{msk.shape}; expected two (H, W) arrays of one shape")
+        problem = _contract_problem(img, msk, np.shape(image))
+        if problem:
+            raise ValueError(f"{self.who}: transform returned {problem}")
         return img.astype(np.float32, copy=False), msk.astype(np.uint8, copy=False)
 
 
@@ -275,13 +310,14 @@ def run_trial(trial: Trial, dataset: Dataset, env: TrialEnv) -> TrialOutcome:
         train = list(strategy.prepare(list(real), ctx))
         if not train:
             raise ValueError(f"strategy {strategy.label!r}: prepare returned no training slices")
-        n_preprocessed = _ensure_images(train, preset.data, strategy.label)
+        who = strategy_origin(strategy)
+        n_preprocessed = _ensure_images(train, preset.data, who, np.shape(dataset.train[0].mask))
         prepare_s = time.perf_counter() - t_prep
 
         # 3. Online step and the network, both seeded by the trial.
         transform = strategy.build_transform(trial.seed)
         if transform is not None:
-            transform = _CheckedTransform(transform, strategy.label)
+            transform = _CheckedTransform(transform, who)
         seed_everything(trial.seed)
         model = build_model(preset.model)
         log(f"trial {trial.key} {trial.describe()}: {len(train)} training slices "
