@@ -14,12 +14,15 @@ Environment switches:
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
 import importlib.metadata
+import inspect
 import os
 import pkgutil
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -139,6 +142,46 @@ def plugin_infos() -> list[PluginInfo]:
         info.hooks = sorted(h.name for h in (pm.get_hookcallers(plugin) or []))
         out.append(info)
     return out
+
+
+def _source_digest(cls: type) -> str:
+    """12 hex digits of sha256 over the file that defines ``cls`` ("" when it has none)."""
+    try:
+        path = inspect.getsourcefile(cls)
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12] if path else ""
+    except (OSError, TypeError):
+        return ""
+
+
+def strategy_provenance(strategy: Strategy) -> dict[str, dict[str, str]]:
+    """Where each part of ``strategy`` comes from: ``{part: {plugin, distribution, version, code}}``,
+    ``code`` a digest of the file defining the part's class. Trials record it; a resume compares it
+    (:func:`provenance_changes`), so that a plugin upgraded or edited since is not silently reused."""
+    registry = get_registry()
+    parts = strategy.parts if isinstance(strategy, Composite) else [strategy]
+    out = {}
+    for part in parts:
+        entry = registry.entries.get(part.name)
+        plugin = entry.plugin if entry else ""
+        info = _plugin_info.get(plugin)
+        out[part.name] = {"plugin": plugin, "distribution": info.distribution if info else "(registered in process)",
+                          "version": info.version if info else "", "code": _source_digest(type(part))}
+    return out
+
+
+def provenance_changes(recorded: dict[str, dict[str, str]], current: dict[str, dict[str, str]]) -> list[str]:
+    """``["dcgan: version 1.0 -> 1.1", "flip: code 3f2a.. -> 9c1b.."]`` for parts whose plugin differs
+    (nothing for parts a record does not describe: records written before provenance existed)."""
+    changes = []
+    for part, now in current.items():
+        then = recorded.get(part)
+        if not then:
+            continue
+        for field_ in ("plugin", "distribution", "version", "code"):
+            if then.get(field_) != now.get(field_):
+                changes.append(f"{part}: {field_} {then.get(field_) or '?'} -> {now.get(field_) or '?'}")
+                break
+    return changes
 
 
 @dataclass

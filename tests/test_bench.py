@@ -640,3 +640,30 @@ def test_a_strategy_breaking_the_contract_fails_its_trial_naming_strategy_and_pl
     assert out.status == "failed"
     error = out.record["error"]
     assert "strategy 'test-breaks' (plugin 'bench-test-plugin')" in error and fragment in error, error
+
+
+def test_finished_trials_of_a_changed_plugin_are_reused_with_a_warning(tmp_path, capsys, monkeypatch):
+    import augforge.plugins as plugins
+
+    out = tmp_path / "study"
+    base = ["bench", "--strategy", "flip", "--no-baseline", "--preset", "tiny", "--set", "train.epochs=1",
+            "--out", str(out), "--no-progress", "--no-samples"]
+    assert main(base) == 0
+    (rec,) = ResultsStore(out).records("ok")
+    assert rec["plugins"]["flip"]["plugin"] == "classical" and len(rec["plugins"]["flip"]["code"]) == 12
+    capsys.readouterr()
+    assert main(base) == 0
+    assert "warning" not in capsys.readouterr().err  # nothing changed: no warning
+    # The plugin's version moves: the user is told, and told how to recompute.
+    info = plugins._plugin_info["classical"]
+    monkeypatch.setattr(info, "version", "99.0")
+    assert main(base) == 0
+    captured = capsys.readouterr()
+    assert "1 of 1 trials already finished" in captured.out
+    assert f"strategy 'flip': 1 finished trial(s) in {out} ran with another build of its plugin" in captured.err
+    assert "flip: version " in captured.err and "-> 99.0" in captured.err and "--force" in captured.err
+    # Its code changes without a version bump: the same.
+    monkeypatch.undo()
+    monkeypatch.setattr(plugins, "_source_digest", lambda cls: "0123456789ab")
+    assert main(base) == 0
+    assert "-> 0123456789ab" in capsys.readouterr().err

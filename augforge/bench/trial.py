@@ -289,7 +289,7 @@ def _record_head(trial: Trial, status: str) -> dict[str, Any]:
 
 def run_trial(trial: Trial, dataset: Dataset, env: TrialEnv) -> TrialOutcome:
     """Run one trial to the end; exceptions propagate (see :func:`execute_trial`)."""
-    from augforge.plugins import get_registry
+    from augforge.plugins import get_registry, strategy_provenance
 
     log = env.log
     preset = trial.preset
@@ -335,6 +335,7 @@ def run_trial(trial: Trial, dataset: Dataset, env: TrialEnv) -> TrialOutcome:
     summary = summarise_rows(rows)
     record = {
         **_record_head(trial, "ok"),
+        "plugins": strategy_provenance(strategy),
         "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint, "n_train": len(dataset.train),
                     "n_test": len(dataset.test), "n_healthy": len(dataset.healthy)},
         "metrics": {k: v for k, v in summary.items() if k != "per_class"},

@@ -59,6 +59,27 @@ def _check_compatible(store, trials, fingerprint: str) -> None:
         raise UsageError(str(exc)) from None
 
 
+def _changed_plugins(store, trials, registry) -> list[str]:
+    """One line per strategy whose finished trials were run by another build of its plugin (another
+    distribution, version or code): their results are reused, and the user should know."""
+    from augforge.plugins import provenance_changes, strategy_provenance
+
+    lines, seen = [], set()
+    for t in trials:
+        name = t.label or t.strategy
+        rec = store.record(t.key)
+        if name in seen or not store.finished(t.key) or not rec.get("plugins"):
+            continue
+        changes = provenance_changes(rec["plugins"], strategy_provenance(registry.create(t.strategy, t.strategy_params)))
+        if changes:
+            seen.add(name)
+            n = sum(1 for u in trials if (u.label or u.strategy) == name and store.finished(u.key))
+            lines.append(f"strategy {name!r}: {n} finished trial(s) in {store.root} ran with another build of "
+                         f"its plugin ({'; '.join(changes)}); their results are reused: add --force to "
+                         "recompute them")
+    return lines
+
+
 def default_out(preset: str, source: str) -> Path:
     """``runs/<preset>-<data>``, the data part being the dataset name or the path's last component."""
     name = Path(source.rstrip("/\\")).name or "data"
@@ -201,6 +222,9 @@ def bench_cmd(
     with store.lock():
         store.load()  # what another run committed before this one took the lock
         _check_compatible(store, trials, dataset.fingerprint)
+        if not force:
+            for line in _changed_plugins(store, trials, registry):
+                err.print(f"warning: {line}", markup=False)
         _run_and_report(store, trials, dataset, cfg, device=device, progress=progress, log=log, force=force,
                         executor_name=executor_name, allow_pickle=allow_pickle, n_workers=n_workers,
                         options=options, no_samples=no_samples, console=console)
