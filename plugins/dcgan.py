@@ -205,9 +205,15 @@ class TumourGAN(Strategy):
         path = folder / "generator.pt"
         with _fit_lock(folder):  # trials running in parallel wait for one fit instead of repeating it
             if path.exists():
-                generator, meta = load_generator(path)
-                ctx.log(f"{self.name}: reusing generator {key} ({folder})")
-                return FittedGenerator(generator, key, rois, meta, cache_hit=True, variant=variant, scale=scale)
+                try:
+                    generator, meta = load_generator(path)
+                except DataError as exc:  # changed on disk, damaged, empty: fit again rather than trust it
+                    ctx.log(f"{self.name}: the cached generator cannot be used ({exc}); fitting it again")
+                    path.unlink()
+                else:
+                    ctx.log(f"{self.name}: reusing generator {key} ({folder})")
+                    return FittedGenerator(generator, key, rois, meta, cache_hit=True, variant=variant,
+                                           scale=scale)
             ctx.log(f"{self.name}: fitting generator {key} on {len(rois)} tumour patches of "
                     f"{len(set(rois.slice_ids))} training slices: {cfg.size}x{cfg.size}x{cfg.channels}, "
                     f"width {cfg.width}, latent {cfg.latent_dim}, {cfg.epochs} epochs, batch "

@@ -145,3 +145,37 @@ def test_damaged_cache_is_a_data_error(tmp_path, monkeypatch):
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataError, match="delete the folder"):
         cache.load(folder)
+
+
+@pytest.mark.parametrize("name", ["hu.npy", "mask.npy", "field.npy"])
+def test_changed_bytes_in_a_cached_array_are_refused(tmp_path, monkeypatch, name):
+    monkeypatch.setenv("AUGFORGE_CACHE", str(tmp_path))
+    _, folder = cache.load_or_build("t", {"k": 1}, small_stack)
+    raw = bytearray((folder / name).read_bytes())
+    raw[-64:] = bytes(64) if any(raw[-64:]) else b"\x01" * 64  # overwrite data, keep the header: loads fine
+    (folder / name).write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=rf"{name}: changed since the dataset was built .*rm -r"):
+        cache.load(folder)
+
+
+def test_a_record_dropped_from_the_manifest_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUGFORGE_CACHE", str(tmp_path))
+    _, folder = cache.load_or_build("t", {"k": 1}, small_stack)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["records"] = manifest["records"][:-1]  # same fingerprint, one slice fewer
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="records in manifest.json changed"):
+        cache.load(folder)
+
+
+def test_a_changed_preprocessed_image_file_is_recomputed(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUGFORGE_CACHE", str(tmp_path))
+    stack, folder = cache.load_or_build("t", {"k": 1}, small_stack)
+    good = np.array(cache.images(folder, stack, "", True))
+    (path,) = folder.glob("image-*.npy")
+    assert (folder / (path.name + ".sha256")).is_file()
+    raw = bytearray(path.read_bytes())
+    raw[-256:] = b"\x00" * 256
+    path.write_bytes(bytes(raw))
+    assert np.array_equal(cache.images(folder, cache.load(folder), "", True), good)
+    assert np.array_equal(np.load(path), good)  # and rewritten

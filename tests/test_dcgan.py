@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -171,6 +172,38 @@ def test_prepare_adds_synthetic_slices_and_never_sees_the_test_split(tiny, tmp_p
     assert not set(meta["trained_on"]) & {s.id for s in tiny.test}
     assert not (tmp_path / f"dcgan-{key}" / "checkpoint.pt").exists()
     assert any("fitting generator" in m for m in logs)
+
+
+def test_a_changed_damaged_or_empty_generator_file_is_refused(tmp_path):
+    g = Generator(latent_dim=8, width=4, size=16, channels=2, upsample="nearest").eval()
+    path = tmp_path / "g.pt"
+    save_generator(g, path)
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2:len(raw) // 2 + 64] = np.random.default_rng(0).bytes(64)
+    path.write_bytes(bytes(raw))  # random bytes inside the weights: loads silently without a checksum
+    with pytest.raises(DataError, match="changed since it was written"):
+        load_generator(path)
+    path.write_bytes(b"")
+    (tmp_path / "g.pt.sha256").write_text(hashlib.sha256(b"").hexdigest())  # consistent, but empty
+    with pytest.raises(DataError, match="not a generator") as err:
+        load_generator(path)
+    assert "weights_only" not in str(err.value)  # torch's advice to unpickle is never passed on
+    (tmp_path / "g.pt.sha256").unlink()
+    with pytest.raises(DataError, match="no checksum beside it"):
+        load_generator(path)
+
+
+def test_an_unusable_cached_generator_is_fitted_again(tiny, tmp_path):
+    strategy = get_registry().create("dcgan")
+    first = strategy.prepare(list(tiny.train), make_ctx(tiny, tmp_path, seed=0))
+    (cached,) = tmp_path.glob("dcgan-*/generator.pt")
+    cached.write_bytes(b"")  # used to fail every later run
+    logs: list[str] = []
+    again = strategy.prepare(list(tiny.train), make_ctx(tiny, tmp_path, seed=0, logs=logs))
+    assert any("cannot be used" in m and "fitting it again" in m for m in logs)
+    assert [s.id for s in again] == [s.id for s in first]
+    assert all(np.array_equal(a.hu, b.hu) for a, b in zip(first, again))  # the same fit, the same slices
+    assert not any("reusing generator" in m for m in logs)
 
 
 def test_generator_is_cached_across_seeds_and_refit_when_its_data_change(tiny, tmp_path, monkeypatch):

@@ -24,13 +24,13 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from augforge.errors import DataError, UsageError
+from augforge.fileio import atomic_write_bytes, atomic_write_text
 
 __all__ = ["FLOOR_COLUMNS", "PER_IMAGE_COLUMNS", "ResultsStore", "atomic_write_bytes", "atomic_write_text"]
 
@@ -44,47 +44,6 @@ FLOOR_COLUMNS: tuple[str, ...] = (
 )
 _INT_COLUMNS = {"seed", "true_px", "pred_px"}
 _FLOAT_COLUMNS = {"train_fraction", "spacing_mm", "dice", "iou", "precision", "recall", "hd95_mm"}
-
-
-def _file_mode() -> int:
-    """0666 less the process umask: the mode open() would give a new file."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-_FILE_MODE = _file_mode()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that readers see either the old or the new file, never a mix."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp creates the file private (0600); results are ordinary files, readable as the umask allows.
-        with contextlib.suppress(OSError, AttributeError):
-            os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    # Persist the rename itself (directory entry); not possible on every platform.
-    with contextlib.suppress(OSError):
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def json_default(value: Any) -> Any:

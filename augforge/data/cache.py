@@ -14,7 +14,10 @@ Layout of one cached dataset (a folder named by a hash of everything that shapes
 
 Nothing is pickled (``np.load(..., allow_pickle=False)``). A folder appears under its final name
 only when complete (written under a temporary name, then renamed), so a crash or two processes
-building at once never leave a half-written dataset behind.
+building at once never leave a half-written dataset behind. What is read is verified: the manifest
+holds the SHA-256 of every array file and of its own records, checked at each load (about a second
+per GB); a dataset that no longer matches is refused with the folder to delete, a preprocessed
+``image-*.npy`` that no longer matches its ``.sha256`` is recomputed.
 
 The root is ``$AUGFORGE_CACHE``, else ``$XDG_CACHE_HOME/augforge``, else ``~/.cache/augforge``.
 """
@@ -38,10 +41,12 @@ from augforge.data.lungfield import lung_fields
 from augforge.data.preprocess import check_input, input_hu, parse_window, preprocess
 from augforge.data.records import NON_LUNG_HU, Dataset, Slice, fingerprint_slices
 from augforge.errors import DataError
+from augforge.fileio import atomic_write_text, file_sha256
 
 #: Bump when the cached layout or the content of any built dataset changes.
 #: 2: the lung field is computed from the image alone (format 1 added the tumour mask to it).
-FORMAT_VERSION = 2
+#: 3: checksums of every file and of the records, verified at load.
+FORMAT_VERSION = 3
 SPLITS = ("train", "test", "healthy")
 
 
@@ -118,6 +123,12 @@ def _write_npy(path: Path, array: np.ndarray) -> None:
     np.save(path, np.ascontiguousarray(array), allow_pickle=False)
 
 
+def _records_sha256(records: Any, meta: Any, fingerprint: str) -> str:
+    text = json.dumps({"records": records, "meta": meta, "fingerprint": fingerprint}, sort_keys=True,
+                      default=_json_default)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def save(folder: Path, stack: SliceStack, key_parts: dict[str, Any]) -> None:
     """Write ``stack`` as ``folder`` atomically (a temporary sibling folder, then a rename)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -130,8 +141,10 @@ def save(folder: Path, stack: SliceStack, key_parts: dict[str, Any]) -> None:
             _write_npy(tmp / "lung_hu.npy", _compact_hu(stack.lung_hu))
         if stack.readers is not None:
             _write_npy(tmp / "readers.npy", stack.readers.astype(np.uint8))
+        files = {p.name: file_sha256(p) for p in sorted(tmp.glob("*.npy"))}
         manifest = {"format": FORMAT_VERSION, "key": key_parts, "meta": stack.meta,
-                    "fingerprint": stack.fingerprint, "records": stack.records}
+                    "fingerprint": stack.fingerprint, "records": stack.records, "sha256": files,
+                    "records_sha256": _records_sha256(stack.records, stack.meta, stack.fingerprint)}
         (tmp / "manifest.json").write_text(json.dumps(manifest, default=_json_default))
         try:
             os.rename(tmp, folder)
@@ -160,12 +173,19 @@ def _map(path: Path) -> np.ndarray:
 
 
 def load(folder: Path) -> SliceStack:
-    """Read a cached dataset written by :func:`save`."""
+    """Read a cached dataset written by :func:`save`, verifying every file against its checksum."""
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
         if manifest.get("format") != FORMAT_VERSION:
             raise DataError(f"{folder}: cache format {manifest.get('format')} is not "
                             f"{FORMAT_VERSION}; delete the folder to rebuild it")
+        if _records_sha256(manifest["records"], manifest["meta"], manifest["fingerprint"]) != manifest["records_sha256"]:
+            raise DataError(f"{folder}: the records in manifest.json changed since the dataset was built; "
+                            f"delete the folder to rebuild it (rm -r {folder})")
+        for name, digest in manifest["sha256"].items():
+            if file_sha256(folder / name) != digest:
+                raise DataError(f"{folder / name}: changed since the dataset was built (checksum mismatch); "
+                                f"delete the folder to rebuild it (rm -r {folder})")
 
         def arr(name: str) -> np.ndarray:
             return _map(folder / f"{name}.npy")
@@ -173,10 +193,14 @@ def load(folder: Path) -> SliceStack:
         hu = arr("hu").astype(np.float32, copy=False)
         lung_hu = arr("lung_hu").astype(np.float32, copy=False) if (folder / "lung_hu.npy").is_file() else None
         readers = arr("readers") if (folder / "readers.npy").is_file() else None
-        return SliceStack(hu=hu, field=arr("field"), mask=arr("mask"), records=manifest["records"],
-                          meta=manifest["meta"], lung_hu=lung_hu, fingerprint=manifest["fingerprint"],
-                          readers=readers)
-    except (OSError, ValueError, KeyError) as exc:
+        stack = SliceStack(hu=hu, field=arr("field"), mask=arr("mask"), records=manifest["records"],
+                           meta=manifest["meta"], lung_hu=lung_hu, fingerprint=manifest["fingerprint"],
+                           readers=readers)
+        if len(stack.records) != len(stack.hu):
+            raise DataError(f"{folder}: {len(stack.records)} records for {len(stack.hu)} slices; delete the "
+                            f"folder to rebuild it (rm -r {folder})")
+        return stack
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{folder}: damaged dataset cache ({exc}); delete the folder to rebuild it") from None
 
 
@@ -211,13 +235,15 @@ def images(folder: Path, stack: SliceStack, window: str, clahe: bool, progress: 
     if mode != "lung" or margin:  # the paper's input keeps the key (and file) it always had
         key |= {"input": mode, "field_margin_mm": margin}
     path = folder / f"image-{content_key(key)}.npy"
-    if path.is_file():
+    digest_path = path.with_name(path.name + ".sha256")
+    if path.is_file() and digest_path.is_file():
         try:
-            out = _map(path)
-            if out.shape == stack.hu.shape:
-                return out
+            if file_sha256(path) == digest_path.read_text().strip():
+                out = _map(path)
+                if out.shape == stack.hu.shape:
+                    return out
         except (OSError, ValueError):
-            pass  # a damaged file is recomputed below
+            pass  # a damaged or changed file is recomputed below
     lung = stack.lung_stack()
     if mode == "whole":
         seen = stack.hu
@@ -234,7 +260,9 @@ def images(folder: Path, stack: SliceStack, window: str, clahe: bool, progress: 
     try:
         with os.fdopen(fd, "wb") as f:
             np.save(f, out, allow_pickle=False)
+        digest = file_sha256(Path(tmp))
         os.replace(tmp, path)
+        atomic_write_text(digest_path, digest + "\n")
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
