@@ -264,3 +264,43 @@ def test_mendeley_without_pandas_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pandas", None)  # `import pandas` now raises ImportError
     with pytest.raises(DataError, match=r"pip install 'augforge\[pandas\]'"):
         load(folder, allow_pickle=True)
+
+
+def _labels(n: int = 8, **changes: str) -> str:
+    rows = {f"s{i}": f"s{i},{'LR1' if i % 4 == 3 else 'LR4A'},,p{i}," for i in range(n)}
+    rows.update(changes)
+    return "id,label,split,patient,spacing_mm\n" + "\n".join(rows.values()) + "\n"
+
+
+@pytest.mark.parametrize(("setup", "fragment"), [
+    # A tumour slice whose mask file is missing used to become a healthy canvas.
+    (lambda r: (r / "masks" / "s1.npy").unlink(), r"images/s1.npy: no mask in .*masks; give every image a mask"),
+    # labels.csv rows that match no file used to be ignored (and the split quietly changed).
+    (lambda r: (r / "labels.csv").write_text(_labels(s9="s9,LR4A,test,p9,")),
+     r"labels.csv:10: id 's9' matches no file in .*images; fix the id or remove the row"),
+    (lambda r: (r / "labels.csv").write_text(_labels() + "s2,LR4A,,p2,\n"), r"labels.csv:10: id 's2' again \(first on line 4\)"),
+    (lambda r: (r / "labels.csv").write_text(_labels(s2="s2,LR4A,,p2,0")),
+     r"labels.csv:4 \(id s2\): spacing_mm '0' must be a positive number of millimetres"),
+    (lambda r: (r / "labels.csv").write_text(_labels(s2="s2,LR4A,,p2,-0.7")), r"labels.csv:4 \(id s2\): spacing_mm '-0.7' must be"),
+    (lambda r: (r / "labels.csv").write_text(_labels(s2="s2,LR4A,,p2,nan")), r"labels.csv:4 \(id s2\): spacing_mm 'nan' must be"),
+    (lambda r: (r / "labels.csv").write_text(_labels(s2="s2,LR4A,,p2,wide")), r"labels.csv:4 \(id s2\): spacing_mm 'wide' is not a number"),
+    (lambda r: (r / "labels.csv").write_text(_labels(s2="s2,LR4A,sideways,p2,")), r"labels.csv:4: split 'sideways' of s2"),
+    (lambda r: np.save(r / "masks" / "extra.npy", np.zeros((SIZE, SIZE), np.uint8)),
+     r"masks/extra.npy: a mask without an image"),
+])
+def test_folder_refuses_what_would_quietly_change_the_data(tmp_path, monkeypatch, setup, fragment):
+    monkeypatch.setenv("AUGFORGE_CACHE", str(tmp_path / "cache"))
+    root = write_folder(tmp_path / "pairs", labels=_labels())
+    setup(root)
+    with pytest.raises(DataError, match=fragment) as err:
+        load(root)
+    assert "\n" not in str(err.value)
+    assert not any((tmp_path / "cache").rglob("manifest.json"))  # nothing cached from a refused folder
+
+
+def test_folder_healthy_slices_may_go_without_a_mask_when_labels_say_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUGFORGE_CACHE", str(tmp_path / "cache"))
+    root = write_folder(tmp_path / "pairs", labels=_labels())
+    (root / "masks" / "s3.npy").unlink()  # s3 is labelled LR1
+    ds = load(root)
+    assert any(s.id == "s3" for s in ds.healthy) or ds.meta["dropped_healthy_of_test_patients"] >= 1

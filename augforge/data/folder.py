@@ -105,15 +105,36 @@ def _slices(a: np.ndarray, axis: str) -> list[np.ndarray]:
 
 
 def _read_labels(path: Path) -> dict[str, dict[str, str]]:
+    """Rows of labels.csv by id; each row also holds its line number as ``_line``."""
     try:
         with path.open(newline="") as f:
             reader = csv.DictReader(f)
             if not reader.fieldnames or "id" not in reader.fieldnames:
                 raise DataError(f"{path}: needs a header with an 'id' column "
                                 "(and any of label, split, patient, spacing_mm)")
-            return {row["id"].strip(): {k: (v or "").strip() for k, v in row.items() if k} for row in reader}
+            out: dict[str, dict[str, str]] = {}
+            for row in reader:
+                sid = (row["id"] or "").strip()
+                line = str(reader.line_num)
+                if not sid:
+                    raise DataError(f"{path}:{line}: empty id")
+                if sid in out:
+                    raise DataError(f"{path}:{line}: id {sid!r} again (first on line {out[sid]['_line']})")
+                out[sid] = {k: (v or "").strip() for k, v in row.items() if k} | {"_line": line}
+            return out
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: unreadable CSV ({exc})") from None
+
+
+def _spacing(value: Any, where: str) -> float:
+    """A pixel spacing in mm: a finite number above 0, else a DataError naming ``where``."""
+    try:
+        sp = float(value)
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: spacing_mm {value!r} is not a number") from None
+    if not np.isfinite(sp) or sp <= 0:
+        raise DataError(f"{where}: spacing_mm {value!r} must be a positive number of millimetres")
+    return sp
 
 
 def mean_diameter_mm(mask: np.ndarray, spacing_mm: float) -> float:
@@ -131,7 +152,13 @@ def build(path: Path, *, progress: bool = True) -> SliceStack:
     if not images:
         raise DataError(f"{img_dir}: no images ({', '.join(EXTENSIONS)})")
     masks = _files(mask_dir) if mask_dir.is_dir() else {}
-    labels = _read_labels(path / "labels.csv") if (path / "labels.csv").is_file() else {}
+    stray = sorted(set(masks) - set(images))
+    if stray:
+        raise DataError(f"{masks[stray[0]]}: a mask without an image in {img_dir}"
+                        + (f" (and {len(stray) - 1} more)" if len(stray) > 1 else ""))
+    labels_path = path / "labels.csv"
+    labels = _read_labels(labels_path) if labels_path.is_file() else {}
+    used: set[str] = set()
     hu, mask_list, records, shapes = [], [], [], {}
     for stem, file in track(list(images.items()), f"reading {img_dir}", progress):
         arr, spacing, axis = read_array(file)
@@ -152,20 +179,26 @@ def build(path: Path, *, progress: bool = True) -> SliceStack:
                 img = img.astype(np.float32) - PNG_HU_OFFSET
             s_hu = validate.hu_slice(img, where)
             row = labels.get(sid, labels.get(stem, {}))
+            used.add(sid if sid in labels else stem)
+            line = f"{labels_path}:{row['_line']}" if row else str(labels_path)
             if m is None:
-                if row.get("label", "LR1") not in ("", "LR1", "1"):
-                    raise DataError(f"{where}: no mask in {mask_dir} for a slice labelled {row['label']}")
+                # A missing mask file must not quietly turn a tumour slice into a healthy canvas:
+                # only a slice labels.csv calls healthy may go without one.
+                if row.get("label") not in ("LR1", "1") and row.get("split", "").lower() != "healthy":
+                    raise DataError(f"{where}: no mask in {mask_dir}; give every image a mask (all zeros for "
+                                    "a healthy slice), or mark it label LR1 or split healthy in labels.csv")
                 s_mask = np.zeros(s_hu.shape, np.uint8)
             else:
                 s_mask = validate.mask_slice(m, s_hu.shape, f"{masks[stem]}" + ("" if len(parts) == 1 else f" slice {k}"))
-            sp = row.get("spacing_mm") or spacing or DEFAULT_SPACING_MM
-            try:
-                sp = float(sp)
-            except ValueError:
-                raise DataError(f"{path / 'labels.csv'}: spacing_mm {sp!r} of {sid} is not a number") from None
+            if row.get("spacing_mm"):
+                sp = _spacing(row["spacing_mm"], f"{line} (id {sid})")
+            elif spacing is not None:
+                sp = _spacing(spacing, f"{file} (its header)")
+            else:
+                sp = DEFAULT_SPACING_MM
             prov: dict[str, Any] = {"file": str(file.relative_to(path))}
             if row.get("label"):
-                label = validate.label(row["label"], f"{path / 'labels.csv'} id {sid}")
+                label = validate.label(row["label"], f"{line} id {sid}")
             elif s_mask.any():
                 d = mean_diameter_mm(s_mask, sp)
                 label = lungrads.classify(d, 5)
@@ -176,12 +209,18 @@ def build(path: Path, *, progress: bool = True) -> SliceStack:
                 raise DataError(f"{where}: labelled LR1 (healthy) but its mask has a tumour")
             split = row.get("split", "").lower()
             if split and split not in ("train", "test", "healthy"):
-                raise DataError(f"{path / 'labels.csv'}: split {split!r} of {sid} is not train, test or healthy")
+                raise DataError(f"{line}: split {split!r} of {sid} is not train, test or healthy")
             shapes[where] = s_hu.shape
             hu.append(s_hu)
             mask_list.append(s_mask)
             records.append({"id": sid, "label": label, "split": split, "patient": row.get("patient") or stem,
                             "source": "folder", "spacing_mm": sp, "provenance": prov})
+    unmatched = sorted((k for k in set(labels) - used), key=lambda k: int(labels[k]["_line"]))
+    if unmatched:
+        first = unmatched[0]
+        raise DataError(f"{labels_path}:{labels[first]['_line']}: id {first!r} matches no file in {img_dir}"
+                        + (f" (and {len(unmatched) - 1} more ids)" if len(unmatched) > 1 else "")
+                        + "; fix the id or remove the row")
     validate.same_shape(shapes, str(img_dir))
     _assign_splits(records)
     keep = [i for i, r in enumerate(records) if r["split"] != "drop"]
