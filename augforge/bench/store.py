@@ -84,7 +84,31 @@ def _csv_text(columns: tuple[str, ...], groups: Iterable[Iterable[dict[str, Any]
     return buf.getvalue()
 
 
+#: Fields every trials.jsonl record has, and their JSON types; finished ("ok") ones have more.
+_RECORD_FIELDS: dict[str, tuple[type, ...]] = {"key": (str,), "status": (str,), "strategy": (str,),
+                                               "seed": (int,), "train_fraction": (int, float), "preset": (str,),
+                                               "config": (dict,)}
+
+
+def _record_problem(rec: Any) -> str | None:
+    """What makes ``rec`` unusable as a trial record, or None."""
+    if not isinstance(rec, dict):
+        return "not a JSON object"
+    for name, types in _RECORD_FIELDS.items():
+        if name not in rec:
+            return f"no {name!r}"
+        if not isinstance(rec[name], types) or isinstance(rec[name], bool):
+            return f"{name!r} is {type(rec[name]).__name__}"
+    if rec["status"] == "ok":
+        ds = rec.get("dataset")
+        if not isinstance(ds, dict) or not isinstance(ds.get("fingerprint"), str):
+            return "no dataset fingerprint"
+    return None
+
+
 def _parse_row(raw: dict[str, str]) -> dict[str, Any]:
+    if None in raw.values() or None in raw:
+        raise ValueError("row of a different length than the header")
     row: dict[str, Any] = dict(raw)
     for k in _INT_COLUMNS & raw.keys():
         row[k] = int(raw[k])
@@ -120,47 +144,50 @@ class ResultsStore:
         for row in self._read_csv(self.floors_path, FLOOR_COLUMNS):
             self._floors.setdefault(row["key"], []).append(row)
         if self.trials_path.exists():
-            for n, line in enumerate(self.trials_path.read_text(encoding="utf-8").splitlines(), start=1):
+            try:
+                text = self.trials_path.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                raise DataError(f"{self.trials_path}: not UTF-8 text, so not written by augforge; move it away "
+                                "and rerun into a fresh --out folder") from None
+            for n, line in enumerate(text.splitlines(), start=1):
                 if not line.strip():
                     continue
                 try:
                     rec = json.loads(line)
-                    key = rec["key"]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise DataError(f"{self.trials_path}:{n}: not a trial record; move the file away or "
-                                    "rerun with --force into a fresh --out folder") from None
-                self._records[key] = rec
-        if self.per_image_path.exists():
-            with self.per_image_path.open(newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f)
-                missing = set(PER_IMAGE_COLUMNS) - set(reader.fieldnames or ())
-                if missing:
-                    raise DataError(f"{self.per_image_path}: missing columns {', '.join(sorted(missing))}")
-                for n, raw in enumerate(reader, start=2):
-                    try:
-                        row = _parse_row(raw)
-                    except ValueError:
-                        raise DataError(f"{self.per_image_path}:{n}: unreadable number in row") from None
-                    self._rows.setdefault(row["trial"], []).append(row)
+                except json.JSONDecodeError:
+                    rec = None
+                problem = _record_problem(rec)
+                if problem:
+                    raise DataError(f"{self.trials_path}:{n}: not a trial record ({problem}); move the file "
+                                    "away or rerun into a fresh --out folder")
+                self._records[rec["key"]] = rec
+        for row in self._read_csv(self.per_image_path, PER_IMAGE_COLUMNS,
+                                  "rerun with --force into a fresh --out folder"):
+            self._rows.setdefault(row["trial"], []).append(row)
         # Rows without a committed ok record belong to an interrupted or failed run: not results.
         for key in [k for k in self._rows if self._records.get(k, {}).get("status") != "ok"]:
             del self._rows[key]
 
-    def _read_csv(self, path: Path, columns: tuple[str, ...]) -> list[dict[str, Any]]:
+    def _read_csv(self, path: Path, columns: tuple[str, ...],
+                  remedy: str = "delete the file, `augforge bench` writes it again") -> list[dict[str, Any]]:
+        """Rows of one of the folder's CSV files, parsed; a DataError naming the file (and line) and
+        ``remedy`` when it is not what augforge wrote."""
         if not path.exists():
             return []
         out = []
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            missing = set(columns) - set(reader.fieldnames or ())
-            if missing:
-                raise DataError(f"{path}: missing columns {', '.join(sorted(missing))}; delete the file, "
-                                "`augforge bench` writes it again")
-            for n, raw in enumerate(reader, start=2):
-                try:
-                    out.append(_parse_row(raw))
-                except ValueError:
-                    raise DataError(f"{path}:{n}: unreadable number in row") from None
+        try:
+            with path.open(newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                missing = set(columns) - set(reader.fieldnames or ())
+                if missing:
+                    raise DataError(f"{path}: missing columns {', '.join(sorted(missing))}; {remedy}")
+                for n, raw in enumerate(reader, start=2):
+                    try:
+                        out.append(_parse_row(raw))
+                    except ValueError as exc:
+                        raise DataError(f"{path}:{n}: unreadable row ({exc}); {remedy}") from None
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise DataError(f"{path}: not a CSV file augforge wrote ({type(exc).__name__}); {remedy}") from None
         return out
 
     def floors(self, key: str) -> list[dict[str, Any]]:

@@ -56,6 +56,14 @@ def check_preset(preset: Preset) -> None:
         raise UsageError(f"train.threshold={t.threshold}: a sigmoid threshold lies strictly between 0 and 1")
     if t.threads < 0:
         raise UsageError(f"train.threads={t.threads}: 0 (torch's default) or a positive number of threads")
+    g = preset.gen
+    for name in ("epochs", "batch_size", "width", "latent_dim"):
+        if getattr(g, name) < 1:
+            raise UsageError(f"gen.{name}={getattr(g, name)}: must be >= 1")
+    if g.roi_size < 8 or g.roi_size & (g.roi_size - 1):
+        raise UsageError(f"gen.roi_size={g.roi_size}: a power of two from 8, e.g. 32 or 64")
+    if g.sample_every < 0:
+        raise UsageError(f"gen.sample_every={g.sample_every}: 0 (only at the end) or a number of epochs")
     if m.arch == "unet":
         if not 1 <= m.depth <= 7:
             raise UsageError(f"model.depth={m.depth}: choose 1 to 7 down-sampling steps")

@@ -314,7 +314,7 @@ def load_study(path: str | Path, registry: StrategyRegistry | None = None) -> St
                          "pass --allow-pickle on the command line if you trust the data")
     spec = StudySpec(
         entries=_entries(doc, path),
-        seeds=_integer(study.get("seeds", 1), key("seeds"), low=1),
+        seeds=_integer(study.get("seeds", 1), key("seeds"), low=1, high=10_000),
         train_fractions=_fractions(study.get("train_fractions", [1.0]), key("train_fractions")),
         preset=preset,
         data=_string(study["data"], key("data")),
@@ -362,11 +362,13 @@ def _boolean(value: Any, where: str) -> bool:
     return value
 
 
-def _integer(value: Any, where: str, *, low: int) -> int:
+def _integer(value: Any, where: str, *, low: int, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise UsageError(f"{where}: expected an integer, got {_kind(value)}")
     if value < low:
         raise UsageError(f"{where} = {value}: must be at least {low}")
+    if high is not None and value > high:
+        raise UsageError(f"{where} = {value}: must be at most {high}")
     return value
 
 

@@ -62,6 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, typer.Abort):
         err_console.print("interrupted", markup=False)
         return 130
+    except OSError as exc:  # the machine's side: a full disk, a read-only folder, a missing permission
+        where = f"{exc.filename}: " if exc.filename else ""
+        err_console.print(f"error: {where}{exc.strerror or exc}; check the path, its permissions and the free "
+                          "space (finished trials are kept; rerun to resume)", markup=False)
+        return 1
+    except MemoryError:
+        err_console.print("error: out of memory; use a smaller preset, fewer workers or a smaller dataset "
+                          "(finished trials are kept; rerun to resume)", markup=False)
+        return 1
     except Exception as exc:
         if type(exc).__name__ == "Abort":  # click's Abort (Ctrl-C inside a prompt or command)
             err_console.print("interrupted", markup=False)

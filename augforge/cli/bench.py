@@ -25,6 +25,9 @@ from augforge.config import (
 )
 from augforge.errors import AugforgeError, UsageError
 
+#: More seeds than this is a typo, not a study (each seed is a training run).
+MAX_SEEDS = 10_000
+
 
 class AllTrialsFailed(AugforgeError):
     """Every trial of the study raised."""
@@ -80,6 +83,17 @@ def _changed_plugins(store, trials, registry) -> list[str]:
     return lines
 
 
+def _check_out(folder: Path) -> None:
+    """Refuse an unusable results folder before any data is loaded: an existing file, or a name the
+    file system cannot hold."""
+    for part in folder.parts:
+        if len(part.encode()) > 255:
+            raise UsageError(f"--out: the name {part[:24]}... is {len(part.encode())} bytes long; file names "
+                             "hold at most 255")
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--out {folder}: is a file; give a folder for the results")
+
+
 def default_out(preset: str, source: str) -> Path:
     """``runs/<preset>-<data>``, the data part being the dataset name or the path's last component."""
     name = Path(source.rstrip("/\\")).name or "data"
@@ -95,7 +109,7 @@ def bench_cmd(
         "--study", metavar="FILE",
         help="A study file (TOML) naming strategies, parameters, seeds, fractions (docs/studies.md).")] = None,
     seeds: Annotated[int | None, typer.Option(
-        "--seeds", min=1, help="Seeds per strategy: trials use seeds 0..N-1 (default 1).")] = None,
+        "--seeds", min=1, max=MAX_SEEDS, help="Seeds per strategy: trials use seeds 0..N-1 (default 1).")] = None,
     train_fraction: Annotated[list[float] | None, typer.Option(
         "--train-fraction", metavar="F",
         help="Share of the real training slices to use (repeatable; class-stratified, seeded). Default 1.")] = None,
@@ -183,6 +197,7 @@ def bench_cmd(
         plan_study(strategy, preset=cfg, seeds=seed_list, fractions=fractions, dataset_fingerprint="",
                    strategy_params=strategy_params, baseline=not no_baseline, registry=registry)
         folder = out if out is not None else default_out(cfg.name, cfg.data.source)
+    _check_out(folder)
     if ray_address is not None:
         if executor_name != "ray":
             raise UsageError("--ray-address needs --executor ray")
