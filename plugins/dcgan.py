@@ -40,6 +40,7 @@ import numpy as np
 from augforge import Param, PrepareContext, Strategy, hookimpl
 from augforge.data.records import Slice
 from augforge.errors import DataError
+from augforge.fileio import remove_stale_temporaries
 from augforge.synthesis import (
     HU_SCALE,
     PARENCHYMA_HU,
@@ -204,6 +205,7 @@ class TumourGAN(Strategy):
         folder = Path(ctx.cache_dir) / f"{self.name}-{key}"
         path = folder / "generator.pt"
         with _fit_lock(folder):  # trials running in parallel wait for one fit instead of repeating it
+            remove_stale_temporaries(folder, older_than_s=0)  # a killed fit's; the lock keeps others out
             if path.exists():
                 try:
                     generator, meta = load_generator(path)

@@ -667,3 +667,75 @@ def test_finished_trials_of_a_changed_plugin_are_reused_with_a_warning(tmp_path,
     monkeypatch.setattr(plugins, "_source_digest", lambda cls: "0123456789ab")
     assert main(base) == 0
     assert "-> 0123456789ab" in capsys.readouterr().err
+
+
+# -- leftovers --------------------------------------------------------------------------------------
+def test_a_killed_run_s_temporaries_are_removed_by_the_next_run(tmp_path, capsys):
+    out = tmp_path / "study"
+    base = ["bench", "--strategy", "flip", "--no-baseline", "--preset", "tiny", "--set", "train.epochs=1",
+            "--out", str(out), "--no-progress", "--no-samples"]
+    assert main(base) == 0
+    (out / "figures" / "samples").mkdir(parents=True, exist_ok=True)
+    left = [out / ".trials.jsonl.a1b2.tmp", out / "figures" / "samples" / ".flip.png.x9.tmp"]
+    for p in left:
+        p.write_bytes(b"half")
+    keep = out / "notes.tmp"  # not hidden: not ours
+    keep.write_text("mine")
+    assert main(base) == 0
+    assert not any(p.exists() for p in left) and keep.exists()
+
+
+def test_a_folder_with_someone_else_s_report_is_not_overwritten(tmp_path, capsys):
+    out = tmp_path / "paper"
+    out.mkdir()
+    (out / "report.md").write_text("# my own notes\n")
+    rc = main(["bench", "--strategy", "flip", "--preset", "tiny", "--out", str(out), "--no-progress"])
+    assert rc == 2 and "holds report.md but no trials.jsonl" in capsys.readouterr().err
+    assert (out / "report.md").read_text() == "# my own notes\n"
+
+
+def test_stale_temporaries_go_and_fresh_ones_stay(tmp_path):
+    import os
+    import time
+
+    from augforge.fileio import remove_stale_temporaries, temporary_dir
+
+    old_dir = temporary_dir(tmp_path, "dataset")
+    (old_dir / "hu.npy").write_bytes(b"x" * 100)
+    old_file = tmp_path / "sub" / ".image-1.npy.k2.tmp"
+    old_file.parent.mkdir()
+    old_file.write_bytes(b"x")
+    fresh = tmp_path / ".manifest.json.z.tmp"
+    fresh.write_bytes(b"x")
+    hour_ago = time.time() - 7200
+    for p in (old_dir, old_file):
+        os.utime(p, (hour_ago, hour_ago))
+    assert remove_stale_temporaries(tmp_path, older_than_s=3600) == 2
+    assert not old_dir.exists() and not old_file.exists() and fresh.exists()
+
+
+def test_cache_folders_and_files_follow_the_umask(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    from augforge.data import cache
+    from augforge.fileio import temporary_dir
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    made = temporary_dir(tmp_path, "x")
+    assert stat.S_IMODE(made.stat().st_mode) == 0o777 & ~umask  # not mkdtemp's private 0700
+    monkeypatch.setenv("AUGFORGE_CACHE", str(tmp_path / "cache"))
+    ds = synthetic_dataset(n_train=4, n_test=2)
+    stack = cache.SliceStack(hu=np.stack([s.hu for s in ds.train + ds.test]),
+                             field=np.zeros((6, 32, 32), bool), mask=np.stack([s.mask for s in ds.train + ds.test]),
+                             records=[{"id": s.id, "label": s.label, "split": sp, "patient": s.patient,
+                                       "source": "t", "spacing_mm": 0.8, "provenance": {}}
+                                      for sp, group in (("train", ds.train), ("test", ds.test)) for s in group],
+                             meta={})
+    _, folder = cache.load_or_build("t", {"k": 2}, lambda: stack)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~umask
+    images = cache.images(folder, cache.load(folder), "", False, input="whole")
+    assert images.shape == (6, 32, 32)
+    for p in folder.iterdir():
+        assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask, p.name

@@ -69,6 +69,7 @@ from augforge.bench.trial import Trial, TrialEnv, TrialOutcome, execute_trial, f
 from augforge.config import DataConfig
 from augforge.data.records import Dataset
 from augforge.errors import UsageError
+from augforge.fileio import atomic_write_bytes
 from augforge.strategy import Composite, Param
 
 __all__ = ["RayExecutor", "RayOptions"]
@@ -217,16 +218,7 @@ def _write_missing(root: Path, files: dict[str, bytes]) -> None:
         path = root / rel
         if path.exists():
             continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        atomic_write_bytes(path, data)
 
 
 @contextlib.contextmanager

@@ -24,6 +24,7 @@ from augforge.config import (
     split_overrides,
 )
 from augforge.errors import AugforgeError, UsageError
+from augforge.fileio import remove_stale_temporaries
 
 #: More seeds than this is a typo, not a study (each seed is a training run).
 MAX_SEEDS = 10_000
@@ -92,6 +93,12 @@ def _check_out(folder: Path) -> None:
                              "hold at most 255")
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"--out {folder}: is a file; give a folder for the results")
+    if folder.is_dir() and not (folder / "trials.jsonl").exists():
+        ours = ("report.md", "leaderboard.csv", "per_image.csv", "floors.csv", "command.md", "figures")
+        found = [name for name in ours if (folder / name).exists()]
+        if found:
+            raise UsageError(f"--out {folder}: holds {found[0]} but no trials.jsonl, so not results of augforge "
+                             "bench; they would be overwritten: give another --out (or an empty folder)")
 
 
 def default_out(preset: str, source: str) -> Path:
@@ -235,6 +242,7 @@ def bench_cmd(
     store = ResultsStore(folder)
     _check_compatible(store, trials, dataset.fingerprint)
     with store.lock():
+        remove_stale_temporaries(store.root, older_than_s=0)  # a killed run's; no other writer holds the lock
         store.load()  # what another run committed before this one took the lock
         _check_compatible(store, trials, dataset.fingerprint)
         if not force:

@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +40,13 @@ from augforge.data.lungfield import lung_fields
 from augforge.data.preprocess import check_input, input_hu, parse_window, preprocess
 from augforge.data.records import NON_LUNG_HU, Dataset, Slice, fingerprint_slices
 from augforge.errors import DataError
-from augforge.fileio import atomic_write_text, file_sha256
+from augforge.fileio import (
+    atomic_write_text,
+    atomic_write_with,
+    file_sha256,
+    remove_stale_temporaries,
+    temporary_dir,
+)
 
 #: Bump when the cached layout or the content of any built dataset changes.
 #: 2: the lung field is computed from the image alone (format 1 added the tumour mask to it).
@@ -131,8 +136,7 @@ def _records_sha256(records: Any, meta: Any, fingerprint: str) -> str:
 
 def save(folder: Path, stack: SliceStack, key_parts: dict[str, Any]) -> None:
     """Write ``stack`` as ``folder`` atomically (a temporary sibling folder, then a rename)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp = temporary_dir(folder.parent, folder.name)
     try:
         _write_npy(tmp / "hu.npy", _compact_hu(stack.hu))
         _write_npy(tmp / "field.npy", stack.field.astype(bool))
@@ -211,6 +215,7 @@ def dataset_folder(name: str, key_parts: dict[str, Any]) -> Path:
 def load_or_build(name: str, key_parts: dict[str, Any], build: Callable[[], SliceStack]) -> tuple[SliceStack, Path]:
     """The cached stack for ``key_parts``, building and saving it on first use."""
     folder = dataset_folder(name, key_parts)
+    remove_stale_temporaries(folder.parent)  # what builds killed an hour ago and more left behind
     if (folder / "manifest.json").is_file():
         return load(folder), folder
     stack = build()
@@ -256,16 +261,8 @@ def images(folder: Path, stack: SliceStack, window: str, clahe: bool, progress: 
     done = parallel.map_chunks(_preprocess_chunk, chunks, parallel.workers_for(len(seen)),
                                "preprocessing", progress)
     out = np.concatenate(list(done)) if chunks else np.empty(stack.hu.shape, np.float32)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, out, allow_pickle=False)
-        digest = file_sha256(Path(tmp))
-        os.replace(tmp, path)
-        atomic_write_text(digest_path, digest + "\n")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_with(path, lambda f: np.save(f, out, allow_pickle=False))
+    atomic_write_text(digest_path, file_sha256(path) + "\n")
     return out
 
 

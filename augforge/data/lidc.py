@@ -15,9 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.util
-import os
 import sqlite3
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ import cv2
 import numpy as np
 
 from augforge.errors import DataError
+from augforge.fileio import atomic_write_with
 
 #: LIDC ``calcification`` rating meaning "absent"; 1..5 are calcification patterns.
 CALCIFICATION_ABSENT = 6
@@ -257,15 +256,7 @@ def _save_index(nodules: list[LidcNodule], target: Path) -> None:
         "points": np.concatenate(polys), "lengths": np.array([len(p) for p in polys]),
         "owner": np.array(owner), "inclusion": np.array(inclusion, bool),
     }
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".npz", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_with(target, lambda f: np.savez(f, **arrays))
 
 
 def _load_index(source: Path) -> list[LidcNodule]:

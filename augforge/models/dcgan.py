@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -29,7 +28,7 @@ import torch
 from torch import nn
 
 from augforge.errors import DataError
-from augforge.fileio import atomic_write_text, file_sha256
+from augforge.fileio import atomic_write_text, atomic_write_with, file_sha256
 
 __all__ = [
     "DCGANConfig",
@@ -190,9 +189,7 @@ def _fit_identity(config: dict) -> dict:
 
 def _save_atomic(obj: dict, path: Path) -> None:
     # A fit killed mid-write must leave the previous checkpoint readable.
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write_with(path, lambda f: torch.save(obj, f))
 
 
 def train_dcgan(
