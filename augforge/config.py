@@ -41,6 +41,10 @@ class DataConfig:
 #: dataset fingerprint (and meta), which is part of every trial's identity; they stay out of the trial's
 #: settings so that a setting added for one source does not change the identity of trials on others.
 DATASET_ONLY = ("consensus", "offset_px")
+#: Settings added after trials were first recorded, with the value that reproduces what trials did
+#: before them: at that value a setting stays out of a trial's identity (earlier results still count),
+#: at any other it enters it.
+ADDED_LATER: dict[tuple[str, str], Any] = {("train", "subsample"): "slices"}
 
 
 @dataclass
@@ -69,6 +73,10 @@ class TrainConfig:
     channels_last: bool = True
     eval_batch_size: int = 16
     threads: int = 0  # torch intra-op threads; 0 = torch's default
+    # What a train fraction < 1 samples: "slices" (stratified by class) or whole "patients" (stratified
+    # by their most severe class; every slice of a drawn patient). Data with many slices per nodule
+    # (the LIDC per-slice export) needs "patients": its slices of one nodule are near copies.
+    subsample: str = "slices"
 
 
 @dataclass
@@ -96,9 +104,12 @@ class Preset:
 
     def trial_settings(self) -> dict[str, Any]:
         """The settings that identify a trial: all of them but :data:`DATASET_ONLY`, which reach the
-        trial through the dataset fingerprint."""
+        trial through the dataset fingerprint, and :data:`ADDED_LATER` at their earlier behaviour."""
         out = self.to_dict()
         out["data"] = {k: v for k, v in out["data"].items() if k not in DATASET_ONLY}
+        for (section, name), value in ADDED_LATER.items():
+            if out[section].get(name) == value:
+                del out[section][name]
         return out
 
 

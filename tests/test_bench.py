@@ -212,6 +212,31 @@ def test_train_fraction_is_stratified_and_seeded(dataset):
     assert [s.id for s in half] == [s.id for s in subsample_train(dataset.train, 0.5, seed=0)]
     assert {s.id for s in half} != {s.id for s in subsample_train(dataset.train, 0.5, seed=1)}
     assert len(subsample_train(dataset.train, 0.01, seed=0)) == 4  # at least one per class
+    # One slice per patient: drawing patients draws the same slices.
+    assert [s.id for s in subsample_train(dataset.train, 0.5, 0, "patients")] == [s.id for s in half]
+
+
+def test_a_fraction_of_patients_keeps_every_slice_of_each(dataset):
+    import dataclasses
+
+    # Four slices per patient (16 slices, 4 patients); a patient's class is its most severe slice's.
+    grouped = [dataclasses.replace(s, patient=f"p{i // 4}") for i, s in enumerate(dataset.train)]
+    for seed in range(3):
+        part = subsample_train(grouped, 0.25, seed, "patients")
+        patients = {s.patient for s in part}
+        assert len(patients) == 1 and len(part) == 4  # one patient, all four slices
+    drawn = {s.patient for seed in range(8) for s in subsample_train(grouped, 0.25, seed, "patients")}
+    assert len(drawn) > 1  # the seed decides which patient
+    with pytest.raises(ValueError, match="train.subsample must be one of slices, patients"):
+        subsample_train(grouped, 0.5, 0, "nodules")
+
+
+def test_the_subsample_unit_enters_a_trial_s_identity_only_when_it_changes_behaviour(dataset, plugin):
+    (before,) = plan(dataset, ["none"])
+    assert "subsample" not in before.config["settings"]["train"]  # the earlier behaviour: earlier keys
+    patients = plan_study(["none"], preset=apply_overrides(tiny_preset(), {"train.subsample": "patients"}),
+                          seeds=[0], fractions=[1.0], dataset_fingerprint=dataset.fingerprint)[0]
+    assert patients.key != before.key and patients.config["settings"]["train"]["subsample"] == "patients"
 
 
 # -- failures stay contained --------------------------------------------------------------------

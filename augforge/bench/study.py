@@ -54,6 +54,8 @@ def check_preset(preset: Preset) -> None:
         raise UsageError(f"train.weight_decay={t.weight_decay}: must be 0 or more")
     if not 0.0 < t.threshold < 1.0:
         raise UsageError(f"train.threshold={t.threshold}: a sigmoid threshold lies strictly between 0 and 1")
+    if t.subsample not in ("slices", "patients"):
+        raise UsageError(f"train.subsample={t.subsample!r}: choose slices or patients")
     if t.threads < 0:
         raise UsageError(f"train.threads={t.threads}: 0 (torch's default) or a positive number of threads")
     g = preset.gen

@@ -119,20 +119,44 @@ class TrialOutcome:
         return self.status == "ok"
 
 
-def subsample_train(slices: Sequence[Slice], fraction: float, seed: int) -> list[Slice]:
-    """A seeded, class-stratified subset of ``round(fraction * n)`` slices per Lung-RADS class (at least
-    one per class present), in the original order. ``fraction == 1`` returns all slices."""
+def subsample_train(slices: Sequence[Slice], fraction: float, seed: int, unit: str = "slices") -> list[Slice]:
+    """A seeded, class-stratified subset of the training slices, in the original order; ``fraction == 1``
+    returns all of them.
+
+    unit "slices":   ``round(fraction * n)`` slices of each Lung-RADS class (at least one per class).
+    unit "patients": ``round(fraction * n)`` patients of each class (a patient's class is its most
+                     severe slice's; at least one per class), with every slice of theirs. On data with
+                     one slice per patient the two draw the same subset.
+    """
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"train fraction must be in (0, 1], got {fraction}")
+    if unit not in SUBSAMPLE_UNITS:
+        raise ValueError(f"train.subsample must be one of {', '.join(SUBSAMPLE_UNITS)}, got {unit!r}")
     if fraction == 1.0:
         return list(slices)
+    # The units to draw, in order of first appearance, each with its class and slice indices.
+    groups: dict[str, list[int]] = {}
+    for i, s in enumerate(slices):
+        groups.setdefault(s.id if unit == "slices" else s.patient, []).append(i)
+    units = list(groups.values())
+    label_of = [max((slices[i].label for i in idx), key=_severity) for idx in units]
     rng = np.random.default_rng([seed, 0xF2AC])
     keep: set[int] = set()
-    for label in sorted({s.label for s in slices}):
-        idx = [i for i, s in enumerate(slices) if s.label == label]
-        n = max(1, round(fraction * len(idx)))
-        keep.update(idx[j] for j in rng.permutation(len(idx))[:n])
+    for label in sorted(set(label_of)):
+        members = [u for u, lab in enumerate(label_of) if lab == label]
+        n = max(1, round(fraction * len(members)))
+        for j in rng.permutation(len(members))[:n]:
+            keep.update(units[members[j]])
     return [s for i, s in enumerate(slices) if i in keep]
+
+
+SUBSAMPLE_UNITS = ("slices", "patients")
+
+
+def _severity(label: str) -> int:
+    from augforge.data.records import LUNG_RADS_CLASSES
+
+    return LUNG_RADS_CLASSES.index(label) if label in LUNG_RADS_CLASSES else -1
 
 
 def summarise_rows(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -299,7 +323,7 @@ def run_trial(trial: Trial, dataset: Dataset, env: TrialEnv) -> TrialOutcome:
     with memory, torch_threads(cfg.threads):
         # 1. The strategy, and the real training slices this trial may use.
         strategy = get_registry().create(trial.strategy, trial.strategy_params)
-        real = subsample_train(dataset.train, trial.train_fraction, trial.seed)
+        real = subsample_train(dataset.train, trial.train_fraction, trial.seed, preset.train.subsample)
 
         # 2. Offline step: the strategy may add training slices (never sees the test split).
         t_prep = time.perf_counter()

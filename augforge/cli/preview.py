@@ -205,7 +205,8 @@ def write_study_samples(trials: Sequence[Trial], dataset: Dataset, figures_dir: 
             continue
         try:
             strategy = get_registry().create(t.strategy, t.strategy_params)
-            subset = dataclasses.replace(dataset, train=subsample_train(dataset.train, t.train_fraction, t.seed))
+            train = subsample_train(dataset.train, t.train_fraction, t.seed, t.preset.train.subsample)
+            subset = dataclasses.replace(dataset, train=train)
             pairs, caption = preview_pairs(strategy, subset, n=n, seed=t.seed, preset=t.preset,
                                            cache_dir=cache_dir, log=log, progress=progress)
             frac = "" if t.train_fraction == 1.0 else f", train fraction {t.train_fraction:g}"
