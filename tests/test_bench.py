@@ -286,12 +286,18 @@ def test_store_round_trip_and_resume(dataset, plugin, tmp_path):
     assert rec["dataset"]["fingerprint"] == dataset.fingerprint
 
 
+def _minimal_record(key: str, **more) -> dict:
+    """The fields every trials.jsonl record must have (augforge.bench.store), for hand-made stores."""
+    return {"key": key, "status": "ok", "strategy": "none", "seed": 0, "train_fraction": 1.0, "preset": "tiny",
+            "config": {}, "dataset": {"name": "fake", "fingerprint": "f" * 16}, **more}
+
+
 def test_rows_without_a_committed_record_are_ignored(tmp_path):
     store = ResultsStore(tmp_path)
     row = {"trial": "k1", "strategy": "none", "seed": 0, "train_fraction": 1.0, "image": "a", "class": "LR2",
            "spacing_mm": 1.0, "dice": 0.5, "iou": 0.3, "precision": 0.5, "recall": 0.5,
            "hd95_mm": float("nan"), "true_px": 3, "pred_px": 0}
-    store.commit({"key": "k1", "status": "ok"}, [row])
+    store.commit(_minimal_record("k1"), [row])
     # Simulate a kill between the two writes of a second trial: rows written, record not.
     text = (tmp_path / "per_image.csv").read_text()
     (tmp_path / "per_image.csv").write_text(text + text.splitlines()[1].replace("k1", "k2", 1) + "\n")
@@ -301,7 +307,7 @@ def test_rows_without_a_committed_record_are_ignored(tmp_path):
 
 
 def test_damaged_trials_file_is_a_data_error(tmp_path):
-    (tmp_path / "trials.jsonl").write_text('{"key": "a", "status": "ok"}\nnot json\n')
+    (tmp_path / "trials.jsonl").write_text(json.dumps(_minimal_record("a")) + "\nnot json\n")
     with pytest.raises(Exception, match=r"trials.jsonl:2: not a trial record"):
         ResultsStore(tmp_path)
 
@@ -323,7 +329,7 @@ def _fake_study(tmp_path: Path, gains: dict[str, float], seeds=(0, 1), n_images:
                      "precision": 0.9, "recall": float(v), "hd95_mm": 3.0, "true_px": 10, "pred_px": 9}
                     for i, v in enumerate(values)]
             rec = {"key": key, "status": "ok", "strategy": name, "seed": seed, "train_fraction": 1.0,
-                   "preset": "tiny", "dataset": {"name": "fake", "fingerprint": "f" * 16},
+                   "preset": "tiny", "config": {}, "dataset": {"name": "fake", "fingerprint": "f" * 16},
                    "metrics": {"dice": float(values.mean())}, "timings_s": {"total": 1.0},
                    "memory": {"peak_rss_mb": 100.0}, "training": {"n_total": 10, "data_wait_share": 0.01}}
             store.commit(rec, rows)

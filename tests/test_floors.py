@@ -124,3 +124,17 @@ def test_floors_csv_columns(tmp_path):
     store = _store(tmp_path, {"none": 0.5}, {"empty": 0.0})
     with store.floors_path.open() as f:
         assert tuple(next(csv.reader(f))) == FLOOR_COLUMNS
+
+
+def test_floors_appear_once_per_dataset_in_the_metric_tables(tmp_path):
+    store = _store(tmp_path, {"none": 0.6}, {"empty": 0.0, "centre-disk": 0.4, "threshold-blob": 0.2})
+    for rec in list(store.records("ok")):  # the same dataset at a second train fraction
+        key = rec["key"] + "-half"
+        rows = [dict(r, trial=key, train_fraction=0.5) for r in store.rows(rec["key"])]
+        store.commit(dict(rec, key=key, train_fraction=0.5), rows)
+    write_report(store, n_boot=200)
+    report = store.report_path.read_text()
+    other = report.split("## Other metrics")[1].split("## Dice per Lung-RADS class")[0]
+    per_class = report.split("## Dice per Lung-RADS class")[1].split("##")[0]
+    assert other.count("*floor: centre-disk*") == 1 and per_class.count("*floor: centre-disk*") == 1
+    assert report.count("### Train fraction") == 2  # the leaderboard still has one table per fraction

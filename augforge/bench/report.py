@@ -185,7 +185,11 @@ def render_markdown(board: Leaderboard, figures: dict[str, Path], root: Path,
         lines += ["## Other metrics", "", ("Means over test images and seeds (the paper's aggregate). HD95 is "
                                            "averaged over the images where it is defined (both masks "
                                            "non-empty)."), ""]
-        shown = [*board.rows, *(f for ctx in board.contexts for f in board.floors.get(ctx, []))]
+        # Floors depend on the dataset alone: once per dataset, not once per train fraction or preset.
+        first_ctx = {}
+        for ctx in board.contexts:
+            first_ctx.setdefault(ctx[2], ctx)
+        shown = [*board.rows, *(f for ctx in first_ctx.values() for f in board.floors.get(ctx, []))]
         lines += _table(["strategy", "Dice", "IoU", "precision", "recall", "HD95 (mm)"],
                         [[_name(r), _f(r.dice.mean), _f(r.metrics["iou"]), _f(r.metrics["precision"]),
                           _f(r.metrics["recall"]), _f(r.metrics["hd95_mm"], 2)] for r in shown])
