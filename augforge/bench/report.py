@@ -141,7 +141,8 @@ def render_markdown(board: Leaderboard, figures: dict[str, Path], root: Path,
                    "it (same tests, Holm across the adjacent pairs). Method: docs/statistics.md."), "",
                   ("Below each table, the *floors*: predictors that learn nothing, scored on the same test "
                    "images (an empty mask; a disk of the training tumours' median area at the image centre; "
-                   "the largest blob above -500 HU inside the lung field). \"vs floor\" says whether a "
+                   "the largest blob above -500 HU inside the lung field, or above the slice's Otsu threshold on data "
+                   "without Hounsfield units). \"vs floor\" says whether a "
                    "strategy's Dice is above the best floor's (the 95% interval of the per-image difference "
                    "lies above zero); **not above** means the network earned nothing a fixed rule does not "
                    "already score. Floors have no seeds: their intervals are over images. Where the data "
