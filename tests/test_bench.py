@@ -725,6 +725,21 @@ def test_a_folder_with_someone_else_s_report_is_not_overwritten(tmp_path, capsys
     assert (out / "report.md").read_text() == "# my own notes\n"
 
 
+def test_a_run_interrupted_before_its_first_trial_resumes(tmp_path, capsys):
+    # Ctrl-C after the floors and command.md were written, before any trial was committed (found by
+    # benchmarks/campaign.py): the folder holds bench's files and its lock file, but no trials.jsonl.
+    out = tmp_path / "study"
+    base = ["bench", "--strategy", "flip", "--no-baseline", "--preset", "tiny", "--set", "train.epochs=1",
+            "--out", str(out), "--no-progress", "--no-samples"]
+    assert main(base) == 0
+    (out / "trials.jsonl").unlink()
+    (out / "per_image.csv").unlink()
+    (out / "report.md").unlink()
+    assert (out / "floors.csv").exists() and (out / ".lock").exists()
+    assert main(base) == 0
+    assert len(ResultsStore(out).records("ok")) == 1
+
+
 def test_stale_temporaries_go_and_fresh_ones_stay(tmp_path):
     import os
     import time

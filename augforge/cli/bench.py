@@ -93,7 +93,9 @@ def _check_out(folder: Path) -> None:
                              "hold at most 255")
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"--out {folder}: is a file; give a folder for the results")
-    if folder.is_dir() and not (folder / "trials.jsonl").exists():
+    # A bench run takes the folder's lock (creating .lock) before it writes anything: a folder with
+    # neither trials.jsonl nor .lock was not written by one (an interrupted run's is resumable).
+    if folder.is_dir() and not (folder / "trials.jsonl").exists() and not (folder / ".lock").exists():
         ours = ("report.md", "leaderboard.csv", "per_image.csv", "floors.csv", "command.md", "figures")
         found = [name for name in ours if (folder / name).exists()]
         if found:
