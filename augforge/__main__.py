@@ -2,6 +2,6 @@
 
 import sys
 
-from augforge.cli import main
+from augforge.launch import main
 
 sys.exit(main())

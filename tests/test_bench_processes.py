@@ -100,3 +100,16 @@ def test_process_executor_matches_the_local_one(tmp_path):
     # JSON-like comparison, so that an undefined HD95 (NaN) in both counts as equal.
     assert json.dumps(results["process"].rows) == json.dumps(results["local"].rows)
     assert results["process"].record["threads"] == results["local"].record["threads"] == 1
+
+
+@pytest.mark.parametrize("after_s", [0.3, 1.0, 2.0])
+def test_ctrl_c_while_the_command_line_loads_is_one_line_and_exit_130(tmp_path, after_s):
+    """Loading imports torch for seconds; a Ctrl-C then used to print a traceback (or abort in C++)."""
+    argv = [sys.executable, "-m", "augforge", "bench", "--strategy", "flip", "--preset", "tiny", "--out",
+            str(tmp_path / "run"), "--no-progress", "--no-samples"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(after_s)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err
