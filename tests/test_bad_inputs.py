@@ -176,3 +176,24 @@ def test_bad_input_is_one_clear_line_and_a_non_zero_exit(tmp_path, finished, cap
 
 def test_there_are_at_least_forty_distinct_cases():
     assert len({c[0] for c in CASES}) == len(CASES) >= 40
+
+
+@pytest.mark.parametrize(("error", "fragment"), [
+    (OSError(28, "No space left on device", "/results/trials.jsonl"), "No space left on device"),
+    (OSError(30, "Read-only file system", "/results/trials.jsonl"), "Read-only file system"),
+    (OSError(13, "Permission denied", "/results/trials.jsonl"), "Permission denied"),
+])
+def test_a_full_disk_or_read_only_folder_is_one_line(tmp_path, capsys, monkeypatch, error, fragment):
+    """The machine refusing a write (tested by injection: root ignores permissions here)."""
+    from augforge.bench import store as store_module
+
+    def refuse(path, text):
+        raise error
+
+    monkeypatch.setattr(store_module, "atomic_write_text", refuse)
+    rc = main(["bench", "--strategy", "flip", "--no-baseline", "--set", "train.epochs=1", "--out",
+               str(tmp_path / "run"), *TINY])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and "Traceback" not in err
+    assert err.splitlines()[-1].startswith("error: /results/trials.jsonl: " + fragment)
+    assert "rerun to resume" in err
