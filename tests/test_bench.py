@@ -560,10 +560,15 @@ def test_results_files_get_the_usual_permissions(tmp_path):
 
 
 # -- one configuration per leaderboard row ------------------------------------------------------
+def tiny_bench(strategy: str, out, *, epochs: int = 1, baseline: bool = False) -> list[str]:
+    """``augforge bench`` argv for a one-seed tiny run of ``strategy`` into ``out``."""
+    return ["bench", "--strategy", strategy, *([] if baseline else ["--no-baseline"]), "--preset", "tiny",
+            "--set", f"train.epochs={epochs}", "--out", str(out), "--no-progress", "--no-samples"]
+
+
 def test_a_run_with_another_configuration_is_refused_before_any_work(tmp_path, capsys):
     out = tmp_path / "study"
-    base = ["bench", "--strategy", "flip", "--preset", "tiny", "--set", "train.epochs=2", "--out", str(out),
-            "--no-progress", "--no-samples"]
+    base = tiny_bench("flip", out, epochs=2, baseline=True)
     assert main(base) == 0
     trials = (out / "trials.jsonl").read_text()
     capsys.readouterr()
@@ -578,8 +583,7 @@ def test_a_run_with_another_configuration_is_refused_before_any_work(tmp_path, c
     # The same configuration again resumes.
     assert main(base) == 0 and "2 of 2 trials already finished" in capsys.readouterr().out
     # So does one whose description holds tuples (rotate's limit), which the store writes as lists.
-    rot = ["bench", "--strategy", "rotate", "--no-baseline", "--preset", "tiny", "--set", "train.epochs=1",
-           "--out", str(tmp_path / "rot"), "--no-progress", "--no-samples"]
+    rot = tiny_bench("rotate", tmp_path / "rot")
     assert main(rot) == 0
     capsys.readouterr()
     assert main(rot) == 0 and "1 of 1 trials already finished" in capsys.readouterr().out
@@ -637,8 +641,7 @@ def test_bad_settings_are_refused_before_any_trial(tmp_path, capsys, setting, me
 # -- one writer per results folder ----------------------------------------------------------------
 def test_a_second_run_on_a_folder_in_use_is_refused_and_loses_nothing(tmp_path, capsys):
     out = tmp_path / "study"
-    base = ["bench", "--strategy", "flip", "--preset", "tiny", "--set", "train.epochs=1", "--out", str(out),
-            "--no-progress", "--no-samples"]
+    base = tiny_bench("flip", out, baseline=True)
     assert main(base) == 0
     trials = (out / "trials.jsonl").read_text()
     capsys.readouterr()
@@ -674,11 +677,10 @@ def test_a_strategy_breaking_the_contract_fails_its_trial_naming_strategy_and_pl
 
 
 def test_finished_trials_of_a_changed_plugin_are_reused_with_a_warning(tmp_path, capsys, monkeypatch):
-    import augforge.plugins as plugins
+    from augforge import plugins
 
     out = tmp_path / "study"
-    base = ["bench", "--strategy", "flip", "--no-baseline", "--preset", "tiny", "--set", "train.epochs=1",
-            "--out", str(out), "--no-progress", "--no-samples"]
+    base = tiny_bench("flip", out)
     assert main(base) == 0
     (rec,) = ResultsStore(out).records("ok")
     assert rec["plugins"]["flip"]["plugin"] == "classical" and len(rec["plugins"]["flip"]["code"]) == 12
@@ -703,8 +705,7 @@ def test_finished_trials_of_a_changed_plugin_are_reused_with_a_warning(tmp_path,
 # -- leftovers --------------------------------------------------------------------------------------
 def test_a_killed_run_s_temporaries_are_removed_by_the_next_run(tmp_path, capsys):
     out = tmp_path / "study"
-    base = ["bench", "--strategy", "flip", "--no-baseline", "--preset", "tiny", "--set", "train.epochs=1",
-            "--out", str(out), "--no-progress", "--no-samples"]
+    base = tiny_bench("flip", out)
     assert main(base) == 0
     (out / "figures" / "samples").mkdir(parents=True, exist_ok=True)
     left = [out / ".trials.jsonl.a1b2.tmp", out / "figures" / "samples" / ".flip.png.x9.tmp"]
@@ -729,8 +730,7 @@ def test_a_run_interrupted_before_its_first_trial_resumes(tmp_path, capsys):
     # Ctrl-C after the floors and command.md were written, before any trial was committed (found by
     # benchmarks/campaign.py): the folder holds bench's files and its lock file, but no trials.jsonl.
     out = tmp_path / "study"
-    base = ["bench", "--strategy", "flip", "--no-baseline", "--preset", "tiny", "--set", "train.epochs=1",
-            "--out", str(out), "--no-progress", "--no-samples"]
+    base = tiny_bench("flip", out)
     assert main(base) == 0
     (out / "trials.jsonl").unlink()
     (out / "per_image.csv").unlink()
