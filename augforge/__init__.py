@@ -12,31 +12,75 @@ Public API for plugin authors::
     @hookimpl
     def register_strategies(register):
         register(Mirror)
+
+The public API is this package's names and those of the modules in ``PUBLIC_MODULES`` (each lists
+them in ``__all__``): a third-party plugin can do everything the built-in plugins do with them, and
+the built-ins use nothing else (tests/test_public_api.py checks). Everything else is internal and may
+change between versions.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from typing import TYPE_CHECKING
+
+from augforge.config import Preset
+from augforge.data.records import LUNG_RADS_CLASSES, Dataset, Slice
 from augforge.errors import AugforgeError, DataError, UnknownStrategyError, UsageError
 from augforge.hookspecs import hookimpl, hookspec
 from augforge.strategy import (
+    Composite,
     Param,
     PrepareContext,
     Strategy,
     Transform,
+    resolve_params,
 )
 
+if TYPE_CHECKING:
+    from augforge.plugins import StrategyRegistry, get_registry
+
+#: The modules whose ``__all__`` names, with this package's, make the public API.
+PUBLIC_MODULES: tuple[str, ...] = (
+    "augforge",
+    "augforge.fileio",  # atomic writes, checksums, clean-up of a crashed writer's temporaries
+    "augforge.models",  # the segmentation networks
+    "augforge.models.dcgan",  # the DCGAN: fit, save, load, sample
+    "augforge.synthesis",  # tumour patches, placement, paste-in, intensity anchors, quality summary
+    "augforge.seeding",  # random streams derived from a trial's seed
+    "augforge.transforms",  # strategies built on albumentations pipelines
+)
+
+
+def __getattr__(name: str):
+    # The registry lives with the plugin manager; imported on first use (it loads pluggy's hooks).
+    if name in ("get_registry", "StrategyRegistry"):
+        from augforge import plugins
+
+        return getattr(plugins, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
+    "LUNG_RADS_CLASSES",
+    "PUBLIC_MODULES",
     "AugforgeError",
+    "Composite",
     "DataError",
+    "Dataset",
     "Param",
     "PrepareContext",
+    "Preset",
+    "Slice",
     "Strategy",
+    "StrategyRegistry",
     "Transform",
     "UnknownStrategyError",
     "UsageError",
     "__version__",
+    "get_registry",
     "hookimpl",
     "hookspec",
+    "resolve_params",
 ]

@@ -262,10 +262,20 @@ def _call_register_hook(registry: StrategyRegistry) -> None:
         registry.entries.update(pending)
 
 
+#: The registry last built, and the registered plugins it was built from.
+_built: tuple[tuple[object, ...], StrategyRegistry] | None = None
+
+
 def get_registry() -> StrategyRegistry:
-    """Collect the strategies of every loaded plugin (call after registering test plugins too)."""
+    """Every loaded plugin's strategies. Built once and shared; registering or unregistering a plugin
+    (tests do, in-process) builds it anew on the next call."""
+    global _built
     load_plugins()
+    plugins = (len(_load_errors), *((name, id(plugin)) for name, plugin in pm.list_name_plugin()))
+    if _built is not None and _built[0] == plugins:
+        return _built[1]
     registry = StrategyRegistry()
     registry.errors.extend(_load_errors)
     _call_register_hook(registry)
+    _built = (plugins, registry)
     return registry

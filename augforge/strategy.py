@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
+from augforge import seeding
 from augforge.errors import UsageError
 
 if TYPE_CHECKING:
@@ -343,7 +344,7 @@ class Composite(Strategy):
 
     def build_transform(self, seed: int) -> Transform | None:
         # Each part gets its own seed stream, so adding a part does not change the others' draws.
-        ts = [p.build_transform(seed * 1009 + i) for i, p in enumerate(self.parts)]
+        ts = [p.build_transform(seeding.part_seed(seed, i)) for i, p in enumerate(self.parts)]
         ts = [t for t in ts if t is not None]
         if not ts:
             return None

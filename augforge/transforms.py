@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from augforge import seeding
 from augforge.errors import DataError, UsageError
 from augforge.strategy import Strategy
 
@@ -86,7 +87,7 @@ def seed_pipeline(pipeline: A.BaseCompose | A.BasicTransform, seed: int) -> None
     (in order), so they are statistically independent and the same seed reproduces every draw.
     Negative seeds are taken modulo 2**64.
     """
-    _seed_node(pipeline, np.random.SeedSequence(int(seed) % (1 << 64)))
+    _seed_node(pipeline, seeding.sequence(seed))
 
 
 def _seed_node(node: Any, seq: np.random.SeedSequence) -> None:

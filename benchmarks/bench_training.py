@@ -36,7 +36,7 @@ from augforge.config import apply_overrides, get_preset, parse_set_options, spli
 from augforge.models import build_model, count_parameters
 from augforge.train import get_loss, train_model
 from augforge.train.evaluate import predict_masks
-from augforge.train.seeding import seed_everything
+from augforge.seeding import seed_everything
 
 
 def matmul_peak_gflops(seconds_per_size: float = 0.5) -> dict[str, float]:

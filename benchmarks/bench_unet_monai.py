@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from augforge.config import get_preset
     from augforge.models import build_model, count_parameters
-    from augforge.train import get_loss, make_optimizer, seed_everything
+    from augforge.seeding import seed_everything
+    from augforge.train import get_loss, make_optimizer
 
     preset = get_preset(args.preset)
     if preset.model.arch != "unet":

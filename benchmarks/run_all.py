@@ -31,7 +31,7 @@ that benchmark's last run fits in ``--budget`` seconds, so the suite stays withi
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
+import contextlib
 import importlib.metadata
 import json
 import math
@@ -50,7 +50,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from augforge.clock import utc_stamp
 from augforge.errors import AugforgeError, DataError, UsageError
+from augforge.fileio import atomic_write_text
+from augforge.progress import Bar
+from augforge.progress import bar as progress_bar
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = ROOT / "benchmarks"
@@ -433,7 +437,7 @@ def make_entry(metric: Metric, bench: Benchmark, runs: Sequence[Run], *, machine
         "command": " ".join(["python", os.path.relpath(BENCH_DIR / bench.script, ROOT),
                              *(bench.quick_args if quick else bench.args)]),
         "mode": "quick" if quick else "full",
-        "measured_at": measured_at or _now(),
+        "measured_at": measured_at or utc_stamp(),
         "load_average_1min": [r.load_before for r in runs],
         "error": None if samples or reasons else "; ".join(dict.fromkeys(errors)) or "no runs",
         "note": "; ".join(notes) or None,
@@ -442,46 +446,27 @@ def make_entry(metric: Metric, bench: Benchmark, runs: Sequence[Run], *, machine
 
 @dataclass
 class SuiteProgress:
-    """Reports runs as they start and end on stderr: one line per run, under a rich progress bar
+    """Reports runs as they start and end on stderr: one line per run, under a progress bar
     unless disabled."""
 
     total: int
     enabled: bool = True
-    _progress: Any = field(default=None, init=False)
-    _task: Any = field(default=None, init=False)
+    _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, init=False)
+    _bar: Bar = field(default_factory=Bar, init=False)
 
     def __enter__(self) -> None:
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                SpinnerColumn,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-
-            self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                                      MofNCompleteColumn(), TimeElapsedColumn(),
-                                      console=Console(stderr=True), transient=False)
-            self._progress.__enter__()
-            self._task = self._progress.add_task("benchmarks", total=self.total)
+        self._bar = self._stack.enter_context(progress_bar("benchmarks", self.total, enabled=self.enabled,
+                                                           spinner=True, eta=False))
 
     def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
+        self._stack.__exit__(*exc)
 
     def start(self, text: str) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, description=text)
+        self._bar.update(description=text)
 
     def done(self, text: str, advance: int = 1) -> None:
-        if self._progress is None:
-            print(text, file=sys.stderr, flush=True)
-            return
-        self._progress.console.print(text, markup=False, highlight=False)
-        self._progress.advance(self._task, advance)
+        self._bar.note(text)
+        self._bar.advance(advance)
 
 
 def run_suite(benchmarks: Sequence[Benchmark], *, quick: bool = False, repeats: int | None = None,
@@ -497,7 +482,7 @@ def run_suite(benchmarks: Sequence[Benchmark], *, quick: bool = False, repeats: 
     t_start = time.perf_counter()
     machine = machine if machine is not None else machine_info()
     versions = versions if versions is not None else package_versions()
-    measured_at = _now()
+    measured_at = utc_stamp()
     wanted = {b.key: repeats or (1 if quick else b.repeats) for b in benchmarks}
     runs: dict[str, list[Run]] = {b.key: [] for b in benchmarks}
     warm = warm_cache and any(b.uses_dataset for b in benchmarks)
@@ -535,10 +520,6 @@ def run_suite(benchmarks: Sequence[Benchmark], *, quick: bool = False, repeats: 
 
 # --------------------------------------------------------------------------------------------------
 # Machine and versions
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _cpuinfo() -> tuple[str, int | None]:
@@ -599,11 +580,7 @@ def package_versions() -> dict[str, str]:
 def write_results(path: Path, entries: Sequence[dict[str, Any]]) -> None:
     """Write ``entries`` as a JSON list, atomically (a reader never sees half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(list(entries), f, indent=2, allow_nan=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(list(entries), indent=2, allow_nan=False) + "\n")
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:

@@ -31,8 +31,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from augforge import Param, hookimpl
-from augforge.errors import UsageError
+from augforge import Param, UsageError, hookimpl
 from augforge.transforms import AlbumentationsStrategy, load_albumentations
 
 #: What new pixels get in spatial ops: 0 = outside the lung field in the preprocessed input.

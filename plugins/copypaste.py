@@ -28,10 +28,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from augforge import Param, PrepareContext, Strategy, hookimpl
-from augforge.data.records import Slice
-from augforge.errors import DataError
+from augforge import DataError, Param, PrepareContext, Slice, Strategy, hookimpl, seeding
 from augforge.synthesis import (
+    CANVAS_TRIES,
     HU_SCALE,
     PARENCHYMA_HU,
     GeneratedSet,
@@ -43,7 +42,6 @@ from augforge.synthesis import (
     paste_into_canvases,
     paste_scale,
 )
-from augforge.synthesis.paste import CANVAS_TRIES
 
 #: Square crops reach this share of the tumour's longer side beyond its box on every side: a turn by
 #: any angle keeps the tumour inside (its farthest pixel lies at most 0.71 sides from the centre).
@@ -130,7 +128,7 @@ class CopyPaste(Strategy):
                             "has none: build it with data.n_healthy > 0, add healthy slices, or set "
                             "copy-paste.canvases=train")
         c = self.config
-        rng = np.random.default_rng([seed, _STREAM])
+        rng = seeding.stream(seed, _STREAM)
         donor_order = rng.permutation(len(rois))
         canvas_order = rng.permutation(len(canvases)) if canvases else np.zeros(0, int)
         # Which tumour of its slice each patch is (a slice may hold several): provenance.

@@ -37,11 +37,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from augforge import Param, PrepareContext, Strategy, hookimpl
-from augforge.data.records import Slice
-from augforge.errors import DataError
+from augforge import DataError, Param, PrepareContext, Slice, Strategy, hookimpl, seeding
 from augforge.fileio import remove_stale_temporaries
 from augforge.synthesis import (
+    CANVAS_TRIES,
     HU_SCALE,
     PARENCHYMA_HU,
     GeneratedSet,
@@ -54,13 +53,14 @@ from augforge.synthesis import (
     paste_into_canvases,
     paste_scale,
 )
-from augforge.synthesis.paste import CANVAS_TRIES
 
 if TYPE_CHECKING:
-    from augforge.config import Preset
+    from augforge import Preset
 
 #: Bump when a change of this module changes what a cached generator is.
 FIT_VERSION = 1
+#: Separates this strategy's paste-in draws from others seeded with the same trial seed.
+_STREAM = 0xDC6A
 #: Slice side of the paper's data: its "downscale by 1-4" refers to 512-pixel slices.
 _PAPER_SLICE_PX = 512
 
@@ -262,7 +262,7 @@ class TumourGAN(Strategy):
         if n > 0 and not canvases:
             raise DataError(f"strategy {self.name!r} has no slices to paste tumours into: the training "
                             "split is empty")
-        rng = np.random.default_rng([seed, 0xDC6A])
+        rng = seeding.stream(seed, _STREAM)
         hu_all, mask_all = self.sample_patches(fitted, n, seed=seed)
         order = rng.permutation(len(canvases)) if canvases else np.zeros(0, int)
         sites: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}  # canvas -> (lung, allowed, noise)

@@ -27,9 +27,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from augforge import UnknownStrategyError, hookimpl
-from augforge.errors import UsageError
-from augforge.strategy import Composite, Strategy, resolve_params
+from augforge import Composite, Strategy, UnknownStrategyError, UsageError, get_registry, hookimpl, resolve_params
 
 
 class NamedHybrid(Composite):
@@ -71,8 +69,6 @@ class NamedHybrid(Composite):
 
 
 def _build_part(hybrid: str, part: str) -> Strategy:
-    from augforge.plugins import get_registry
-
     try:
         cls = get_registry().get(part)
     except UnknownStrategyError:

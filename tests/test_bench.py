@@ -549,7 +549,7 @@ def test_results_files_get_the_usual_permissions(tmp_path):
     import os
     import stat
 
-    from augforge.bench.store import atomic_write_text
+    from augforge.fileio import atomic_write_text
 
     umask = os.umask(0o022)
     os.umask(umask)

@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator
 from scipy import stats as sstats
 
-from augforge.bench.store import atomic_write_bytes
+from augforge.fileio import atomic_write_bytes
 
 __all__ = ["CurvePoint", "curve_points", "curve_rows", "learning_curve_figure", "seed_interval"]
 

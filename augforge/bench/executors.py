@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
+from augforge.clock import utc_stamp
 from augforge.bench.trial import Trial, TrialEnv, TrialOutcome, execute_trial, failed_outcome
 from augforge.config import DataConfig
 from augforge.data.records import Dataset
@@ -146,7 +147,7 @@ def run_in_worker(trial: Trial, env: TrialEnv, dataset: Dataset | None = None) -
     ds = dataset if dataset is not None else _worker_dataset
     if ds is None:
         return failed_outcome(trial, None, _worker_error or "worker has no dataset", "",
-                              started=time.strftime("%Y-%m-%dT%H:%M:%S"), seconds=0.0, device=env.device)
+                              started=utc_stamp(), seconds=0.0, device=env.device)
     return execute_trial(trial, ds, env)
 
 

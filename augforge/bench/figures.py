@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from augforge.bench.ranking import Leaderboard
-from augforge.bench.store import atomic_write_bytes
+from augforge.fileio import atomic_write_bytes
 
 __all__ = ["plot_dice_by_class", "plot_dice_with_ci", "sample_grid_path", "write_figures"]
 

@@ -70,6 +70,7 @@ from augforge.config import DataConfig
 from augforge.data.records import Dataset
 from augforge.errors import UsageError
 from augforge.fileio import atomic_write_bytes
+from augforge.progress import bar as progress_bar
 from augforge.strategy import Composite, Param
 
 __all__ = ["RayExecutor", "RayOptions"]
@@ -359,23 +360,10 @@ class _Display:
 
     def __init__(self, total: int, enabled: bool):
         self.total, self.done, self.failed, self.running = total, 0, 0, 0
-        self._progress: Any = None
         self._stack = contextlib.ExitStack()
-        if enabled:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-
-            self._progress = self._stack.enter_context(Progress(
-                TextColumn("ray trials"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                TimeElapsedColumn(), console=Console(stderr=True), transient=False))
-            self._task = self._progress.add_task("", total=total)
-            self.refresh()
+        self._bar = self._stack.enter_context(progress_bar("", total, enabled=enabled, prefix="ray trials",
+                                                           eta=False))
+        self.refresh()
 
     def finished(self, ok: bool) -> None:
         if ok:
@@ -384,12 +372,9 @@ class _Display:
             self.failed += 1
 
     def refresh(self) -> None:
-        if self._progress is None:
-            return
         queued = self.total - self.done - self.failed - self.running
-        self._progress.update(self._task, completed=self.done + self.failed,
-                              description=f"{self.done} done, {self.running} running, {self.failed} failed, "
-                                          f"{queued} queued")
+        self._bar.update(completed=self.done + self.failed,
+                         description=f"{self.done} done, {self.running} running, {self.failed} failed, {queued} queued")
 
     def close(self) -> None:
         self.refresh()

@@ -20,7 +20,8 @@ from augforge.bench.ranking import (
     trial_context,
 )
 from augforge.bench.stats import ALPHA, fmt_p
-from augforge.bench.store import ResultsStore, atomic_write_text
+from augforge.bench.store import ResultsStore
+from augforge.fileio import atomic_write_text
 
 __all__ = ["leaderboard_csv", "render_markdown", "write_report"]
 

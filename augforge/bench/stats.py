@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from augforge import seeding
 from scipy import stats as sstats
 
 __all__ = [
@@ -95,7 +97,7 @@ def hierarchical_bootstrap_means(values: np.ndarray, *, n_boot: int = N_BOOT, se
     """
     v = _check_matrix(values)
     s, i = v.shape
-    rng = np.random.default_rng(seed)
+    rng = seeding.stream(seed)
     # Resampling with replacement == multinomial counts: the mean of the resampled cells is
     # w_seed @ V @ w_image / (S * I), computed for all resamples at once without index gathers.
     w_seed = _resample_counts(rng, n_boot, s)  # (B, S)

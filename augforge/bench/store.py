@@ -25,14 +25,14 @@ import json
 import math
 import os
 from collections.abc import Iterable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from augforge.errors import DataError, UsageError
-from augforge.fileio import atomic_write_bytes, atomic_write_text
+from augforge.clock import utc_stamp
+from augforge.fileio import atomic_write_text
 
-__all__ = ["FLOOR_COLUMNS", "PER_IMAGE_COLUMNS", "ResultsStore", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["FLOOR_COLUMNS", "PER_IMAGE_COLUMNS", "ResultsStore"]
 
 PER_IMAGE_COLUMNS: tuple[str, ...] = (
     "trial", "strategy", "seed", "train_fraction", "image", "class", "spacing_mm",
@@ -239,7 +239,7 @@ class ResultsStore:
                 raise UsageError(f"{self.root} is in use by another augforge run ({holder}); wait for it to "
                                  "finish, or give this run another --out") from None
             os.ftruncate(fd, 0)
-            stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            stamp = utc_stamp()
             os.pwrite(fd, f"pid {os.getpid()}, since {stamp}\n".encode(), 0)
             yield
         finally:
@@ -269,7 +269,7 @@ class ResultsStore:
     def log(self, message: str) -> None:
         """Append timestamped lines to run.log (a log, not results: appended, not replaced)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        stamp = utc_stamp()
         with self.log_path.open("a", encoding="utf-8") as f:
             for line in message.rstrip("\n").splitlines() or [""]:
                 f.write(f"{stamp} {line}\n")

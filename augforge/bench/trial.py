@@ -8,7 +8,6 @@ from new ones across runs.
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import hashlib
 import json
 import os
@@ -26,7 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from augforge import __version__
+from augforge import __version__, seeding
+from augforge.clock import utc_stamp
 from augforge.config import DataConfig, Preset
 from augforge.data.cache import cache_root
 from augforge.data.records import Dataset, Slice
@@ -35,7 +35,7 @@ from augforge.models import build_model, count_parameters
 from augforge.strategy import Composite, PrepareContext, Strategy, Transform
 from augforge.train.evaluate import evaluate
 from augforge.train.loop import train_model
-from augforge.train.seeding import seed_everything, torch_threads
+from augforge.seeding import seed_everything, torch_threads
 
 __all__ = [
     "Trial",
@@ -140,7 +140,7 @@ def subsample_train(slices: Sequence[Slice], fraction: float, seed: int, unit: s
         groups.setdefault(s.id if unit == "slices" else s.patient, []).append(i)
     units = list(groups.values())
     label_of = [max((slices[i].label for i in idx), key=_severity) for idx in units]
-    rng = np.random.default_rng([seed, 0xF2AC])
+    rng = seeding.stream(seed, seeding.SUBSAMPLE)
     keep: set[int] = set()
     for label in sorted(set(label_of)):
         members = [u for u, lab in enumerate(label_of) if lab == label]
@@ -218,10 +218,6 @@ class _PeakMemory:
         if self.device.startswith("cuda"):
             out["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         return out
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _environment(device: str, threads: int | None = None) -> dict[str, Any]:
@@ -318,7 +314,7 @@ def run_trial(trial: Trial, dataset: Dataset, env: TrialEnv) -> TrialOutcome:
     log = env.log
     preset = trial.preset
     cfg = preset.train
-    started, t0 = _now(), time.perf_counter()
+    started, t0 = utc_stamp(), time.perf_counter()
     memory = _PeakMemory(env.device)
     with memory, torch_threads(cfg.threads):
         # 1. The strategy, and the real training slices this trial may use.
@@ -376,7 +372,7 @@ def run_trial(trial: Trial, dataset: Dataset, env: TrialEnv) -> TrialOutcome:
         "memory": memory.as_dict(),
         **_environment(env.device, threads),
         "started_at": started,
-        "finished_at": _now(),
+        "finished_at": utc_stamp(),
     }
     rows = [{"trial": trial.key, "strategy": record["strategy"], "seed": trial.seed,
              "train_fraction": trial.train_fraction, **r} for r in rows]
@@ -394,7 +390,7 @@ def failed_outcome(trial: Trial, dataset: Dataset | None, error: str, details: s
         "timings_s": {"total": round(seconds, 2)},
         **_environment(device),
         "started_at": started,
-        "finished_at": _now(),
+        "finished_at": utc_stamp(),
     }
     lines = [*log_lines, f"trial {trial.key} {trial.describe()} FAILED: {error}\n{details.rstrip()}"]
     return TrialOutcome(key=trial.key, status="failed", record=record, log_lines=lines)
@@ -409,7 +405,7 @@ def execute_trial(trial: Trial, dataset: Dataset, env: TrialEnv) -> TrialOutcome
         lines.append(msg)
         env.log(msg)
 
-    started, t0 = _now(), time.perf_counter()
+    started, t0 = utc_stamp(), time.perf_counter()
     try:
         outcome = run_trial(trial, dataset, dataclasses.replace(env, log=log))
     except Exception as exc:  # noqa: BLE001 -- whatever a strategy raises fails its trial, not the study

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from augforge.bench.store import atomic_write_text
+from augforge.fileio import atomic_write_text
 from augforge.config import (
     DEFAULT_PRESET,
     apply_overrides,

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Annotated
 import numpy as np
 import typer
 
-from augforge.bench.store import atomic_write_bytes
+from augforge import seeding
+from augforge.fileio import atomic_write_bytes
 from augforge.config import (
     DEFAULT_PRESET,
     Preset,
@@ -81,7 +82,7 @@ def _pick(slices: list[Slice], n: int, seed: int) -> list[Slice]:
     with_tumour = [s for s in slices if s.has_tumour] or slices
     if len(with_tumour) <= n:
         return list(with_tumour)
-    chosen = np.random.default_rng(seed).choice(len(with_tumour), size=n, replace=False)
+    chosen = seeding.stream(seed).choice(len(with_tumour), size=n, replace=False)
     return [with_tumour[i] for i in sorted(chosen)]
 
 

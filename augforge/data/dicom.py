@@ -29,7 +29,7 @@ import numpy as np
 from augforge.data import lidc, lungrads, validate
 from augforge.data import split as splitting
 from augforge.data.cache import SliceStack
-from augforge.data.progress import track
+from augforge.progress import track
 from augforge.errors import DataError
 
 HEALTHY_EVERY = 10

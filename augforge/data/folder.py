@@ -29,7 +29,7 @@ from augforge.data import lungrads, validate
 from augforge.data import split as splitting
 from augforge.data.cache import SliceStack
 from augforge.data.lidc import axes_px
-from augforge.data.progress import track
+from augforge.progress import track
 from augforge.errors import DataError
 
 EXTENSIONS = (".npy", ".npz", ".png", ".nii", ".nii.gz")

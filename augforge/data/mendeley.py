@@ -19,7 +19,7 @@ import numpy as np
 
 from augforge.data import validate
 from augforge.data.cache import SliceStack
-from augforge.data.progress import track
+from augforge.progress import track
 from augforge.errors import DataError
 
 FILES = {"train": "lung_cancer_train.pkl", "test": "lung_cancer_test.pkl"}

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
-from augforge.data.progress import track
+from augforge.progress import track
 from augforge.errors import UsageError
 
 A = TypeVar("A")

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from augforge import seeding
 from augforge.data import anatomy, lidc, lungrads, nodule, parallel
 from augforge.data.cache import SliceStack
 from augforge.data.lungfield import lung_field
@@ -36,8 +37,6 @@ NAME = "lidc-phantom"
 GENERATOR_VERSION = 4
 #: The seed paper's test-set class counts (Mendeley dataset, 264 slices).
 PAPER_TEST_MIX: dict[str, int] = {"LR2": 35, "LR3": 37, "LR4A": 97, "LR4B": 95}
-_SPLIT_CODE = {"train": 1, "test": 2, "healthy": 3}
-_FRACTION_STREAM = 7  # random stream of the part-solid core fractions
 
 
 def class_counts(n: int, mix: dict[str, int] = PAPER_TEST_MIX) -> dict[str, int]:
@@ -78,7 +77,7 @@ def candidates(seed: int) -> list[Candidate]:
             continue
         frac = None
         if n.texture in (3, 4):
-            rng = np.random.default_rng([seed, _FRACTION_STREAM, n.annotation_id])
+            rng = seeding.stream(seed, seeding.PHANTOM_FRACTIONS, n.annotation_id)
             frac = float(rng.uniform(0.3, 0.85) if n.texture == 3 else rng.uniform(0.7, 0.95))
         solid = None if frac is None else frac * n.mean_diameter_mm
         label = lungrads.classify(n.mean_diameter_mm, n.texture, solid)
@@ -181,7 +180,7 @@ def _render_jobs(args: tuple[int, int, list[_Job]]
     mask = np.zeros((n, size, size), np.uint8)
     records = []
     for k, (split, i, pick) in enumerate(jobs):
-        srng = np.random.default_rng([seed, _SPLIT_CODE[split], i])
+        srng = seeding.stream(seed, seeding.PHANTOM_SPLITS[split], i)
         if pick is None:
             chest = anatomy.chest_slice(size, srng)
             hu[k] = anatomy.finish(chest.hu, spacing, srng)
@@ -194,7 +193,7 @@ def _render_jobs(args: tuple[int, int, list[_Job]]
             label, patient = cand.label, cand.nodule.patient_id
             sid = f"{split}-{i:04d}-a{cand.nodule.annotation_id}"
         field[k] = lung_field(hu[k])  # from the image alone, never the mask (lungfield.py)
-        prov["seed"] = [seed, _SPLIT_CODE[split], i]
+        prov["seed"] = [seed, seeding.PHANTOM_SPLITS[split], i]
         records.append({"id": sid, "label": label, "split": split, "patient": patient,
                         "source": NAME, "spacing_mm": spacing, "provenance": prov})
     return hu, field, mask, records
@@ -207,7 +206,7 @@ def build(size: int, n_train: int, n_test: int, n_healthy: int, seed: int, progr
         raise DataError(f"{NAME}: size {size} is too small for a chest slice; use 32 or more")
     if min(n_train, n_test, n_healthy) < 0 or n_test < 1:
         raise DataError(f"{NAME}: need n_test >= 1 and non-negative n_train, n_healthy")
-    rng = np.random.default_rng([seed, 0])
+    rng = seeding.stream(seed, seeding.PHANTOM_PATIENTS)
     picks = split_by_patient(candidates(seed), class_counts(n_train), class_counts(n_test), rng)
     jobs: list[_Job] = (
         [("train", i, p) for i, p in enumerate(picks["train"])]

@@ -38,7 +38,7 @@ from augforge.data import lungrads, validate
 from augforge.data import split as splitting
 from augforge.data.cache import SliceStack
 from augforge.data.folder import mean_diameter_mm
-from augforge.data.progress import track
+from augforge.progress import track
 from augforge.errors import DataError
 
 KIND = "lidc-slices"

@@ -27,7 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from augforge import seeding
 from augforge.errors import DataError
+from augforge.progress import bar as progress_bar
 from augforge.fileio import atomic_write_text, atomic_write_with, file_sha256
 
 __all__ = [
@@ -219,7 +221,7 @@ def train_dcgan(
     to_display = to_display or (lambda x: (x[:, 0] + 1) / 2)
     dev = torch.device(device)
     torch.manual_seed(cfg.seed)  # weight initialisation
-    gen_rng = torch.Generator().manual_seed(cfg.seed)  # shuffling, noise, augmentation
+    gen_rng = seeding.torch_generator(cfg.seed)  # shuffling, noise, augmentation
     G = Generator(cfg.latent_dim, cfg.width, cfg.size, cfg.channels, cfg.upsample)
     D = Discriminator(cfg.width, cfg.size, cfg.channels)
     G.apply(_init_weights)
@@ -263,8 +265,8 @@ def train_dcgan(
     steps = len(data) // batch  # drop the last partial batch: BatchNorm on 1 sample is degenerate
     warned: set[str] = {w.split(":")[0] for w in result.warnings}
     t0 = time.perf_counter()
-    with _progress(progress) as bar:
-        task = bar.add_task("dcgan", total=(cfg.epochs - start) * steps, stats="") if bar else None
+    with progress_bar("dcgan", (cfg.epochs - start) * steps, enabled=progress, fields={"stats": ""},
+                      columns=["{task.fields[stats]}"]) as bar:
         for epoch in range(start, cfg.epochs):
             G.train()
             D.train()
@@ -301,8 +303,8 @@ def train_dcgan(
                        "d_fake": torch.sigmoid(out_fake.detach()).mean().item()}
                 for k, v in now.items():
                     sums[k] += v
-                if bar is not None:
-                    bar.update(task, advance=1, stats=(
+                if bar.shown:
+                    bar.advance(1, stats=(
                         f"epoch {epoch + 1}/{cfg.epochs}  loss D {now['loss_d']:.3f} G {now['loss_g']:.3f}"
                         f"  D(x) {now['d_real']:.2f}  D(G(z)) {now['d_fake']:.2f}"))
 
@@ -344,41 +346,10 @@ def train_dcgan(
     return result
 
 
-class _progress:
-    """A rich progress bar with a free-text statistics column, or nothing when disabled."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.bar = None
-
-    def __enter__(self):
-        if not self.enabled:
-            return None
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeRemainingColumn(), TextColumn("{task.fields[stats]}"),
-                            console=Console(stderr=True), transient=False)
-        self.bar.__enter__()
-        return self.bar
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
-        return False
-
-
 @torch.inference_mode()
 def sample(generator: Generator, n: int, *, seed: int, batch_size: int = 256) -> np.ndarray:
     """Draw ``n`` patches: (n, channels, size, size) float32 in [-1, 1]. Same seed, same patches."""
-    rng = torch.Generator().manual_seed(seed)
+    rng = seeding.torch_generator(seed)
     generator.eval()
     device = next(generator.parameters()).device
     out = []

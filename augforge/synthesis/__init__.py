@@ -23,6 +23,7 @@ from augforge.synthesis.intensity import (
     paste_scale,
 )
 from augforge.synthesis.paste import (
+    CANVAS_TRIES,
     NoduleMeasurements,
     blend_tumour,
     canvas_lung,
@@ -68,6 +69,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "CANVAS_TRIES",
     "HU_SCALE",
     "PARENCHYMA_HU",
     "VESSEL_HU",

@@ -27,6 +27,7 @@ from scipy import linalg, stats
 from skimage import measure
 from torch import nn
 
+from augforge import seeding
 from augforge.synthesis.roi import PARENCHYMA_HU, HUScale
 
 __all__ = ["QualitySummary", "frechet_distance", "quality_summary", "shape_statistics"]
@@ -68,7 +69,7 @@ class _AutoEncoder(nn.Module):
 def _fit_features(real: np.ndarray, *, steps: int, seed: int) -> _AutoEncoder:
     """Train the feature network on real patches (N, S, S) in [-1, 1] (flips/turns as augmentation)."""
     torch.manual_seed(seed)
-    rng = torch.Generator().manual_seed(seed)
+    rng = seeding.torch_generator(seed)
     net = _AutoEncoder(real.shape[-1])
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     x_all = torch.from_numpy(real[:, None])
@@ -213,7 +214,7 @@ def quality_summary(
         raise ValueError(f"need at least 4 real and 2 generated patches, got {len(real_hu)} and {len(gen_hu)}")
     real = _canonical(real_hu, real_mask)
     gen = _canonical(gen_hu, gen_mask)
-    rng = np.random.default_rng(seed)
+    rng = seeding.stream(seed)
 
     # 1. Fréchet distance at equal sample sizes k (it is biased by k): generated vs real half B,
     #    real half A vs real half B.

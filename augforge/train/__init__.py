@@ -3,12 +3,10 @@
 from augforge.train.evaluate import evaluate, predict_masks
 from augforge.train.loop import TrainResult, make_optimizer, make_schedule, plan_steps, train_model
 from augforge.train.losses import LOSSES, dice_bce_loss, get_loss, soft_dice_loss
-from augforge.train.seeding import deterministic, seed_everything
 
 __all__ = [
     "LOSSES",
     "TrainResult",
-    "deterministic",
     "dice_bce_loss",
     "evaluate",
     "get_loss",
@@ -16,7 +14,6 @@ __all__ = [
     "make_schedule",
     "plan_steps",
     "predict_masks",
-    "seed_everything",
     "soft_dice_loss",
     "train_model",
 ]

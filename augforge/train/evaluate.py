@@ -13,7 +13,7 @@ from torch import nn
 from augforge.config import TrainConfig
 from augforge.data.records import Slice
 from augforge.metrics import METRIC_NAMES, segmentation_metrics
-from augforge.train.progress import step_progress
+from augforge.progress import bar as progress_bar
 
 __all__ = ["evaluate", "predict_masks"]
 
@@ -49,7 +49,7 @@ def predict_masks(model: nn.Module, images: Sequence[np.ndarray], *, batch_size:
     t = min(max(threshold, 1e-6), 1 - 1e-6)
     logit_threshold = float(np.log(t / (1 - t)))
     out: list[np.ndarray] = []
-    with step_progress("evaluating", len(images), enabled=progress, show_loss=False) as bar:
+    with progress_bar("evaluating", len(images), enabled=progress) as bar:
         for start, stop in _same_shape_runs([im.shape for im in images], max(batch_size, 1)):
             x = torch.from_numpy(np.stack(images[start:stop]).astype(np.float32, copy=False)[:, None])
             x = x.to(dev).contiguous(memory_format=memory_format)

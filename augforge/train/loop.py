@@ -16,9 +16,9 @@ from augforge.config import TrainConfig
 from augforge.errors import UsageError
 from augforge.strategy import Transform
 from augforge.train.losses import get_loss
-from augforge.train.progress import step_progress
+from augforge.progress import bar as progress_bar
 from augforge.train.sampling import BatchSampler, Prefetcher
-from augforge.train.seeding import deterministic, seed_everything
+from augforge.seeding import deterministic, seed_everything
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "TrainResult", "make_optimizer", "make_schedule", "plan_steps", "train_model"]
 
@@ -120,7 +120,8 @@ def train_model(model: nn.Module, images: Sequence[np.ndarray], masks: Sequence[
     running, in_epoch = 0.0, 0
     t_start = time.perf_counter()
     try:
-        with deterministic(), step_progress(description, total_steps, enabled=progress) as bar:
+        with deterministic(), progress_bar(description, total_steps, enabled=progress, fields={"loss": float("nan")},
+                                                columns=["loss {task.fields[loss]:.4f}"]) as bar:
             for step, (x_np, y_np) in enumerate(batches, start=1):
                 x = torch.from_numpy(x_np).to(dev, non_blocking=True).contiguous(memory_format=memory_format)
                 y = torch.from_numpy(y_np).to(dev, non_blocking=True).contiguous(memory_format=memory_format)

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from augforge import seeding
 from augforge.strategy import Transform
 
 __all__ = ["BatchSampler", "Prefetcher", "crop_patch"]
@@ -73,12 +74,12 @@ class BatchSampler:
     def _order(self) -> Iterator[int]:
         epoch = 0
         while True:
-            yield from np.random.default_rng([self.seed, epoch]).permutation(len(self.images)).tolist()
+            yield from seeding.stream(self.seed, epoch).permutation(len(self.images)).tolist()
             epoch += 1
 
     def __iter__(self) -> Iterator[Batch]:
         order = self._order()
-        rng = np.random.default_rng([self.seed, 2**31 - 1])  # patch positions: its own stream
+        rng = seeding.stream(self.seed, seeding.PATCH_POSITIONS)
         for _ in range(self.steps):
             xs, ys = [], []
             for b in range(self.batch_size):
