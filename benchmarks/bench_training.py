@@ -34,9 +34,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from augforge.config import apply_overrides, get_preset, parse_set_options, split_overrides
 from augforge.models import build_model, count_parameters
+from augforge.seeding import seed_everything
 from augforge.train import get_loss, train_model
 from augforge.train.evaluate import predict_masks
-from augforge.seeding import seed_everything
 
 
 def matmul_peak_gflops(seconds_per_size: float = 0.5) -> dict[str, float]:

@@ -150,7 +150,9 @@ class Benchmark:
 
 
 def _transform_metric(strategy: str) -> Metric:
-    strategies = lambda j: j["strategies"][strategy]
+    def strategies(j: dict[str, Any]) -> dict[str, Any]:
+        return j["strategies"][strategy]
+
     return Metric(
         name=f"transform_overhead.{strategy}",
         what=f"`{strategy}` transform per sample: augforge's adapter vs the bare albumentations Compose",

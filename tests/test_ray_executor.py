@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ray = pytest.importorskip("ray")
+ray = pytest.importorskip("ray")  # before augforge.bench.ray_executor is imported below
 
 from augforge import Param, Strategy, hookimpl
 from augforge.bench.executors import EXECUTORS, ExecutionContext, make_executor

@@ -17,13 +17,12 @@ import abc
 import concurrent.futures as cf
 import multiprocessing
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
-from augforge.clock import utc_stamp
 from augforge.bench.trial import Trial, TrialEnv, TrialOutcome, execute_trial, failed_outcome
+from augforge.clock import utc_stamp
 from augforge.config import DataConfig
 from augforge.data.records import Dataset
 from augforge.errors import UsageError

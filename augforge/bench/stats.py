@@ -14,9 +14,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats as sstats
 
 from augforge import seeding
-from scipy import stats as sstats
 
 __all__ = [
     "ALPHA",

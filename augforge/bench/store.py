@@ -28,8 +28,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from augforge.errors import DataError, UsageError
 from augforge.clock import utc_stamp
+from augforge.errors import DataError, UsageError
 from augforge.fileio import atomic_write_text
 
 __all__ = ["FLOOR_COLUMNS", "PER_IMAGE_COLUMNS", "ResultsStore"]

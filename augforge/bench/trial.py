@@ -32,10 +32,10 @@ from augforge.data.cache import cache_root
 from augforge.data.records import Dataset, Slice
 from augforge.metrics import METRIC_NAMES
 from augforge.models import build_model, count_parameters
+from augforge.seeding import seed_everything, torch_threads
 from augforge.strategy import Composite, PrepareContext, Strategy, Transform
 from augforge.train.evaluate import evaluate
 from augforge.train.loop import train_model
-from augforge.seeding import seed_everything, torch_threads
 
 __all__ = [
     "Trial",

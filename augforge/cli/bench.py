@@ -15,7 +15,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from augforge.fileio import atomic_write_text
 from augforge.config import (
     DEFAULT_PRESET,
     apply_overrides,
@@ -24,7 +23,7 @@ from augforge.config import (
     split_overrides,
 )
 from augforge.errors import AugforgeError, UsageError
-from augforge.fileio import remove_stale_temporaries
+from augforge.fileio import atomic_write_text, remove_stale_temporaries
 
 #: More seeds than this is a typo, not a study (each seed is a training run).
 MAX_SEEDS = 10_000

@@ -21,7 +21,6 @@ import numpy as np
 import typer
 
 from augforge import seeding
-from augforge.fileio import atomic_write_bytes
 from augforge.config import (
     DEFAULT_PRESET,
     Preset,
@@ -31,6 +30,7 @@ from augforge.config import (
     split_overrides,
 )
 from augforge.errors import DataError, UsageError
+from augforge.fileio import atomic_write_bytes
 from augforge.plugins import get_registry
 from augforge.strategy import PrepareContext, Strategy
 

@@ -29,8 +29,8 @@ import numpy as np
 from augforge.data import lidc, lungrads, validate
 from augforge.data import split as splitting
 from augforge.data.cache import SliceStack
-from augforge.progress import track
 from augforge.errors import DataError
+from augforge.progress import track
 
 HEALTHY_EVERY = 10
 HEALTHY_MARGIN_MM = 10.0

@@ -29,8 +29,8 @@ from augforge.data import lungrads, validate
 from augforge.data import split as splitting
 from augforge.data.cache import SliceStack
 from augforge.data.lidc import axes_px
-from augforge.progress import track
 from augforge.errors import DataError
+from augforge.progress import track
 
 EXTENSIONS = (".npy", ".npz", ".png", ".nii", ".nii.gz")
 #: Pixel spacing when neither the file (NIfTI) nor labels.csv gives one.

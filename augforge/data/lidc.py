@@ -12,6 +12,7 @@ in pixel coordinates of the 512x512 slice (x = column, y = row) and ``inclusion 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import importlib.util
@@ -297,10 +298,8 @@ def read_nodules(path: Path | None = None) -> tuple[LidcNodule, ...]:
             nodules = None  # damaged: rebuilt below
     if nodules is None:
         nodules = _nodules_from_database(db)
-        try:
+        with contextlib.suppress(OSError):  # a read-only cache only costs the parse next time
             _save_index(nodules, index)
-        except OSError:
-            pass  # a read-only cache only costs the parse next time
     if not nodules:
         raise DataError(f"{db}: no nodule contours found")
     return tuple(nodules)

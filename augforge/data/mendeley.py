@@ -19,8 +19,8 @@ import numpy as np
 
 from augforge.data import validate
 from augforge.data.cache import SliceStack
-from augforge.progress import track
 from augforge.errors import DataError
+from augforge.progress import track
 
 FILES = {"train": "lung_cancer_train.pkl", "test": "lung_cancer_test.pkl"}
 COLUMNS = ("label1", "mask", "hu_array_old", "hu_array")

@@ -13,8 +13,8 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
-from augforge.progress import track
 from augforge.errors import UsageError
+from augforge.progress import track
 
 A = TypeVar("A")
 R = TypeVar("R")

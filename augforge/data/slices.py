@@ -38,8 +38,8 @@ from augforge.data import lungrads, validate
 from augforge.data import split as splitting
 from augforge.data.cache import SliceStack
 from augforge.data.folder import mean_diameter_mm
-from augforge.progress import track
 from augforge.errors import DataError
+from augforge.progress import track
 
 KIND = "lidc-slices"
 #: LIDC in-plane spacing is typically 0.5-0.9 mm; the export does not record it.

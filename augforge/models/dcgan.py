@@ -29,8 +29,8 @@ from torch import nn
 
 from augforge import seeding
 from augforge.errors import DataError
-from augforge.progress import bar as progress_bar
 from augforge.fileio import atomic_write_text, atomic_write_with, file_sha256
+from augforge.progress import bar as progress_bar
 
 __all__ = [
     "DCGANConfig",

@@ -14,11 +14,11 @@ from torch import nn
 
 from augforge.config import TrainConfig
 from augforge.errors import UsageError
+from augforge.progress import bar as progress_bar
+from augforge.seeding import deterministic, seed_everything
 from augforge.strategy import Transform
 from augforge.train.losses import get_loss
-from augforge.progress import bar as progress_bar
 from augforge.train.sampling import BatchSampler, Prefetcher
-from augforge.seeding import deterministic, seed_everything
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "TrainResult", "make_optimizer", "make_schedule", "plan_steps", "train_model"]
 
