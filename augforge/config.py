@@ -124,8 +124,16 @@ def _tiny() -> Preset:
         # Adam + Dice-BCE learn the tiny phantom's whole slices in seconds (Dice 0.34-0.67 over seeds
         # 0-2 for none and flip), so tests see real, non-empty predictions; one thread: tiny
         # convolutions gain nothing from more, and tests share the machine.
-        train=TrainConfig(epochs=15, batch_size=4, optimizer="adam", lr=1e-2, loss="dice-bce",
-                          eval_batch_size=12, patch_size=0, threads=1),
+        train=TrainConfig(
+            epochs=15,
+            batch_size=4,
+            optimizer="adam",
+            lr=1e-2,
+            loss="dice-bce",
+            eval_batch_size=12,
+            patch_size=0,
+            threads=1,
+        ),
         gen=GeneratorConfig(epochs=1, batch_size=16, width=4, latent_dim=16, roi_size=32),
     )
 
@@ -140,8 +148,15 @@ def _quick() -> Preset:
         # over 600 steps beat a constant rate (0.90 vs 0.82).
         model=ModelConfig(base_width=8, depth=4),
         train=TrainConfig(
-            epochs=15, steps_per_epoch=40, batch_size=16, optimizer="adam", lr=2e-3, schedule="cosine",
-            loss="dice-bce", patch_size=96, fg_fraction=0.5,
+            epochs=15,
+            steps_per_epoch=40,
+            batch_size=16,
+            optimizer="adam",
+            lr=2e-3,
+            schedule="cosine",
+            loss="dice-bce",
+            patch_size=96,
+            fg_fraction=0.5,
         ),
         # ~1,300 steps of batch 32: about a minute on 2 CPU cores (more steps beat bigger batches here).
         gen=GeneratorConfig(epochs=60, batch_size=32, width=16, latent_dim=64, roi_size=32),
@@ -153,8 +168,9 @@ def _paper() -> Preset:
         name="paper",
         data=DataConfig(size=512, input="lung"),  # the paper's lung-only hu_array
         model=ModelConfig(arch="unet-vgg11"),
-        train=TrainConfig(epochs=40, batch_size=6, lr=1e-2, momentum=0.9, weight_decay=1e-4,
-                          loss="soft-dice", patch_size=0),
+        train=TrainConfig(
+            epochs=40, batch_size=6, lr=1e-2, momentum=0.9, weight_decay=1e-4, loss="soft-dice", patch_size=0
+        ),
         gen=GeneratorConfig(epochs=300, batch_size=128, width=64, latent_dim=128, roi_size=64),
     )
 

@@ -14,8 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_with", "file_sha256",
-           "remove_stale_temporaries", "temporary_dir"]
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_with",
+    "file_sha256",
+    "remove_stale_temporaries",
+    "temporary_dir",
+]
 
 
 def _file_mode() -> int:

@@ -151,8 +151,9 @@ def hd95(pred: np.ndarray, truth: np.ndarray, spacing_mm: float | tuple[float, f
     return float(max(np.percentile(to_truth[sp], 95), np.percentile(to_pred[st], 95)))
 
 
-def segmentation_metrics(pred: np.ndarray, truth: np.ndarray,
-                         spacing_mm: np.ndarray | list[float] | float) -> dict[str, np.ndarray]:
+def segmentation_metrics(
+    pred: np.ndarray, truth: np.ndarray, spacing_mm: np.ndarray | list[float] | float
+) -> dict[str, np.ndarray]:
     """Every metric of :data:`METRIC_NAMES` for a batch of images.
 
     pred, truth: (N, H, W) boolean. spacing_mm: (N,) pixel spacing of each image in mm (or one number).

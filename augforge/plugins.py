@@ -78,8 +78,11 @@ def unknown_filter_names(wanted: set[str] | None, known: set[str]) -> list[Plugi
     out = []
     for name in sorted((wanted or set()) - known):
         close = difflib.get_close_matches(name, sorted(known), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else (
-            f"; installed: {', '.join(sorted(known))}" if known else "; no external plugin is installed")
+        hint = (
+            f"; did you mean {close[0]!r}?"
+            if close
+            else (f"; installed: {', '.join(sorted(known))}" if known else "; no external plugin is installed")
+        )
         out.append(PluginError(f"AUGFORGE_LOAD_PLUGINS names {name!r}, which is no installed augforge plugin{hint}"))
     return out
 
@@ -119,8 +122,9 @@ def load_plugins() -> None:
         if wanted is not None and ep.name not in wanted and dist not in wanted:
             continue
         if ep.name in _plugin_info:
-            _load_errors.append(PluginError(
-                f"plugin {ep.name!r} ({dist}) has the same name as an already loaded plugin; skipped"))
+            _load_errors.append(
+                PluginError(f"plugin {ep.name!r} ({dist}) has the same name as an already loaded plugin; skipped")
+            )
             continue
         info = PluginInfo(name=ep.name, distribution=dist, version=version, builtin=False)
         try:
@@ -137,8 +141,7 @@ def plugin_infos() -> list[PluginInfo]:
     for name, plugin in pm.list_name_plugin():
         info = _plugin_info.get(name)
         if info is None:  # registered directly, e.g. by a test
-            info = PluginInfo(name=name, distribution="(registered in process)", version="",
-                              builtin=False)
+            info = PluginInfo(name=name, distribution="(registered in process)", version="", builtin=False)
         info.hooks = sorted(h.name for h in (pm.get_hookcallers(plugin) or []))
         out.append(info)
     return out
@@ -164,8 +167,12 @@ def strategy_provenance(strategy: Strategy) -> dict[str, dict[str, str]]:
         entry = registry.entries.get(part.name)
         plugin = entry.plugin if entry else ""
         info = _plugin_info.get(plugin)
-        out[part.name] = {"plugin": plugin, "distribution": info.distribution if info else "(registered in process)",
-                          "version": info.version if info else "", "code": _source_digest(type(part))}
+        out[part.name] = {
+            "plugin": plugin,
+            "distribution": info.distribution if info else "(registered in process)",
+            "version": info.version if info else "",
+            "code": _source_digest(type(part)),
+        }
     return out
 
 
@@ -213,8 +220,7 @@ class StrategyRegistry:
             close = difflib.get_close_matches(name, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise UnknownStrategyError(
-                f"unknown strategy {name!r}{hint} Known strategies: {', '.join(known)}"
-                " (see `augforge strategies`)"
+                f"unknown strategy {name!r}{hint} Known strategies: {', '.join(known)} (see `augforge strategies`)"
             ) from None
 
     def create(self, spec: str, params: dict[str, dict[str, Any]] | None = None) -> Strategy:
@@ -242,9 +248,12 @@ def _call_register_hook(registry: StrategyRegistry) -> None:
                 return
             existing = registry.entries.get(cls.name) or _pending.get(cls.name)
             if existing is not None:
-                registry.errors.append(PluginError(
-                    f"strategy {cls.name!r} is registered by both plugin {existing.plugin!r} and "
-                    f"plugin {_plugin!r}; the one from {existing.plugin!r} is kept"))
+                registry.errors.append(
+                    PluginError(
+                        f"strategy {cls.name!r} is registered by both plugin {existing.plugin!r} and "
+                        f"plugin {_plugin!r}; the one from {existing.plugin!r} is kept"
+                    )
+                )
                 return
             _pending[cls.name] = StrategyEntry(cls=cls, plugin=_plugin)
 
@@ -256,8 +265,11 @@ def _call_register_hook(registry: StrategyRegistry) -> None:
         except Exception as exc:  # noqa: BLE001 -- reported with the plugin named
             registry.failed_plugins.add(plugin)
             dropped = f"; its strategies {', '.join(sorted(pending))} are left out" if pending else ""
-            registry.errors.append(PluginError(
-                f"plugin {plugin!r} raised while registering strategies: {type(exc).__name__}: {exc}{dropped}"))
+            registry.errors.append(
+                PluginError(
+                    f"plugin {plugin!r} raised while registering strategies: {type(exc).__name__}: {exc}{dropped}"
+                )
+            )
             continue
         registry.entries.update(pending)
 

@@ -47,9 +47,18 @@ class Bar:
 
 
 @contextlib.contextmanager
-def bar(description: str, total: float | None, *, enabled: bool = True, fields: dict[str, Any] | None = None,
-        columns: Sequence[str] = (), prefix: str | None = None, eta: bool = True, spinner: bool = False,
-        transient: bool = False) -> Iterator[Bar]:
+def bar(
+    description: str,
+    total: float | None,
+    *,
+    enabled: bool = True,
+    fields: dict[str, Any] | None = None,
+    columns: Sequence[str] = (),
+    prefix: str | None = None,
+    eta: bool = True,
+    spinner: bool = False,
+    transient: bool = False,
+) -> Iterator[Bar]:
     """A bar: [spinner] [prefix] description, the bar, done/total, ``columns``, elapsed [, eta].
 
     ``columns`` are rich text templates of the bar's ``fields`` (e.g. ``"loss {task.fields[loss]:.4f}"``),

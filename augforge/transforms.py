@@ -121,19 +121,19 @@ def _what(x: Any) -> str:
 def _check_sample(image: Any, mask: Any) -> None:
     """Refuse an input that is not a preprocessed (image, mask) pair, saying what was wrong."""
     if not isinstance(image, np.ndarray) or image.ndim != 2 or image.dtype != np.float32:
-        raise DataError(f"augmentation input: expected the image as a float32 (H, W) array, "
-                        f"got a {_what(image)}")
+        raise DataError(f"augmentation input: expected the image as a float32 (H, W) array, got a {_what(image)}")
     if not isinstance(mask, np.ndarray) or mask.shape != image.shape or mask.dtype != np.uint8:
         raise DataError(
-            f"augmentation input: expected the mask as a uint8 array of shape {image.shape}, "
-            f"got a {_what(mask)}")
+            f"augmentation input: expected the mask as a uint8 array of shape {image.shape}, got a {_what(mask)}"
+        )
     if not np.isfinite(image).all():
         raise DataError("augmentation input: the image contains NaN or infinite values")
     lo, hi = float(image.min()), float(image.max())
     if lo < -_RANGE_TOLERANCE or hi > 1.0 + _RANGE_TOLERANCE:
         raise DataError(
             f"augmentation input: image values span [{lo:.4g}, {hi:.4g}], but online transforms take the "
-            "preprocessed image in [0, 1] (Slice.image), not Hounsfield units")
+            "preprocessed image in [0, 1] (Slice.image), not Hounsfield units"
+        )
     if mask.max(initial=0) > 1:
         raise DataError(f"augmentation input: mask values go up to {int(mask.max())}; expected 0 and 1")
 
@@ -158,13 +158,13 @@ class AlbumentationsTransform:
             compose = pipeline
         elif isinstance(pipeline, (A.BaseCompose, A.BasicTransform)):
             compose = A.Compose([pipeline])
-        elif isinstance(pipeline, Sequence) and all(
-                isinstance(t, (A.BasicTransform, A.BaseCompose)) for t in pipeline):
+        elif isinstance(pipeline, Sequence) and all(isinstance(t, (A.BasicTransform, A.BaseCompose)) for t in pipeline):
             compose = A.Compose(list(pipeline))
         else:
             raise UsageError(
                 f"AlbumentationsTransform: expected an albumentations Compose or a list of albumentations "
-                f"transforms, got {type(pipeline).__name__}")
+                f"transforms, got {type(pipeline).__name__}"
+            )
         # A mask interpolated by anything but nearest neighbour gets fractional or shifted edges.
         compose.set_mask_interpolation(cv2.INTER_NEAREST)
         seed_pipeline(compose, seed)
@@ -197,8 +197,9 @@ class AlbumentationsTransform:
     def from_dict(cls, description: dict[str, Any], seed: int) -> AlbumentationsTransform:
         """Rebuild a transform from :meth:`to_dict`'s output (e.g. a trial record) with a seed."""
         if not isinstance(description, dict) or "albumentations" not in description:
-            raise UsageError("AlbumentationsTransform.from_dict: expected a dict with an "
-                             "'albumentations' key, as to_dict() writes")
+            raise UsageError(
+                "AlbumentationsTransform.from_dict: expected a dict with an 'albumentations' key, as to_dict() writes"
+            )
         A = load_albumentations()
         return cls(A.from_dict(description["albumentations"]), seed=seed)
 

@@ -20,8 +20,9 @@ from augforge.models import build_model
 from augforge.train import get_loss
 
 
-def time_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn, steps: int = 20
-               ) -> tuple[float, float]:
+def time_steps(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn, steps: int = 20
+) -> tuple[float, float]:
     """(seconds of the first step, median seconds of ``steps`` steps after 3 warm-up steps)."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
@@ -46,8 +47,7 @@ def main() -> None:
     x = torch.rand(batch, 1, side, side).contiguous(memory_format=torch.channels_last)
     y = (torch.rand_like(x) > 0.9).float()
     loss_fn = get_loss(preset.train.loss)
-    out: dict[str, object] = {"preset": preset.name, "batch": batch, "patch": side,
-                              "threads": torch.get_num_threads()}
+    out: dict[str, object] = {"preset": preset.name, "batch": batch, "patch": side, "threads": torch.get_num_threads()}
     eager = build_model(preset.model).to(memory_format=torch.channels_last)
     first, median = time_steps(eager, x, y, loss_fn)
     out.update(eager_first_s=round(first, 3), eager_step_ms=round(1000 * median, 1))

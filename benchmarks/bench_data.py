@@ -58,21 +58,34 @@ def main() -> None:
         size_mb = sum(f.stat().st_size for f in Path(ds.meta["cache"]).iterdir()) / 2**20
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(json.dumps({
-        "dataset": ds.name, "preset": args.preset, "size": cfg.size, "slices": n,
-        "train_test_healthy": [len(ds.train), len(ds.test), len(ds.healthy)],
-        # Cold = parse the LIDC annotations + generate + preprocess + write the cache.
-        "cold_build_s": round(index_wall + cold_wall, 2),
-        "cold_build_cpu_s": round(index_cpu + cold_cpu, 2),
-        "lidc_parse_s": round(index_wall, 2),
-        "slices_per_s": round(n / cold_wall, 1), "slices_per_cpu_s": round(n / cold_cpu, 1),
-        "reload_s": round(reload_wall, 2), "reload_cpu_s": round(reload_cpu, 2),
-        "cache_mb": round(size_mb, 1),
-        "goals": {"cold_build_s": 60, "reload_s": 3},
-        "workers": parallel.workers_for(n),
-        "machine": {"cpus": os.cpu_count(), "load_avg_1min": round(os.getloadavg()[0], 2),
-                    "python": platform.python_version()},
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "dataset": ds.name,
+                "preset": args.preset,
+                "size": cfg.size,
+                "slices": n,
+                "train_test_healthy": [len(ds.train), len(ds.test), len(ds.healthy)],
+                # Cold = parse the LIDC annotations + generate + preprocess + write the cache.
+                "cold_build_s": round(index_wall + cold_wall, 2),
+                "cold_build_cpu_s": round(index_cpu + cold_cpu, 2),
+                "lidc_parse_s": round(index_wall, 2),
+                "slices_per_s": round(n / cold_wall, 1),
+                "slices_per_cpu_s": round(n / cold_cpu, 1),
+                "reload_s": round(reload_wall, 2),
+                "reload_cpu_s": round(reload_cpu, 2),
+                "cache_mb": round(size_mb, 1),
+                "goals": {"cold_build_s": 60, "reload_s": 3},
+                "workers": parallel.workers_for(n),
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "load_avg_1min": round(os.getloadavg()[0], 2),
+                    "python": platform.python_version(),
+                },
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -65,31 +65,46 @@ def main() -> None:
     _, s_wall, s_cpu = _timed(lambda: sample(fit.generator, args.samples, seed=1))
 
     with tempfile.TemporaryDirectory() as tmp:
-        ctx = PrepareContext(seed=0, healthy=dataset.healthy, preset=preset, cache_dir=Path(tmp),
-                             progress=False, log=lambda m: None, dataset_fingerprint=dataset.fingerprint)
-        fitted = strategy.fit(dataset.train[:8], dataclasses.replace(
-            ctx, preset=dataclasses.replace(preset, gen=dataclasses.replace(preset.gen, epochs=1))))
+        ctx = PrepareContext(
+            seed=0,
+            healthy=dataset.healthy,
+            preset=preset,
+            cache_dir=Path(tmp),
+            progress=False,
+            log=lambda m: None,
+            dataset_fingerprint=dataset.fingerprint,
+        )
+        fitted = strategy.fit(
+            dataset.train[:8],
+            dataclasses.replace(ctx, preset=dataclasses.replace(preset, gen=dataclasses.replace(preset.gen, epochs=1))),
+        )
         fitted.generator = fit.generator  # paste the timed generator's samples
-        out, p_wall, p_cpu = _timed(lambda: strategy.synthesize(fitted, dataset.healthy, args.slices, seed=0,
-                                                                 log=lambda m: None))
+        out, p_wall, p_cpu = _timed(
+            lambda: strategy.synthesize(fitted, dataset.healthy, args.slices, seed=0, log=lambda m: None)
+        )
 
-    print(json.dumps({
-        "strategy": args.strategy,
-        "preset": args.preset,
-        "fit_config": dataclasses.asdict(cfg),
-        "patches": len(data),
-        "torch_threads": torch.get_num_threads(),
-        "fit_img_per_s": round(seen / fit_wall, 1),
-        "fit_img_per_cpu_s": round(seen / fit_cpu, 1),
-        "fit_projected_s": round(fit_wall / args.epochs * cfg.epochs, 1),
-        "sample_img_per_s": round(args.samples / s_wall, 1),
-        "sample_img_per_cpu_s": round(args.samples / s_cpu, 1),
-        "synth_slices_per_s": round(len(out.slices) / p_wall, 1),
-        "synth_slices_per_cpu_s": round(len(out.slices) / p_cpu, 1),
-        "synth_made": len(out.slices),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "strategy": args.strategy,
+                "preset": args.preset,
+                "fit_config": dataclasses.asdict(cfg),
+                "patches": len(data),
+                "torch_threads": torch.get_num_threads(),
+                "fit_img_per_s": round(seen / fit_wall, 1),
+                "fit_img_per_cpu_s": round(seen / fit_cpu, 1),
+                "fit_projected_s": round(fit_wall / args.epochs * cfg.epochs, 1),
+                "sample_img_per_s": round(args.samples / s_wall, 1),
+                "sample_img_per_cpu_s": round(args.samples / s_cpu, 1),
+                "synth_slices_per_s": round(len(out.slices) / p_wall, 1),
+                "synth_slices_per_cpu_s": round(len(out.slices) / p_cpu, 1),
+                "synth_made": len(out.slices),
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -77,8 +77,9 @@ def process_tree(root: int) -> list[int]:
 def process_memory(pid: int) -> tuple[int, int | None]:
     """(RSS, PSS) of one process in bytes; PSS is None where ``smaps_rollup`` cannot be read."""
     try:
-        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
-                      if ":" in line)
+        fields = dict(
+            line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines() if ":" in line
+        )
         return int(fields["Rss"].split()[0]) * 1024, int(fields["Pss"].split()[0]) * 1024
     except (OSError, KeyError, ValueError):
         pass
@@ -150,10 +151,16 @@ def read_trials(out: Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         r = json.loads(line)
-        rows.append({"strategy": r.get("strategy"), "seed": r.get("seed"), "status": r.get("status"),
-                     "timings_s": r.get("timings_s", {}),
-                     "peak_rss_mb": r.get("memory", {}).get("peak_rss_mb"),
-                     "data_wait_share": r.get("training", {}).get("data_wait_share")})
+        rows.append(
+            {
+                "strategy": r.get("strategy"),
+                "seed": r.get("seed"),
+                "status": r.get("status"),
+                "timings_s": r.get("timings_s", {}),
+                "peak_rss_mb": r.get("memory", {}).get("peak_rss_mb"),
+                "data_wait_share": r.get("training", {}).get("data_wait_share"),
+            }
+        )
     return rows
 
 
@@ -209,11 +216,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--strategy", action="append", default=[], help="strategy to bench (default: dcgan)")
     ap.add_argument("--preset", default="quick")
     ap.add_argument("--data", help="passed on to `augforge bench --data` (default: the preset's dataset)")
-    ap.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
-                    help="passed on to `augforge bench --set`")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="overrides",
+        metavar="KEY=VALUE",
+        help="passed on to `augforge bench --set`",
+    )
     ap.add_argument("--interval", type=float, default=0.2, help="memory sampling interval, seconds")
-    ap.add_argument("--keep", type=Path, metavar="DIR",
-                    help="run in DIR and keep the study folder and the job's log (default: a temporary folder)")
+    ap.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="run in DIR and keep the study folder and the job's log (default: a temporary folder)",
+    )
     args = ap.parse_args(argv)
 
     job_args = [a for s in (args.strategy or ["dcgan"]) for a in ("--strategy", s)]
@@ -235,14 +252,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    print(json.dumps({
-        "preset": args.preset,
-        **result,
-        "goals": {"wall_s<=": GOALS["wall_s"], "peak_gib<=": GOALS["peak_gib"]},
-        "within_goals": result["wall_s"] <= GOALS["wall_s"] and result["peak_gib"] <= GOALS["peak_gib"],
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "preset": args.preset,
+                **result,
+                "goals": {"wall_s<=": GOALS["wall_s"], "peak_gib<=": GOALS["peak_gib"]},
+                "within_goals": result["wall_s"] <= GOALS["wall_s"] and result["peak_gib"] <= GOALS["peak_gib"],
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

@@ -36,7 +36,7 @@ def brute_force(allowed: np.ndarray, mask: np.ndarray) -> np.ndarray:
     out = np.zeros((H - h + 1, W - w + 1), bool)
     for r in range(H - h + 1):
         for c in range(W - w + 1):
-            out[r, c] = allowed[r:r + h, c:c + w][mask].all()
+            out[r, c] = allowed[r : r + h, c : c + w][mask].all()
     return out
 
 
@@ -82,25 +82,42 @@ def main() -> None:
         brute, t_brute, c_brute = _timed(brute_force, allowed, mask)
         if not (np.array_equal(fast, brute) and np.array_equal(windows, brute)):
             raise SystemExit(f"valid position sets differ on canvas {canvas.id}, mask {mask.shape}")
-        rows.append({"mask_px": list(mask.shape), "valid": int(brute.sum()), "allowed_ms": t_allowed,
-                     "placement_ms": t_fast, "placement_cpu_ms": c_fast, "windows_ms": t_win, "windows_cpu_ms": c_win,
-                     "brute_ms": t_brute, "brute_cpu_ms": c_brute, "allowed_cpu_ms": c_allowed})
+        rows.append(
+            {
+                "mask_px": list(mask.shape),
+                "valid": int(brute.sum()),
+                "allowed_ms": t_allowed,
+                "placement_ms": t_fast,
+                "placement_cpu_ms": c_fast,
+                "windows_ms": t_win,
+                "windows_cpu_ms": c_win,
+                "brute_ms": t_brute,
+                "brute_cpu_ms": c_brute,
+                "allowed_cpu_ms": c_allowed,
+            }
+        )
 
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0] if k.endswith("_ms")}
-    print(json.dumps({
-        "preset": args.preset,
-        "slice_px": list(dataset.healthy[0].shape),
-        "pairs": len(rows),
-        "same_valid_sets": True,
-        "median_ms_per_slice": {k: round(v, 3) for k, v in med.items()},
-        "speedup_vs_brute": round(med["brute_ms"] / med["placement_ms"], 1),
-        "speedup_vs_brute_cpu": round(med["brute_cpu_ms"] / med["placement_cpu_ms"], 1),
-        "speedup_vs_numpy_windows": round(med["windows_ms"] / med["placement_ms"], 1),
-        "speedup_vs_brute_incl_allowed_map": round((med["brute_ms"] + med["allowed_ms"])
-                                                   / (med["placement_ms"] + med["allowed_ms"]), 1),
-        "mask_sizes_px": [r["mask_px"] for r in rows],
-        "python": platform.python_version(),
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "preset": args.preset,
+                "slice_px": list(dataset.healthy[0].shape),
+                "pairs": len(rows),
+                "same_valid_sets": True,
+                "median_ms_per_slice": {k: round(v, 3) for k, v in med.items()},
+                "speedup_vs_brute": round(med["brute_ms"] / med["placement_ms"], 1),
+                "speedup_vs_brute_cpu": round(med["brute_cpu_ms"] / med["placement_cpu_ms"], 1),
+                "speedup_vs_numpy_windows": round(med["windows_ms"] / med["placement_ms"], 1),
+                "speedup_vs_brute_incl_allowed_map": round(
+                    (med["brute_ms"] + med["allowed_ms"]) / (med["placement_ms"] + med["allowed_ms"]), 1
+                ),
+                "mask_sizes_px": [r["mask_px"] for r in rows],
+                "python": platform.python_version(),
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,9 @@ from augforge.data.records import Dataset
 from augforge.data.sources import load_dataset
 
 
-def timed_study(name: str, trials: list[Trial], dataset: Dataset, preset: Any, folder: Path,
-                options: dict[str, Any]) -> tuple[float, ResultsStore]:
+def timed_study(
+    name: str, trials: list[Trial], dataset: Dataset, preset: Any, folder: Path, options: dict[str, Any]
+) -> tuple[float, ResultsStore]:
     """Run the study with executor ``name`` into ``folder``; its wall time in seconds and its store."""
     env = TrialEnv(progress=False, log=lambda m: None, cache_dir=folder / "generators")
     ctx = ExecutionContext(dataset=dataset, data_cfg=preset.data, allow_pickle=False, env=env, options=options)
@@ -85,8 +86,14 @@ def main() -> None:
     preset = apply_overrides(get_preset(args.preset), preset_over)
     load_before = os.getloadavg()[0]
     dataset = load_dataset(preset.data, progress=False)
-    trials = plan_study(args.strategy or ["flip"], preset=preset, seeds=list(range(args.seeds)), fractions=[1.0],
-                        dataset_fingerprint=dataset.fingerprint, strategy_params=strategy_params)
+    trials = plan_study(
+        args.strategy or ["flip"],
+        preset=preset,
+        seeds=list(range(args.seeds)),
+        fractions=[1.0],
+        dataset_fingerprint=dataset.fingerprint,
+        strategy_params=strategy_params,
+    )
 
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
         root = Path(tmp)
@@ -104,24 +111,29 @@ def main() -> None:
         equal = comparable_rows(cold, trials) == reference and comparable_rows(warm, trials) == reference
         seconds = {"local": trial_seconds(local), "ray_cold": trial_seconds(cold), "ray_warm": trial_seconds(warm)}
 
-    print(json.dumps({
-        "preset": preset.name,
-        "trials": len(trials),
-        "strategies": sorted({t.label or t.strategy for t in trials}),
-        "seeds": args.seeds,
-        "workers": args.workers,
-        "local_s": round(local_s, 2),
-        "ray_init_s": round(ray_init_s, 2),
-        "ray_cold_s": round(cold_s, 2),
-        "ray_warm_s": round(warm_s, 2),
-        "speedup_cold": round(local_s / cold_s, 2),
-        "speedup_warm": round(local_s / warm_s, 2),
-        "trial_seconds": seconds,
-        "per_image_equal": equal,
-        "cpu_count": os.cpu_count(),
-        "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
-        "versions": {"ray": ray.__version__, "python": platform.python_version()},
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "preset": preset.name,
+                "trials": len(trials),
+                "strategies": sorted({t.label or t.strategy for t in trials}),
+                "seeds": args.seeds,
+                "workers": args.workers,
+                "local_s": round(local_s, 2),
+                "ray_init_s": round(ray_init_s, 2),
+                "ray_cold_s": round(cold_s, 2),
+                "ray_warm_s": round(warm_s, 2),
+                "speedup_cold": round(local_s / cold_s, 2),
+                "speedup_warm": round(local_s / warm_s, 2),
+                "trial_seconds": seconds,
+                "per_image_equal": equal,
+                "cpu_count": os.cpu_count(),
+                "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+                "versions": {"ray": ray.__version__, "python": platform.python_version()},
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -122,28 +122,39 @@ def main() -> None:
     predict_masks(model, eval_images, batch_size=cfg.eval_batch_size, channels_last=cfg.channels_last)
     eval_rate = len(eval_images) / (time.perf_counter() - t0)
 
-    print(json.dumps({
-        "preset": preset.name,
-        "data": data_name,
-        "strategy": args.strategy,
-        "model": {"arch": preset.model.arch, "base_width": preset.model.base_width, "depth": preset.model.depth,
-                  "parameters": count_parameters(model)},
-        "batch": [cfg.batch_size, 1, side, side],
-        "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
-        "load_average_1min": round(os.getloadavg()[0], 2),
-        "matmul_peak_gflops": peak,
-        "step_gflop": round(flops / 1e9, 3),
-        "steps": result.steps,
-        "step_ms": round(1000 * result.seconds / result.steps, 1),
-        "train_gflops": round(achieved, 1),
-        "fraction_of_peak": round(achieved / peak_best, 3),
-        "samples_per_s": round(result.samples_per_second, 1),
-        "data_wait_share": round(result.data_wait_share, 4),
-        "eval_images_per_s": round(eval_rate, 2),
-        "goals": {"fraction_of_peak>=0.5": achieved / peak_best >= 0.5, "data_wait_share<0.05":
-                  result.data_wait_share < 0.05},
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "preset": preset.name,
+                "data": data_name,
+                "strategy": args.strategy,
+                "model": {
+                    "arch": preset.model.arch,
+                    "base_width": preset.model.base_width,
+                    "depth": preset.model.depth,
+                    "parameters": count_parameters(model),
+                },
+                "batch": [cfg.batch_size, 1, side, side],
+                "threads": torch.get_num_threads(),
+                "cpu": platform.processor() or platform.machine(),
+                "load_average_1min": round(os.getloadavg()[0], 2),
+                "matmul_peak_gflops": peak,
+                "step_gflop": round(flops / 1e9, 3),
+                "steps": result.steps,
+                "step_ms": round(1000 * result.seconds / result.steps, 1),
+                "train_gflops": round(achieved, 1),
+                "fraction_of_peak": round(achieved / peak_best, 3),
+                "samples_per_s": round(result.samples_per_second, 1),
+                "data_wait_share": round(result.data_wait_share, 4),
+                "eval_images_per_s": round(eval_rate, 2),
+                "goals": {
+                    "fraction_of_peak>=0.5": achieved / peak_best >= 0.5,
+                    "data_wait_share<0.05": result.data_wait_share < 0.05,
+                },
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ Sample = tuple[np.ndarray, np.ndarray]
 
 def _bare(compose: Any) -> Call:
     """Call an albumentations Compose the way its own documentation does."""
+
     def call(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out = compose(image=image, mask=mask)
         return out["image"], out["mask"]
@@ -64,7 +65,7 @@ def paired_times(adapted: Call, bare: Call, samples: list[Sample], repeats: int)
     out = np.empty((repeats, len(samples), 2))
     for r in range(repeats):
         for i, (image, mask) in enumerate(samples):
-            for slot in ((0, 1) if (i + r) % 2 == 0 else (1, 0)):
+            for slot in (0, 1) if (i + r) % 2 == 0 else (1, 0):
                 call = adapted if slot == 0 else bare
                 t0 = clock()
                 call(image, mask)
@@ -105,8 +106,10 @@ def bench_strategy(name: str, samples: list[Sample], *, repeats: int, seed: int)
         a, b = adapted(image, mask), bare(image, mask)
         if not (np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])):
             raise SystemExit(f"{name}: adapter and bare pipeline disagree; the comparison would be unfair")
-    return {"ops": [type(t).__name__ for t in compose.transforms],
-            **summarise(paired_times(adapted, bare, samples, repeats))}
+    return {
+        "ops": [type(t).__name__ for t in compose.transforms],
+        **summarise(paired_times(adapted, bare, samples, repeats)),
+    }
 
 
 def adapter_fixed_cost(samples: list[Sample], repeats: int) -> dict[str, float]:
@@ -138,13 +141,21 @@ def input_check_us(image: np.ndarray, mask: np.ndarray, repeats: int = 200) -> f
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="quick", help="preset whose dataset supplies the slices")
-    parser.add_argument("--strategy", action="append", dest="strategies",
-                        help=f"strategy to time (repeatable; default: {', '.join(STRATEGIES)})")
+    parser.add_argument(
+        "--strategy",
+        action="append",
+        dest="strategies",
+        help=f"strategy to time (repeatable; default: {', '.join(STRATEGIES)})",
+    )
     parser.add_argument("--samples", type=int, default=64, help="slices per pass")
     parser.add_argument("--repeats", type=int, default=21, help="passes")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--opencv-threads", type=int, default=1,
-                        help="OpenCV threads (1: steadier timings; a data loader runs one per worker)")
+    parser.add_argument(
+        "--opencv-threads",
+        type=int,
+        default=1,
+        help="OpenCV threads (1: steadier timings; a data loader runs one per worker)",
+    )
     args = parser.parse_args(argv)
 
     import cv2
@@ -159,36 +170,42 @@ def main(argv: list[str] | None = None) -> int:
     dataset = load_dataset(preset.data, progress=sys.stderr.isatty())
     samples = [(s.image, s.mask) for s in dataset.train if s.has_tumour][: args.samples]
     t0 = time.time()
-    results = {name: bench_strategy(name, samples, repeats=args.repeats, seed=args.seed)
-               for name in (args.strategies or STRATEGIES)}
+    results = {
+        name: bench_strategy(name, samples, repeats=args.repeats, seed=args.seed)
+        for name in (args.strategies or STRATEGIES)
+    }
     worst = max(r["paired_overhead"] for r in results.values())
-    print(json.dumps({
-        "benchmark": "per-sample transform time: augforge adapter vs the bare albumentations.Compose",
-        "preset": preset.name,
-        "image_shape": list(samples[0][0].shape),
-        "samples": len(samples),
-        "repeats": args.repeats,
-        "seed": args.seed,
-        "strategies": results,
-        "adapter_fixed_cost": adapter_fixed_cost(samples, args.repeats),
-        "input_check_us": round(input_check_us(*samples[0]), 2),
-        "max_paired_overhead": worst,
-        "max_overhead": max(r["overhead"] for r in results.values()),
-        "goal_max_overhead": GOAL,
-        "within_goal": worst <= GOAL,
-        "load_average_at_end": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg")
-        else None,
-        "wall_s": round(time.time() - t0, 1),
-        "environment": {
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "albumentations": A.__version__,
-            "opencv": cv2.__version__,
-            "opencv_threads": cv2.getNumThreads(),
-            "cpus": os.cpu_count(),
-            "machine": platform.machine(),
-        },
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "per-sample transform time: augforge adapter vs the bare albumentations.Compose",
+                "preset": preset.name,
+                "image_shape": list(samples[0][0].shape),
+                "samples": len(samples),
+                "repeats": args.repeats,
+                "seed": args.seed,
+                "strategies": results,
+                "adapter_fixed_cost": adapter_fixed_cost(samples, args.repeats),
+                "input_check_us": round(input_check_us(*samples[0]), 2),
+                "max_paired_overhead": worst,
+                "max_overhead": max(r["overhead"] for r in results.values()),
+                "goal_max_overhead": GOAL,
+                "within_goal": worst <= GOAL,
+                "load_average_at_end": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+                "wall_s": round(time.time() - t0, 1),
+                "environment": {
+                    "python": platform.python_version(),
+                    "numpy": np.__version__,
+                    "albumentations": A.__version__,
+                    "opencv": cv2.__version__,
+                    "opencv_threads": cv2.getNumThreads(),
+                    "cpus": os.cpu_count(),
+                    "machine": platform.machine(),
+                },
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

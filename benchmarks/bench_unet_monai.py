@@ -40,9 +40,16 @@ def monai_unet(base_width: int, depth: int, num_res_units: int) -> Any:
     """MONAI's 2-D U-Net with widths ``base_width * 2**i`` for i = 0..depth and ``depth`` strides of 2."""
     from monai.networks.nets import UNet
 
-    return UNet(spatial_dims=2, in_channels=1, out_channels=1,
-                channels=tuple(base_width * 2**i for i in range(depth + 1)), strides=(2,) * depth,
-                num_res_units=num_res_units, norm="batch", act="relu")
+    return UNet(
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=1,
+        channels=tuple(base_width * 2**i for i in range(depth + 1)),
+        strides=(2,) * depth,
+        num_res_units=num_res_units,
+        norm="batch",
+        act="relu",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=4, help="timed steps per network per round")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per network first")
-    ap.add_argument("--threads", type=int, default=0,
-                    help="torch threads (0: the preset's train.threads, as a trial uses)")
+    ap.add_argument(
+        "--threads", type=int, default=0, help="torch threads (0: the preset's train.threads, as a trial uses)"
+    )
     ap.add_argument("--num-res-units", type=int, default=2, help="MONAI's residual units per level")
     args = ap.parse_args(argv)
 
@@ -61,8 +69,16 @@ def main(argv: list[str] | None = None) -> int:
         from monai.networks.nets import UNet as _  # the import that fails on a torch mismatch
     # Not only ImportError: MONAI can raise anything while importing against an unexpected torch.
     except Exception as exc:  # noqa: BLE001
-        print(json.dumps({"available": False, "reason": f"MONAI does not import: {type(exc).__name__}: {exc}",
-                          "install": "pip install --no-deps monai"}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "available": False,
+                    "reason": f"MONAI does not import: {type(exc).__name__}: {exc}",
+                    "install": "pip install --no-deps monai",
+                },
+                indent=2,
+            )
+        )
         return 0
 
     import torch
@@ -75,8 +91,10 @@ def main(argv: list[str] | None = None) -> int:
 
     preset = get_preset(args.preset)
     if preset.model.arch != "unet":
-        raise SystemExit(f"--preset {args.preset}: model.arch={preset.model.arch!r} has no MONAI counterpart; "
-                         "use a preset with the plain U-Net (tiny, quick)")
+        raise SystemExit(
+            f"--preset {args.preset}: model.arch={preset.model.arch!r} has no MONAI counterpart; "
+            "use a preset with the plain U-Net (tiny, quick)"
+        )
     cfg = preset.train
     if args.threads or cfg.threads:
         torch.set_num_threads(args.threads or cfg.threads)
@@ -132,25 +150,34 @@ def main(argv: list[str] | None = None) -> int:
             "samples_per_s": round(cfg.batch_size / (ms / 1e3), 1),
         }
     ours, theirs = per_net["augforge"], per_net["monai"]
-    print(json.dumps({
-        "available": True,
-        "preset": preset.name,
-        "batch": [cfg.batch_size, 1, side, side],
-        "channels_last": cfg.channels_last,
-        "loss": cfg.loss,
-        "optimizer": cfg.optimizer,
-        "widths": [preset.model.base_width * 2**i for i in range(preset.model.depth + 1)],
-        "monai_num_res_units": args.num_res_units,
-        "threads": torch.get_num_threads(),
-        "steps_x_rounds": [args.steps, args.rounds],
-        "augforge": ours,
-        "monai": theirs,
-        # > 1: augforge's step is faster.
-        "speedup_vs_monai": round(theirs["step_ms"] / ours["step_ms"], 3),
-        "gflops_ratio_vs_monai": round(ours["gflops"] / theirs["gflops"], 3),
-        "load_average_1min": round(os.getloadavg()[0], 2),
-        "versions": {"monai": monai.__version__, "torch": torch.__version__, "python": platform.python_version()},
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "available": True,
+                "preset": preset.name,
+                "batch": [cfg.batch_size, 1, side, side],
+                "channels_last": cfg.channels_last,
+                "loss": cfg.loss,
+                "optimizer": cfg.optimizer,
+                "widths": [preset.model.base_width * 2**i for i in range(preset.model.depth + 1)],
+                "monai_num_res_units": args.num_res_units,
+                "threads": torch.get_num_threads(),
+                "steps_x_rounds": [args.steps, args.rounds],
+                "augforge": ours,
+                "monai": theirs,
+                # > 1: augforge's step is faster.
+                "speedup_vs_monai": round(theirs["step_ms"] / ours["step_ms"], 3),
+                "gflops_ratio_vs_monai": round(ours["gflops"] / theirs["gflops"], 3),
+                "load_average_1min": round(os.getloadavg()[0], 2),
+                "versions": {
+                    "monai": monai.__version__,
+                    "torch": torch.__version__,
+                    "python": platform.python_version(),
+                },
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

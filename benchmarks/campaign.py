@@ -35,8 +35,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-STUDY = ["--strategy", "flip", "--preset", "tiny", "--seeds", "2", "--set", "train.epochs=3", "--no-progress",
-         "--no-samples"]
+STUDY = [
+    "--strategy",
+    "flip",
+    "--preset",
+    "tiny",
+    "--seeds",
+    "2",
+    "--set",
+    "train.epochs=3",
+    "--no-progress",
+    "--no-samples",
+]
 
 
 def _cmd(out: Path, *extra: str) -> list[str]:
@@ -71,12 +81,12 @@ def _problems(out: Path, reference: list[tuple]) -> list[str]:
 
 
 def _run(out: Path, cache: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(_cmd(out), check=False, env=_env(cache), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(_cmd(out), check=False, env=_env(cache), capture_output=True, text=True, timeout=timeout)
 
 
-def interrupted(work: Path, reference: list[tuple], duration: float, sig: int, rng: random.Random,
-                k: int) -> dict[str, Any]:
+def interrupted(
+    work: Path, reference: list[tuple], duration: float, sig: int, rng: random.Random, k: int
+) -> dict[str, Any]:
     """Start a run in a fresh folder and cache, send ``sig`` at a random moment, then rerun."""
     out, cache = work / f"run-{k}", work / f"cache-{k}"
     at = rng.uniform(0.05, 1.0) * duration
@@ -86,8 +96,13 @@ def interrupted(work: Path, reference: list[tuple], duration: float, sig: int, r
     if not finished_first:
         proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=300)
-    entry: dict[str, Any] = {"signal": signal.Signals(sig).name, "at_s": round(at, 2), "exit": proc.returncode,
-                             "finished_before_the_signal": finished_first, "problems": []}
+    entry: dict[str, Any] = {
+        "signal": signal.Signals(sig).name,
+        "at_s": round(at, 2),
+        "exit": proc.returncode,
+        "finished_before_the_signal": finished_first,
+        "problems": [],
+    }
     if sig == signal.SIGINT and not finished_first:
         last = stderr.strip().splitlines()[-1:] or [""]
         entry["message"] = last[0]
@@ -107,8 +122,13 @@ def race(work: Path, reference: list[tuple]) -> dict[str, Any]:
     seconds to start, surely meets it; its rows are checked for completeness, not against the
     reference."""
     out, cache = work / "race", work / "cache-race"
-    first = subprocess.Popen(_cmd(out, "--set", "train.epochs=30"), env=_env(cache), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        _cmd(out, "--set", "train.epochs=30"),
+        env=_env(cache),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not ((out / ".lock").is_file() and (out / ".lock").read_text().strip()):
         if first.poll() is not None or time.monotonic() > deadline:
@@ -116,8 +136,12 @@ def race(work: Path, reference: list[tuple]) -> dict[str, Any]:
         time.sleep(0.05)
     second = _run(out, cache)
     first.communicate(timeout=600)
-    entry = {"first_exit": first.returncode, "second_exit": second.returncode,
-             "second_message": (second.stderr.strip().splitlines() or [""])[-1], "problems": []}
+    entry = {
+        "first_exit": first.returncode,
+        "second_exit": second.returncode,
+        "second_message": (second.stderr.strip().splitlines() or [""])[-1],
+        "problems": [],
+    }
     if second.returncode != 2 or "in use by another augforge run" not in second.stderr:
         entry["problems"].append("the second run was not refused")
     if first.returncode != 0:
@@ -171,12 +195,18 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"the reference run failed: {ref.stderr[-500:]}")
         reference = _rows(work / "reference")
         kills = [interrupted(work, reference, duration, signal.SIGKILL, rng, k) for k in range(args.rounds)]
-        ints = [interrupted(work, reference, duration, signal.SIGINT, rng, 100 + k)
-                for k in range(max(1, 2 * args.rounds // 3))]
+        ints = [
+            interrupted(work, reference, duration, signal.SIGINT, rng, 100 + k)
+            for k in range(max(1, 2 * args.rounds // 3))
+        ]
         result = {
             "study": " ".join(["augforge", "bench", *STUDY]),
-            "reference_s": round(duration, 1), "reference_rows": len(reference),
-            "kill": kills, "interrupt": ints, "race": race(work, reference), "corrupt": corrupt(work, reference),
+            "reference_s": round(duration, 1),
+            "reference_rows": len(reference),
+            "kill": kills,
+            "interrupt": ints,
+            "race": race(work, reference),
+            "corrupt": corrupt(work, reference),
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)

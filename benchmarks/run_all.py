@@ -74,7 +74,10 @@ DEFAULT_BUDGET_S = 840.0  # the issue asks for < 15 minutes on the 2-core machin
 Extract = Callable[[dict[str, Any]], float]
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
-    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
 }
 
 
@@ -156,10 +159,12 @@ def _transform_metric(strategy: str) -> Metric:
     return Metric(
         name=f"transform_overhead.{strategy}",
         what=f"`{strategy}` transform per sample: augforge's adapter vs the bare albumentations Compose",
-        unit="us", value=lambda j: strategies(j)["adapter_us"], reference=lambda j: strategies(j)["bare_us"],
+        unit="us",
+        value=lambda j: strategies(j)["adapter_us"],
+        reference=lambda j: strategies(j)["bare_us"],
         ratio=lambda j: 1.0 + strategies(j)["paired_overhead"],
         ratio_is="1 + median over samples of (adapter - bare time), divided by the bare mean: the "
-                 "paired estimate, steady under load where the ratio of means is not",
+        "paired estimate, steady under load where the ratio of means is not",
         goal=Goal("ratio", "<=", 1.10),
     )
 
@@ -169,119 +174,235 @@ _STRATEGY_ARGS = tuple(a for s in TRANSFORM_STRATEGIES for a in ("--strategy", s
 
 BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark(
-        "data", "bench_data.py", quick_args=("--preset", "tiny"), repeats=1, timeout_s=300,
+        "data",
+        "bench_data.py",
+        quick_args=("--preset", "tiny"),
+        repeats=1,
+        timeout_s=300,
         note="one cold build per run (it is the thing measured); --repeats 3 takes a median of three",
         metrics=(
-            Metric("dataset_cold_build", "embedded dataset built from an empty cache (LIDC parse, phantom "
-                   "generation, preprocessing, cache write)", "s", lambda j: j["cold_build_s"],
-                   goal=Goal("value", "<=", 60)),
-            Metric("dataset_reload", "the same dataset loaded again from its cache", "s",
-                   lambda j: j["reload_s"], goal=Goal("value", "<=", 3)),
+            Metric(
+                "dataset_cold_build",
+                "embedded dataset built from an empty cache (LIDC parse, phantom "
+                "generation, preprocessing, cache write)",
+                "s",
+                lambda j: j["cold_build_s"],
+                goal=Goal("value", "<=", 60),
+            ),
+            Metric(
+                "dataset_reload",
+                "the same dataset loaded again from its cache",
+                "s",
+                lambda j: j["reload_s"],
+                goal=Goal("value", "<=", 3),
+            ),
         ),
     ),
     Benchmark(
-        "placement", "bench_placement.py", quick_args=("--preset", "tiny", "--pairs", "2"), repeats=3,
-        timeout_s=300, uses_dataset=True,
+        "placement",
+        "bench_placement.py",
+        quick_args=("--preset", "tiny", "--pairs", "2"),
+        repeats=3,
+        timeout_s=300,
+        uses_dataset=True,
         metrics=(
-            Metric("placement_speedup", "every valid tumour position on a healthy slice: augforge's "
-                   "correlation vs the per-position brute-force scan (median over canvas-tumour pairs)",
-                   "ms/slice", lambda j: j["median_ms_per_slice"]["placement_ms"],
-                   reference=lambda j: j["median_ms_per_slice"]["brute_ms"],
-                   ratio=lambda j: j["speedup_vs_brute"], ratio_is="reference / value (speed-up)",
-                   goal=Goal("ratio", ">=", 100)),
-            Metric("placement_vs_numpy_windows", "the same against NumPy's vectorised sliding windows",
-                   "ms/slice", lambda j: j["median_ms_per_slice"]["placement_ms"],
-                   reference=lambda j: j["median_ms_per_slice"]["windows_ms"],
-                   ratio=lambda j: j["speedup_vs_numpy_windows"], ratio_is="reference / value (speed-up)"),
+            Metric(
+                "placement_speedup",
+                "every valid tumour position on a healthy slice: augforge's "
+                "correlation vs the per-position brute-force scan (median over canvas-tumour pairs)",
+                "ms/slice",
+                lambda j: j["median_ms_per_slice"]["placement_ms"],
+                reference=lambda j: j["median_ms_per_slice"]["brute_ms"],
+                ratio=lambda j: j["speedup_vs_brute"],
+                ratio_is="reference / value (speed-up)",
+                goal=Goal("ratio", ">=", 100),
+            ),
+            Metric(
+                "placement_vs_numpy_windows",
+                "the same against NumPy's vectorised sliding windows",
+                "ms/slice",
+                lambda j: j["median_ms_per_slice"]["placement_ms"],
+                reference=lambda j: j["median_ms_per_slice"]["windows_ms"],
+                ratio=lambda j: j["speedup_vs_numpy_windows"],
+                ratio_is="reference / value (speed-up)",
+            ),
         ),
     ),
     Benchmark(
-        "transforms", "bench_transforms.py", args=_STRATEGY_ARGS,
+        "transforms",
+        "bench_transforms.py",
+        args=_STRATEGY_ARGS,
         quick_args=("--preset", "tiny", "--samples", "8", "--repeats", "3", *_STRATEGY_ARGS),
-        repeats=1, timeout_s=400, uses_dataset=True,
+        repeats=1,
+        timeout_s=400,
+        uses_dataset=True,
         note="adapter and bare pipeline draw the same ops on the same slices, back to back; each run "
-             "is already a median over passes (21 passes over 64 slices in a full run)",
+        "is already a median over passes (21 passes over 64 slices in a full run)",
         metrics=tuple(_transform_metric(s) for s in TRANSFORM_STRATEGIES),
     ),
     Benchmark(
-        "training", "bench_training.py", quick_args=("--preset", "tiny", "--steps", "3", "--eval-images", "4"),
-        repeats=3, timeout_s=300, uses_dataset=True,
+        "training",
+        "bench_training.py",
+        quick_args=("--preset", "tiny", "--steps", "3", "--eval-images", "4"),
+        repeats=3,
+        timeout_s=300,
+        uses_dataset=True,
         metrics=(
-            Metric("unet_train_flops", "U-Net training steps in the real loop (patches, sampler, prefetch, "
-                   "Adam) against the best fp32 matmul rate measured in the same run", "GFLOP/s",
-                   lambda j: j["train_gflops"], reference=lambda j: max(j["matmul_peak_gflops"].values()),
-                   ratio=lambda j: j["fraction_of_peak"], ratio_is="value / reference (fraction of peak)",
-                   goal=Goal("ratio", ">=", 0.5)),
+            Metric(
+                "unet_train_flops",
+                "U-Net training steps in the real loop (patches, sampler, prefetch, "
+                "Adam) against the best fp32 matmul rate measured in the same run",
+                "GFLOP/s",
+                lambda j: j["train_gflops"],
+                reference=lambda j: max(j["matmul_peak_gflops"].values()),
+                ratio=lambda j: j["fraction_of_peak"],
+                ratio_is="value / reference (fraction of peak)",
+                goal=Goal("ratio", ">=", 0.5),
+            ),
             Metric("unet_step_time", "one training step of the same loop", "ms", lambda j: j["step_ms"]),
-            Metric("data_wait_share", "share of the training loop's wall time spent waiting for the next batch",
-                   "%", lambda j: 100 * j["data_wait_share"], goal=Goal("value", "<", 5)),
+            Metric(
+                "data_wait_share",
+                "share of the training loop's wall time spent waiting for the next batch",
+                "%",
+                lambda j: 100 * j["data_wait_share"],
+                goal=Goal("value", "<", 5),
+            ),
             Metric("eval_throughput", "whole-slice inference", "slices/s", lambda j: j["eval_images_per_s"]),
         ),
     ),
     Benchmark(
-        "monai", "bench_unet_monai.py",
+        "monai",
+        "bench_unet_monai.py",
         quick_args=("--preset", "tiny", "--steps", "1", "--rounds", "2", "--warmup", "1"),
-        repeats=1, timeout_s=300,
-        note="benchmark-only dependency: pip install --no-deps monai; each run is a median over "
-             "alternating rounds",
+        repeats=1,
+        timeout_s=300,
+        note="benchmark-only dependency: pip install --no-deps monai; each run is a median over alternating rounds",
         metrics=(
-            Metric("unet_step_vs_monai", "training step on one fixed batch: augforge's plain U-Net vs MONAI's "
-                   "UNet of equal width and depth", "ms", lambda j: j["augforge"]["step_ms"],
-                   reference=lambda j: j["monai"]["step_ms"], ratio=lambda j: j["speedup_vs_monai"],
-                   ratio_is="reference / value (> 1: augforge's step is faster; the two networks do "
-                            "not count the same FLOPs, see the next row)"),
-            Metric("unet_flop_rate_vs_monai", "the same steps as FLOP rates (each network's own FLOP count)",
-                   "GFLOP/s", lambda j: j["augforge"]["gflops"], reference=lambda j: j["monai"]["gflops"],
-                   ratio=lambda j: j["gflops_ratio_vs_monai"], ratio_is="value / reference"),
+            Metric(
+                "unet_step_vs_monai",
+                "training step on one fixed batch: augforge's plain U-Net vs MONAI's UNet of equal width and depth",
+                "ms",
+                lambda j: j["augforge"]["step_ms"],
+                reference=lambda j: j["monai"]["step_ms"],
+                ratio=lambda j: j["speedup_vs_monai"],
+                ratio_is="reference / value (> 1: augforge's step is faster; the two networks do "
+                "not count the same FLOPs, see the next row)",
+            ),
+            Metric(
+                "unet_flop_rate_vs_monai",
+                "the same steps as FLOP rates (each network's own FLOP count)",
+                "GFLOP/s",
+                lambda j: j["augforge"]["gflops"],
+                reference=lambda j: j["monai"]["gflops"],
+                ratio=lambda j: j["gflops_ratio_vs_monai"],
+                ratio_is="value / reference",
+            ),
         ),
     ),
     Benchmark(
-        "dcgan", "bench_dcgan.py",
+        "dcgan",
+        "bench_dcgan.py",
         quick_args=("--preset", "tiny", "--epochs", "1", "--samples", "64", "--slices", "4"),
-        repeats=3, timeout_s=300, uses_dataset=True,
+        repeats=3,
+        timeout_s=300,
+        uses_dataset=True,
         metrics=(
-            Metric("dcgan_fit_throughput", "DCGAN training: real tumour patches per second through a full "
-                   "step (D on real and fake, then G)", "img/s", lambda j: j["fit_img_per_s"]),
-            Metric("dcgan_fit_projected", "the preset's whole generator fit, projected from the timed epochs",
-                   "s", lambda j: j["fit_projected_s"]),
-            Metric("dcgan_sampling_throughput", "generator sampling (inference, batch 256)", "img/s",
-                   lambda j: j["sample_img_per_s"]),
-            Metric("dcgan_synthesis_throughput", "synthetic slices made after the fit (sample, resize, place, "
-                   "paste, measure)", "slices/s", lambda j: j["synth_slices_per_s"]),
+            Metric(
+                "dcgan_fit_throughput",
+                "DCGAN training: real tumour patches per second through a full step (D on real and fake, then G)",
+                "img/s",
+                lambda j: j["fit_img_per_s"],
+            ),
+            Metric(
+                "dcgan_fit_projected",
+                "the preset's whole generator fit, projected from the timed epochs",
+                "s",
+                lambda j: j["fit_projected_s"],
+            ),
+            Metric(
+                "dcgan_sampling_throughput",
+                "generator sampling (inference, batch 256)",
+                "img/s",
+                lambda j: j["sample_img_per_s"],
+            ),
+            Metric(
+                "dcgan_synthesis_throughput",
+                "synthetic slices made after the fit (sample, resize, place, paste, measure)",
+                "slices/s",
+                lambda j: j["synth_slices_per_s"],
+            ),
         ),
     ),
     Benchmark(
-        "main_job", "bench_main_job.py", quick_args=("--preset", "tiny"), repeats=1, timeout_s=900,
+        "main_job",
+        "bench_main_job.py",
+        quick_args=("--preset", "tiny"),
+        repeats=1,
+        timeout_s=900,
         note="the whole job once per run, from a cold cache (dataset build and generator fit included)",
         metrics=(
-            Metric("main_job_wall_time", "`augforge bench --strategy dcgan` from process start to exit, "
-                   "cold cache", "s", lambda j: j["wall_s"], goal=Goal("value", "<=", 600)),
-            Metric("main_job_peak_memory", "peak memory of the job's process tree (max of summed PSS and the "
-                   "largest process's peak RSS)", "GiB", lambda j: j["peak_gib"], goal=Goal("value", "<=", 4)),
+            Metric(
+                "main_job_wall_time",
+                "`augforge bench --strategy dcgan` from process start to exit, cold cache",
+                "s",
+                lambda j: j["wall_s"],
+                goal=Goal("value", "<=", 600),
+            ),
+            Metric(
+                "main_job_peak_memory",
+                "peak memory of the job's process tree (max of summed PSS and the largest process's peak RSS)",
+                "GiB",
+                lambda j: j["peak_gib"],
+                goal=Goal("value", "<=", 4),
+            ),
         ),
     ),
     Benchmark(
-        "lidc_trial", "bench_main_job.py", args=("--data", str(LIDC_SLICES)), quick_args=("--preset", "tiny"),
-        repeats=1, timeout_s=900, default=False,
+        "lidc_trial",
+        "bench_main_job.py",
+        args=("--data", str(LIDC_SLICES)),
+        quick_args=("--preset", "tiny"),
+        repeats=1,
+        timeout_s=900,
+        default=False,
         note="real CT: the LIDC per-slice export at ../shared/data/lidc-idri-slices (or "
-             "$AUGFORGE_LIDC_SLICES); cold cache, baseline + dcgan; runs only with --only lidc_trial",
+        "$AUGFORGE_LIDC_SLICES); cold cache, baseline + dcgan; runs only with --only lidc_trial",
         metrics=(
-            Metric("lidc_quick_trial", "the longest `quick` trial (baseline or dcgan, generator fit included) "
-                   "of `augforge bench --strategy dcgan --data lidc-idri-slices`", "s",
-                   lambda j: j["max_trial_s"], goal=Goal("value", "<=", 180)),
-            Metric("lidc_job_wall_time", "the same job from process start to exit, cold cache (dataset "
-                   "build included)", "s", lambda j: j["wall_s"]),
+            Metric(
+                "lidc_quick_trial",
+                "the longest `quick` trial (baseline or dcgan, generator fit included) "
+                "of `augforge bench --strategy dcgan --data lidc-idri-slices`",
+                "s",
+                lambda j: j["max_trial_s"],
+                goal=Goal("value", "<=", 180),
+            ),
+            Metric(
+                "lidc_job_wall_time",
+                "the same job from process start to exit, cold cache (dataset build included)",
+                "s",
+                lambda j: j["wall_s"],
+            ),
         ),
     ),
     Benchmark(
-        "ray", "bench_ray.py", quick_args=("--seeds", "1", "--set", "train.epochs=1"), repeats=1,
-        timeout_s=400, default=False,
+        "ray",
+        "bench_ray.py",
+        quick_args=("--seeds", "1", "--set", "train.epochs=1"),
+        repeats=1,
+        timeout_s=400,
+        default=False,
         note="informational, not one of the suite's goals; runs only with --only ray",
         metrics=(
-            Metric("ray_study_speedup", "a tiny study (baseline + flip, 2 seeds): in-process executor vs a "
-                   "local 2-CPU Ray instance with warm workers", "s", lambda j: j["ray_warm_s"],
-                   reference=lambda j: j["local_s"], ratio=lambda j: j["speedup_warm"],
-                   ratio_is="reference / value (speed-up)"),
+            Metric(
+                "ray_study_speedup",
+                "a tiny study (baseline + flip, 2 seeds): in-process executor vs a "
+                "local 2-CPU Ray instance with warm workers",
+                "s",
+                lambda j: j["ray_warm_s"],
+                reference=lambda j: j["local_s"],
+                ratio=lambda j: j["speedup_warm"],
+                ratio_is="reference / value (speed-up)",
+            ),
         ),
     ),
 )
@@ -333,8 +454,9 @@ def run_script(bench: Benchmark, *, quick: bool, log_dir: Path | None = None, at
     load = _load_average()
     t0 = time.perf_counter()
     # A new session: a timeout or Ctrl-C can end the script and every worker it started, and only them.
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         out, err = proc.communicate(timeout=bench.timeout_s)
         failure = None if proc.returncode == 0 else f"exit status {proc.returncode}"
@@ -363,12 +485,15 @@ def warm_dataset_cache(quick: bool) -> Run:
     """Build (or reload) the preset's dataset in the user's cache, so that no timed script pays a
     cold build that is not its subject; the data benchmark times the cold build in a cache of its own."""
     preset = "tiny" if quick else "quick"
-    code = ("from augforge.config import get_preset; from augforge.data.sources import load_dataset; "
-            f"load_dataset(get_preset({preset!r}).data, progress=False)")
+    code = (
+        "from augforge.config import get_preset; from augforge.data.sources import load_dataset; "
+        f"load_dataset(get_preset({preset!r}).data, progress=False)"
+    )
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                              timeout=600, check=False)
+        proc = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
+        )
     except subprocess.TimeoutExpired:
         return Run(None, "dataset cache warm-up timed out after 600 s", time.perf_counter() - t0, None)
     wall = time.perf_counter() - t0
@@ -389,9 +514,17 @@ def _round(x: float | None, digits: int = 6) -> float | None:
     return round(x, digits - 1 - math.floor(math.log10(abs(x))))
 
 
-def make_entry(metric: Metric, bench: Benchmark, runs: Sequence[Run], *, machine: dict[str, Any],
-               versions: dict[str, str], quick: bool, runs_planned: int | None = None,
-               measured_at: str | None = None) -> dict[str, Any]:
+def make_entry(
+    metric: Metric,
+    bench: Benchmark,
+    runs: Sequence[Run],
+    *,
+    machine: dict[str, Any],
+    versions: dict[str, str],
+    quick: bool,
+    runs_planned: int | None = None,
+    measured_at: str | None = None,
+) -> dict[str, Any]:
     """The results.json entry of ``metric`` from ``bench``'s runs: medians, goal, what went wrong."""
     samples: list[tuple[float, float | None, float | None]] = []
     errors: list[str] = [r.error for r in runs if r.error]
@@ -436,8 +569,9 @@ def make_entry(metric: Metric, bench: Benchmark, runs: Sequence[Run], *, machine
         "runs": len(samples),
         "runs_planned": runs_planned if runs_planned is not None else len(runs),
         "per_run": [_round(s[0]) for s in samples],
-        "command": " ".join(["python", os.path.relpath(BENCH_DIR / bench.script, ROOT),
-                             *(bench.quick_args if quick else bench.args)]),
+        "command": " ".join(
+            ["python", os.path.relpath(BENCH_DIR / bench.script, ROOT), *(bench.quick_args if quick else bench.args)]
+        ),
         "mode": "quick" if quick else "full",
         "measured_at": measured_at or utc_stamp(),
         "load_average_1min": [r.load_before for r in runs],
@@ -457,8 +591,9 @@ class SuiteProgress:
     _bar: Bar = field(default_factory=Bar, init=False)
 
     def __enter__(self) -> None:
-        self._bar = self._stack.enter_context(progress_bar("benchmarks", self.total, enabled=self.enabled,
-                                                           spinner=True, eta=False))
+        self._bar = self._stack.enter_context(
+            progress_bar("benchmarks", self.total, enabled=self.enabled, spinner=True, eta=False)
+        )
 
     def __exit__(self, *exc: object) -> None:
         self._stack.__exit__(*exc)
@@ -471,10 +606,18 @@ class SuiteProgress:
         self._bar.advance(advance)
 
 
-def run_suite(benchmarks: Sequence[Benchmark], *, quick: bool = False, repeats: int | None = None,
-              budget_s: float = DEFAULT_BUDGET_S, log_dir: Path | None = None, progress: bool = True,
-              machine: dict[str, Any] | None = None, versions: dict[str, str] | None = None,
-              warm_cache: bool = True) -> list[dict[str, Any]]:
+def run_suite(
+    benchmarks: Sequence[Benchmark],
+    *,
+    quick: bool = False,
+    repeats: int | None = None,
+    budget_s: float = DEFAULT_BUDGET_S,
+    log_dir: Path | None = None,
+    progress: bool = True,
+    machine: dict[str, Any] | None = None,
+    versions: dict[str, str] | None = None,
+    warm_cache: bool = True,
+) -> list[dict[str, Any]]:
     """Run ``benchmarks`` and return their results.json entries, in the order of their metrics.
 
     Every benchmark runs once, then the repeats follow round by round while the elapsed time plus
@@ -503,10 +646,15 @@ def run_suite(benchmarks: Sequence[Benchmark], *, quick: bool = False, repeats: 
                     last = runs[b.key][-1]
                     elapsed = time.perf_counter() - t_start
                     if last.output is None or elapsed + last.wall_s > budget_s:
-                        why = "its last run failed" if last.output is None else \
-                            f"budget: {elapsed:.0f} s + {last.wall_s:.0f} s > {budget_s:.0f} s"
-                        bar.done(f"{b.key}: runs {round_no + 1}-{wanted[b.key]} skipped ({why})",
-                                 advance=wanted[b.key] - round_no)
+                        why = (
+                            "its last run failed"
+                            if last.output is None
+                            else f"budget: {elapsed:.0f} s + {last.wall_s:.0f} s > {budget_s:.0f} s"
+                        )
+                        bar.done(
+                            f"{b.key}: runs {round_no + 1}-{wanted[b.key]} skipped ({why})",
+                            advance=wanted[b.key] - round_no,
+                        )
                         wanted[b.key] = round_no  # no later rounds either
                         continue
                 bar.start(f"{b.key} run {round_no + 1}/{wanted[b.key]}")
@@ -515,9 +663,20 @@ def run_suite(benchmarks: Sequence[Benchmark], *, quick: bool = False, repeats: 
                 status = "ok" if run.error is None else f"FAILED: {run.error}"
                 bar.done(f"{b.key} run {round_no + 1}: {run.wall_s:.1f} s, {status}")
 
-    return [make_entry(m, b, runs[b.key], machine=machine, versions=versions, quick=quick,
-                       runs_planned=repeats or (1 if quick else b.repeats), measured_at=measured_at)
-            for b in benchmarks for m in b.metrics]
+    return [
+        make_entry(
+            m,
+            b,
+            runs[b.key],
+            machine=machine,
+            versions=versions,
+            quick=quick,
+            runs_planned=repeats or (1 if quick else b.repeats),
+            measured_at=measured_at,
+        )
+        for b in benchmarks
+        for m in b.metrics
+    ]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -530,8 +689,10 @@ def _cpuinfo() -> tuple[str, int | None]:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return platform.processor() or platform.machine(), None
-    model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")),
-                 platform.processor() or platform.machine())
+    model = next(
+        (ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")),
+        platform.processor() or platform.machine(),
+    )
     cores = set()
     for block in text.split("\n\n"):
         fields = dict(ln.split(":", 1) for ln in block.splitlines() if ":" in ln)
@@ -545,8 +706,7 @@ def _gpu_name() -> str | None:
     """The CUDA device torch sees, asked in a child process so this one stays free of torch."""
     code = "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
     try:
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                              check=False)
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return proc.stdout.strip() or None
@@ -559,8 +719,14 @@ def machine_info() -> dict[str, Any]:
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     except (ValueError, OSError, AttributeError):
         ram = float("nan")
-    return {"cpu": model, "cores": os.cpu_count(), "physical_cores": physical,
-            "ram_gib": round(ram, 1), "gpu": _gpu_name(), "os": platform.platform()}
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "physical_cores": physical,
+        "ram_gib": round(ram, 1),
+        "gpu": _gpu_name(),
+        "os": platform.platform(),
+    }
 
 
 def package_versions() -> dict[str, str]:
@@ -638,8 +804,10 @@ def render_table(entries: Sequence[dict[str, Any]]) -> str:
     if any(e.get("mode") == "quick" for e in entries):
         warning = "**Smoke test (`--quick`): tiny inputs; the figures show that the scripts run, not speed.**"
         lines += [warning, ""]
-    lines += ["| metric | what | measured | reference (same run) | ratio | goal | met | runs |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "| metric | what | measured | reference (same run) | ratio | goal | met | runs |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for e in entries:
         unit = e.get("unit", "")
         if e.get("value") is None:
@@ -651,8 +819,23 @@ def render_table(entries: Sequence[dict[str, Any]]) -> str:
         goal = (e.get("goal") or {}).get("text", "-")
         met = {True: "yes", False: "**no**", None: "-"}[e.get("met")]
         runs = f"{e.get('runs', 0)}/{e.get('runs_planned', e.get('runs', 0))}"
-        lines.append("| " + " | ".join(_cell(c) for c in (
-            f"`{e['name']}`", e.get("what", ""), measured, reference, _fmt(e.get("ratio")), goal, met, runs)) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                _cell(c)
+                for c in (
+                    f"`{e['name']}`",
+                    e.get("what", ""),
+                    measured,
+                    reference,
+                    _fmt(e.get("ratio")),
+                    goal,
+                    met,
+                    runs,
+                )
+            )
+            + " |"
+        )
 
     goals = [e for e in entries if e.get("goal")]
     met = [e["name"] for e in goals if e.get("met") is True]
@@ -698,7 +881,8 @@ def render_table(entries: Sequence[dict[str, Any]]) -> str:
         lines.append(
             f"- {', '.join(when) or 'unknown date'}, {group[0].get('mode', 'full')} mode "
             f"({len(group)} metrics): {m.get('cpu', '?')}, {cores}, {m.get('ram_gib', '?')} GiB RAM, "
-            f"GPU {m.get('gpu') or 'none'}; " + ", ".join(f"{k} {val}" for k, val in v.items()) + load)
+            f"GPU {m.get('gpu') or 'none'}; " + ", ".join(f"{k} {val}" for k, val in v.items()) + load
+        )
     return "\n".join(lines)
 
 
@@ -709,15 +893,18 @@ def update_markdown(path: Path, block: str, *, source: Path | None = None) -> No
     try:
         text = source.read_text()
     except FileNotFoundError:
-        raise DataError(f"{source}: not found; create it with the lines {BEGIN_MARK!r} and "
-                        f"{END_MARK!r} where the table goes") from None
+        raise DataError(
+            f"{source}: not found; create it with the lines {BEGIN_MARK!r} and {END_MARK!r} where the table goes"
+        ) from None
     lines = text.splitlines(keepends=True)
     begin = [i for i, ln in enumerate(lines) if ln.startswith("<!-- perf-table:begin")]
     end = [i for i, ln in enumerate(lines) if ln.startswith(END_MARK)]
     if len(begin) != 1 or len(end) != 1 or end[0] < begin[0]:
-        raise DataError(f"{source}: needs exactly one '<!-- perf-table:begin ... -->' line followed by one "
-                        f"{END_MARK!r} line where the table goes; fix it, then run with --render")
-    new = [*lines[: begin[0]], BEGIN_MARK + "\n", block.rstrip("\n") + "\n", *lines[end[0]:]]
+        raise DataError(
+            f"{source}: needs exactly one '<!-- perf-table:begin ... -->' line followed by one "
+            f"{END_MARK!r} line where the table goes; fix it, then run with --render"
+        )
+    new = [*lines[: begin[0]], BEGIN_MARK + "\n", block.rstrip("\n") + "\n", *lines[end[0] :]]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(new))
 
@@ -732,8 +919,15 @@ def print_summary(entries: Sequence[dict[str, Any]]) -> None:
         value = f"{_fmt(e['value'])} {e['unit']}" if e["value"] is not None else "[red]not measured[/red]"
         reference = "-" if e["reference"] is None else f"{_fmt(e['reference'])} {e['unit']}"
         met = {True: "[green]yes[/green]", False: "[red]no[/red]", None: "-"}[e["met"]]
-        table.add_row(e["name"], value, reference, _fmt(e["ratio"]), (e["goal"] or {}).get("text", "-"), met,
-                      f"{e['runs']}/{e['runs_planned']}")
+        table.add_row(
+            e["name"],
+            value,
+            reference,
+            _fmt(e["ratio"]),
+            (e["goal"] or {}).get("text", "-"),
+            met,
+            f"{e['runs']}/{e['runs_planned']}",
+        )
     # Not a terminal (a log file): wide enough that no row wraps.
     Console(width=None if sys.stdout.isatty() else 160).print(table)
 
@@ -764,14 +958,27 @@ def _list() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true",
-                    help="smoke test: every script on tiny inputs, one run each; writes to a temporary "
-                         "folder unless --out/--docs are given")
-    ap.add_argument("--only", action="append", default=[], metavar="NAME",
-                    help="run only this benchmark (repeatable; see --list); other entries of --out are kept")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: every script on tiny inputs, one run each; writes to a temporary "
+        "folder unless --out/--docs are given",
+    )
+    ap.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run only this benchmark (repeatable; see --list); other entries of --out are kept",
+    )
     ap.add_argument("--repeats", type=int, help="runs per benchmark (default: each benchmark's own)")
-    ap.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, metavar="SECONDS",
-                    help="no repeat starts that would end past this (default: %(default)s)")
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=DEFAULT_BUDGET_S,
+        metavar="SECONDS",
+        help="no repeat starts that would end past this (default: %(default)s)",
+    )
     ap.add_argument("--out", type=Path, help=f"results file (default: {os.path.relpath(RESULTS_PATH)})")
     ap.add_argument("--docs", type=Path, help=f"markdown file to update (default: {os.path.relpath(DOCS_PATH)})")
     ap.add_argument("--no-docs", action="store_true", help="do not touch the markdown file")
@@ -798,8 +1005,14 @@ def main(argv: list[str] | None = None) -> int:
         scratch = Path(tempfile.mkdtemp(prefix="augforge-perf-"))
         out = args.out or (scratch / "results.json" if args.quick else RESULTS_PATH)
         docs = args.docs or (scratch / "performance.md" if args.quick else DOCS_PATH)
-        entries = run_suite(benches, quick=args.quick, repeats=args.repeats, budget_s=args.budget,
-                            log_dir=scratch / "logs", progress=not args.no_progress)
+        entries = run_suite(
+            benches,
+            quick=args.quick,
+            repeats=args.repeats,
+            budget_s=args.budget,
+            log_dir=scratch / "logs",
+            progress=not args.no_progress,
+        )
         if args.only and out.exists():
             entries = merge_entries(read_results(out), entries)
         write_results(out, entries)

@@ -42,8 +42,9 @@ def _probability(name: str, default: float, what: str) -> Param:
     return Param(name, float, default, f"probability per sample of {what}", low=0.0, high=1.0)
 
 
-_INTERPOLATION = Param("interpolation", str, "linear", "image resampling (masks: always nearest)",
-                       choices=("linear", "cubic"))
+_INTERPOLATION = Param(
+    "interpolation", str, "linear", "image resampling (masks: always nearest)", choices=("linear", "cubic")
+)
 
 
 def _warp_args(interpolation: str) -> dict[str, Any]:
@@ -79,15 +80,15 @@ class _ClassicalStrategy(AlbumentationsStrategy):
             if self.config[low] > self.config[high]:
                 raise UsageError(
                     f"{self.name}.{low}={self.config[low]} is above "
-                    f"{self.name}.{high}={self.config[high]}; set {low} <= {high}")
+                    f"{self.name}.{high}={self.config[high]}; set {low} <= {high}"
+                )
 
 
 # -- intensity ops, shared by `intensity` and `classical` --------------------------------------------
 
 INTENSITY_PARAMS: tuple[Param, ...] = (
     _probability("p_noise", 0.1, "additive Gaussian noise"),
-    Param("noise_std", float, 0.05, "largest noise standard deviation, in [0, 1] image units",
-          low=0.0, high=0.5),
+    Param("noise_std", float, 0.05, "largest noise standard deviation, in [0, 1] image units", low=0.0, high=0.5),
     _probability("p_blur", 0.1, "Gaussian blur"),
     Param("blur_sigma_low", float, 0.5, "smallest blur sigma, pixels", low=0.1, high=10.0),
     Param("blur_sigma_high", float, 1.0, "largest blur sigma, pixels", low=0.1, high=10.0),
@@ -96,8 +97,7 @@ INTENSITY_PARAMS: tuple[Param, ...] = (
     _probability("p_contrast", 0.15, "contrast around the image mean"),
     Param("contrast", float, 0.25, "contrast factor drawn from 1 +- this", low=0.0, high=0.9),
     _probability("p_lowres", 0.125, "simulated low resolution"),
-    Param("lowres_scale", float, 0.5, "smallest down-sampling factor (1 = no change)",
-          low=0.1, high=1.0),
+    Param("lowres_scale", float, 0.5, "smallest down-sampling factor (1 = no change)", low=0.1, high=1.0),
     _probability("p_gamma", 0.3, "a gamma curve"),
     _probability("p_gamma_inverted", 0.1, "a gamma curve on the inverted image"),
     Param("gamma_low", float, 0.7, "smallest gamma", low=0.1, high=1.0),
@@ -121,36 +121,56 @@ def intensity_ops(p: Any) -> list[Any]:
         ops.append(A.GaussNoise(std_range=(0.0, p.noise_std), mean_range=(0.0, 0.0), p=p.p_noise))
     if p.p_blur > 0:
         # blur_limit 0: the kernel size follows sigma (OpenCV picks it), as a continuous Gaussian would
-        ops.append(A.GaussianBlur(blur_limit=0, sigma_limit=(p.blur_sigma_low, p.blur_sigma_high),
-                                  p=p.p_blur))
+        ops.append(A.GaussianBlur(blur_limit=0, sigma_limit=(p.blur_sigma_low, p.blur_sigma_high), p=p.p_blur))
     if p.p_brightness > 0:
-        ops.append(A.MultiplicativeNoise(multiplier=(1.0 - p.brightness, 1.0 + p.brightness),
-                                         per_channel=False, elementwise=False, p=p.p_brightness))
+        ops.append(
+            A.MultiplicativeNoise(
+                multiplier=(1.0 - p.brightness, 1.0 + p.brightness),
+                per_channel=False,
+                elementwise=False,
+                p=p.p_brightness,
+            )
+        )
     if p.p_contrast > 0:
         # ColorJitter's contrast scales around the image mean (RandomBrightnessContrast's scales around
         # 0 on float images, i.e. it is a second brightness); the other three factors are fixed at 1/0.
-        ops.append(A.ColorJitter(brightness=(1.0, 1.0), contrast=(1.0 - p.contrast, 1.0 + p.contrast),
-                                 saturation=(1.0, 1.0), hue=(0.0, 0.0), p=p.p_contrast))
+        ops.append(
+            A.ColorJitter(
+                brightness=(1.0, 1.0),
+                contrast=(1.0 - p.contrast, 1.0 + p.contrast),
+                saturation=(1.0, 1.0),
+                hue=(0.0, 0.0),
+                p=p.p_contrast,
+            )
+        )
     if p.p_lowres > 0 and p.lowres_scale < 1.0:
         # Down by area averaging (a coarser detector integrates over its pixel: partial volume), up
         # by cubic as nnU-Net. nnU-Net samples down by nearest neighbour; cv2's nearest shifts the
         # image off its mask (0.5 px at scale 0.5, 1.7 px at 0.3), area averaging does not.
         # albumentations does this on an 8-bit copy: a rounding error under 1/510, far below the blur.
-        ops.append(A.Downscale(scale_range=(p.lowres_scale, 1.0),
-                               interpolation_pair={"downscale": cv2.INTER_AREA,
-                                                   "upscale": cv2.INTER_CUBIC},
-                               p=p.p_lowres))
+        ops.append(
+            A.Downscale(
+                scale_range=(p.lowres_scale, 1.0),
+                interpolation_pair={"downscale": cv2.INTER_AREA, "upscale": cv2.INTER_CUBIC},
+                p=p.p_lowres,
+            )
+        )
     gamma_limit = (100.0 * p.gamma_low, 100.0 * p.gamma_high)  # albumentations takes gamma x 100
     if p.p_gamma_inverted > 0:
         # the inverted curve brightens dark tissue where the plain one darkens it
-        ops.append(A.Sequential([A.InvertImg(p=1.0), A.RandomGamma(gamma_limit=gamma_limit, p=1.0),
-                                 A.InvertImg(p=1.0)], p=p.p_gamma_inverted))
+        ops.append(
+            A.Sequential(
+                [A.InvertImg(p=1.0), A.RandomGamma(gamma_limit=gamma_limit, p=1.0), A.InvertImg(p=1.0)],
+                p=p.p_gamma_inverted,
+            )
+        )
     if p.p_gamma > 0:
         ops.append(A.RandomGamma(gamma_limit=gamma_limit, p=p.p_gamma))
     return ops
 
 
 # -- the strategies ------------------------------------------------------------------------------------
+
 
 class Affine(_ClassicalStrategy):
     name = "affine"
@@ -160,8 +180,7 @@ class Affine(_ClassicalStrategy):
         Param("rotate_deg", float, 15.0, "rotation drawn from +- this, degrees", low=0.0, high=180.0),
         Param("scale_min", float, 0.85, "smallest zoom factor (isotropic)", low=0.25, high=1.0),
         Param("scale_max", float, 1.15, "largest zoom factor (isotropic)", low=1.0, high=4.0),
-        Param("translate", float, 0.05, "shift per axis drawn from +- this fraction of the side",
-              low=0.0, high=0.5),
+        Param("translate", float, 0.05, "shift per axis drawn from +- this fraction of the side", low=0.0, high=0.5),
         Param("shear_deg", float, 5.0, "shear per axis drawn from +- this, degrees", low=0.0, high=45.0),
         _probability("hflip", 0.5, "a left-right flip"),
         _probability("vflip", 0.0, "an up-down flip"),
@@ -173,12 +192,17 @@ class Affine(_ClassicalStrategy):
         p = self.p
         ops = []
         if p.p > 0:
-            ops.append(A.Affine(
-                rotate=(-p.rotate_deg, p.rotate_deg),
-                scale=(p.scale_min, p.scale_max), keep_ratio=True,  # isotropic: nodules keep their shape
-                translate_percent={"x": (-p.translate, p.translate), "y": (-p.translate, p.translate)},
-                shear={"x": (-p.shear_deg, p.shear_deg), "y": (-p.shear_deg, p.shear_deg)},
-                p=p.p, **_warp_args(p.interpolation)))
+            ops.append(
+                A.Affine(
+                    rotate=(-p.rotate_deg, p.rotate_deg),
+                    scale=(p.scale_min, p.scale_max),
+                    keep_ratio=True,  # isotropic: nodules keep their shape
+                    translate_percent={"x": (-p.translate, p.translate), "y": (-p.translate, p.translate)},
+                    shear={"x": (-p.shear_deg, p.shear_deg), "y": (-p.shear_deg, p.shear_deg)},
+                    p=p.p,
+                    **_warp_args(p.interpolation),
+                )
+            )
         return ops + _flips(A, p.hflip, p.vflip)
 
 
@@ -187,8 +211,13 @@ class Flip(_ClassicalStrategy):
     description = "Mirror flip (the paper's 'mirror flip' baseline): left-right by default."
     params = (
         _probability("p", 0.5, "a flip (per axis when axis=both)"),
-        Param("axis", str, "horizontal", "horizontal (left-right), vertical (up-down) or both "
-              "(each independently)", choices=("horizontal", "vertical", "both")),
+        Param(
+            "axis",
+            str,
+            "horizontal",
+            "horizontal (left-right), vertical (up-down) or both (each independently)",
+            choices=("horizontal", "vertical", "both"),
+        ),
     )
 
     def pipeline(self) -> list[Any]:
@@ -221,8 +250,9 @@ class Elastic(_ClassicalStrategy):
     description = "Smooth elastic deformation and grid distortion of image and mask together."
     params = (
         _probability("p_elastic", 0.5, "an elastic deformation"),
-        Param("alpha", float, 400.0, "elastic displacement scale (400 with sigma 10: ~2.5 px RMS)",
-              low=0.0, high=5000.0),
+        Param(
+            "alpha", float, 400.0, "elastic displacement scale (400 with sigma 10: ~2.5 px RMS)", low=0.0, high=5000.0
+        ),
         Param("sigma", float, 10.0, "smoothness of the displacement field, pixels", low=1.0, high=100.0),
         _probability("p_grid", 0.25, "a grid distortion"),
         Param("grid_steps", int, 5, "grid cells per side", low=2, high=20),
@@ -238,15 +268,20 @@ class Elastic(_ClassicalStrategy):
         if p.p_elastic > 0 and p.alpha > 0:
             ops.append(A.ElasticTransform(alpha=p.alpha, sigma=p.sigma, p=p.p_elastic, **warp))
         if p.p_grid > 0 and p.grid_limit > 0:
-            ops.append(A.GridDistortion(num_steps=p.grid_steps, distort_limit=(-p.grid_limit, p.grid_limit),
-                                        p=p.p_grid, **warp))
+            ops.append(
+                A.GridDistortion(
+                    num_steps=p.grid_steps, distort_limit=(-p.grid_limit, p.grid_limit), p=p.p_grid, **warp
+                )
+            )
         return ops
 
 
 class Intensity(_ClassicalStrategy):
     name = "intensity"
-    description = ("Noise, blur, brightness, contrast, low resolution and gamma on the [0, 1] image "
-                   "(nnU-Net's intensity ops and probabilities).")
+    description = (
+        "Noise, blur, brightness, contrast, low resolution and gamma on the [0, 1] image "
+        "(nnU-Net's intensity ops and probabilities)."
+    )
     params = INTENSITY_PARAMS
     ordered = _INTENSITY_ORDERED
 
@@ -256,8 +291,7 @@ class Intensity(_ClassicalStrategy):
 
 class Classical(_ClassicalStrategy):
     name = "classical"
-    description = ("nnU-Net-like: rotation, scaling, mirroring and the intensity ops, with nnU-Net's "
-                   "probabilities.")
+    description = "nnU-Net-like: rotation, scaling, mirroring and the intensity ops, with nnU-Net's probabilities."
     params = (
         _probability("p_rotation", 0.2, "a rotation"),
         Param("rotate_deg", float, 180.0, "rotation drawn from +- this, degrees", low=0.0, high=180.0),

@@ -52,28 +52,58 @@ _STREAM = 0xC0B7
 
 class CopyPaste(Strategy):
     name = "copy-paste"
-    description = ("Real training tumours, mirrored, turned and rescaled at random, pasted into healthy "
-                   "lung parenchyma like the DCGAN's (the control for the generator).")
+    description = (
+        "Real training tumours, mirrored, turned and rescaled at random, pasted into healthy "
+        "lung parenchyma like the DCGAN's (the control for the generator)."
+    )
     params = (
-        Param("ratio", float, 1.0, "synthetic slices per real training slice (the DCGAN's default too)",
-              low=0.0, high=20.0),
-        Param("rotate_deg", float, 180.0, "turn drawn from +- this, degrees (180: any orientation)",
-              low=0.0, high=180.0),
+        Param(
+            "ratio",
+            float,
+            1.0,
+            "synthetic slices per real training slice (the DCGAN's default too)",
+            low=0.0,
+            high=20.0,
+        ),
+        Param(
+            "rotate_deg", float, 180.0, "turn drawn from +- this, degrees (180: any orientation)", low=0.0, high=180.0
+        ),
         # scale_min <= 1 <= scale_max by their bounds, so the range is never empty.
-        Param("scale_min", float, 0.8, "smallest size factor of the tumour (isotropic, vs its size in mm)",
-              low=0.25, high=1.0),
+        Param(
+            "scale_min",
+            float,
+            0.8,
+            "smallest size factor of the tumour (isotropic, vs its size in mm)",
+            low=0.25,
+            high=1.0,
+        ),
         Param("scale_max", float, 1.25, "largest size factor of the tumour", low=1.0, high=4.0),
-        Param("p_mirror", float, 0.5, "probability of a mirror image (with free turns, one axis covers both)",
-              low=0.0, high=1.0),
+        Param(
+            "p_mirror",
+            float,
+            0.5,
+            "probability of a mirror image (with free turns, one axis covers both)",
+            low=0.0,
+            high=1.0,
+        ),
         Param("feather_px", float, 1.5, "width of the pasted tumour's soft edge, pixels", low=0.0, high=10.0),
-        Param("clearance_px", float, 1.0, "distance kept from vessels and the lung wall, pixels",
-              low=0.0, high=20.0),
-        Param("canvases", str, "healthy", "where tumours go: 'healthy' slices (as the DCGAN; the real "
-              "training slices where the data have none) or the real 'train' slices, away from their own "
-              "tumours",
-              choices=("healthy", "train")),
-        Param("roi_size", int, 64, "side of the square patch a donor is turned in, pixels (larger "
-              "donors are downsampled to it)", choices=(32, 64, 128)),
+        Param("clearance_px", float, 1.0, "distance kept from vessels and the lung wall, pixels", low=0.0, high=20.0),
+        Param(
+            "canvases",
+            str,
+            "healthy",
+            "where tumours go: 'healthy' slices (as the DCGAN; the real "
+            "training slices where the data have none) or the real 'train' slices, away from their own "
+            "tumours",
+            choices=("healthy", "train"),
+        ),
+        Param(
+            "roi_size",
+            int,
+            64,
+            "side of the square patch a donor is turned in, pixels (larger donors are downsampled to it)",
+            choices=(32, 64, 128),
+        ),
     )
 
     # -- donors -------------------------------------------------------------------------------
@@ -86,16 +116,25 @@ class CopyPaste(Strategy):
         """
         real = [s for s in train if s.has_tumour and not s.source.startswith("synthetic:")]
         try:
-            return extract_rois(real, size=self.config["roi_size"], margin_px=1, margin_frac=_MARGIN_FRAC,
-                                square=True, background_hu=scale.parenchyma)
+            return extract_rois(
+                real,
+                size=self.config["roi_size"],
+                margin_px=1,
+                margin_frac=_MARGIN_FRAC,
+                square=True,
+                background_hu=scale.parenchyma,
+            )
         except DataError:
-            raise DataError("strategy 'copy-paste': the training split holds no real tumour to copy; "
-                            "use a larger --train-fraction or a dataset with tumour slices") from None
+            raise DataError(
+                "strategy 'copy-paste': the training split holds no real tumour to copy; "
+                "use a larger --train-fraction or a dataset with tumour slices"
+            ) from None
 
     # -- one donor, moved -----------------------------------------------------------------------
     @staticmethod
-    def turn(hu: np.ndarray, coverage: np.ndarray, angle_deg: float, mirror: bool,
-             background_hu: float = PARENCHYMA_HU) -> tuple[np.ndarray, np.ndarray]:
+    def turn(
+        hu: np.ndarray, coverage: np.ndarray, angle_deg: float, mirror: bool, background_hu: float = PARENCHYMA_HU
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Mirror (left-right) then turn a square patch about its centre.
 
         hu: (S, S) HU; coverage: (S, S) float in [0, 1], the tumour's share of each pixel.
@@ -116,17 +155,27 @@ class CopyPaste(Strategy):
         return hu_t.astype(np.float32), cov_t >= 0.5
 
     # -- the synthetic slices -------------------------------------------------------------------
-    def synthesize(self, rois: TumourROIs, canvases: list[Slice], n: int, *, seed: int,
-                   log: Any = print, intensity: PasteScale = HU_SCALE) -> GeneratedSet:
+    def synthesize(
+        self,
+        rois: TumourROIs,
+        canvases: list[Slice],
+        n: int,
+        *,
+        seed: int,
+        log: Any = print,
+        intensity: PasteScale = HU_SCALE,
+    ) -> GeneratedSet:
         """Paste ``n`` moved donor tumours into ``canvases`` (cycled in a seeded order), one per slice.
 
         Donors are used in a seeded shuffled cycle, so each is used about ``n / len(rois)`` times and
         the added tumours keep the training split's mix of sizes and classes before rescaling.
         """
         if n > 0 and not canvases:
-            raise DataError(f"strategy {self.name!r} pastes tumours into healthy slices, and the dataset "
-                            "has none: build it with data.n_healthy > 0, add healthy slices, or set "
-                            "copy-paste.canvases=train")
+            raise DataError(
+                f"strategy {self.name!r} pastes tumours into healthy slices, and the dataset "
+                "has none: build it with data.n_healthy > 0, add healthy slices, or set "
+                "copy-paste.canvases=train"
+            )
         c = self.config
         rng = seeding.stream(seed, _STREAM)
         donor_order = rng.permutation(len(rois))
@@ -152,17 +201,32 @@ class CopyPaste(Strategy):
             t_hu, t_mask = self.turn(rois.hu[k], rois.coverage[k], angle, mirror, rois.background_hu)
             patches_hu[i], patches_mask[i] = t_hu, t_mask
             pasted = paste_into_canvases(
-                canvases, canvas_order, i, t_hu, t_mask, site=site,
+                canvases,
+                canvas_order,
+                i,
+                t_hu,
+                t_mask,
+                site=site,
                 # The patch spans the donor's crop: its size in mm, rescaled, in this canvas's pixels.
                 shape=lambda canvas, f, side=rois.crop_mm[k] * scale: tuple(
-                    int(v) for v in np.maximum(np.round(side * f / canvas.spacing_mm), 3)),
-                rng=rng, slice_id=f"{self.name}-s{seed}-{i:05d}", source=f"synthetic:{self.name}",
+                    int(v) for v in np.maximum(np.round(side * f / canvas.spacing_mm), 3)
+                ),
+                rng=rng,
+                slice_id=f"{self.name}-s{seed}-{i:05d}",
+                source=f"synthetic:{self.name}",
                 feather_px=c["feather_px"],
                 # A real tumour carries its scanner noise already: adding the canvas's would double it.
-                provenance={"strategy": self.name, "donor": rois.slice_ids[k],
-                            "donor_tumour": k - first[rois.slice_ids[k]], "donor_label": rois.labels[k],
-                            "angle_deg": round(angle, 2), "mirror": mirror, "scale": round(scale, 4),
-                            "seed": seed, "sample": i},
+                provenance={
+                    "strategy": self.name,
+                    "donor": rois.slice_ids[k],
+                    "donor_tumour": k - first[rois.slice_ids[k]],
+                    "donor_label": rois.labels[k],
+                    "angle_deg": round(angle, 2),
+                    "mirror": mirror,
+                    "scale": round(scale, 4),
+                    "seed": seed,
+                    "sample": i,
+                },
                 solid_hu=intensity.solid,
             )
             if pasted is None:
@@ -170,11 +234,19 @@ class CopyPaste(Strategy):
             else:
                 out.append(pasted)
         if skipped:
-            log(f"{self.name}: {skipped} of {n} tumours found no free lung parenchyma in {CANVAS_TRIES} "
-                f"canvases even when shrunk; {len(out)} synthetic slices made")
+            log(
+                f"{self.name}: {skipped} of {n} tumours found no free lung parenchyma in {CANVAS_TRIES} "
+                f"canvases even when shrunk; {len(out)} synthetic slices made"
+            )
         info = {"donors": len(rois), "donor_slices": len(set(rois.slice_ids)), "requested": n, "made": len(out)}
-        return GeneratedSet(slices=out, patches_hu=patches_hu, patches_mask=patches_mask,
-                            real_hu=rois.hu, real_mask=rois.mask, info=info)
+        return GeneratedSet(
+            slices=out,
+            patches_hu=patches_hu,
+            patches_mask=patches_mask,
+            real_hu=rois.hu,
+            real_mask=rois.mask,
+            info=info,
+        )
 
     def canvases(self, train: list[Slice], ctx: PrepareContext) -> list[Slice]:
         """The slices tumours are pasted into (:func:`augforge.synthesis.paste_canvases`)."""
@@ -183,8 +255,9 @@ class CopyPaste(Strategy):
     def generate(self, train: list[Slice], ctx: PrepareContext, n: int) -> GeneratedSet:
         """Paste ``n`` tumours copied from ``train`` into the canvases (``augforge generate`` calls this)."""
         scale = paste_scale(ctx.intensity, train)
-        return self.synthesize(self.donors(train, scale), self.canvases(train, ctx), n, seed=ctx.seed,
-                               log=ctx.log, intensity=scale)
+        return self.synthesize(
+            self.donors(train, scale), self.canvases(train, ctx), n, seed=ctx.seed, log=ctx.log, intensity=scale
+        )
 
     def prepare(self, train: list[Slice], ctx: PrepareContext) -> list[Slice]:
         real = sum(1 for s in train if not s.source.startswith("synthetic:"))

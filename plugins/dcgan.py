@@ -97,31 +97,62 @@ def _params(*, paper: bool) -> tuple[Param, ...]:
         Param("ratio", float, 1.0, "synthetic slices per real training slice (paper: 1)", low=0.0, high=20.0),
         Param("epochs", int, None, "fit epochs; None: the preset's gen.epochs", low=1, nullable=True),
         Param("batch_size", int, None, "fit batch size; None: the preset's gen.batch_size", low=2, nullable=True),
-        Param("gen_seed", int, 0, "seed of the generator fit; None: the trial's seed (one fit per seed)",
-              low=0, nullable=True),
+        Param(
+            "gen_seed",
+            int,
+            0,
+            "seed of the generator fit; None: the trial's seed (one fit per seed)",
+            low=0,
+            nullable=True,
+        ),
         Param("feather_px", float, 1.5, "width of the pasted tumour's soft edge, pixels", low=0.0, high=10.0),
-        Param("clearance_px", float, 1.0, "distance kept from vessels and the lung wall, pixels",
-              low=0.0, high=20.0),
+        Param("clearance_px", float, 1.0, "distance kept from vessels and the lung wall, pixels", low=0.0, high=20.0),
     )
     if paper:
         return common + (
-            Param("threshold_hu", float, 1000.0,
-                  "generated pixels below this HU are tumour (the background is 2000 HU)",
-                  low=-1000.0, high=2000.0),
-            Param("max_row_frac", float, 350 / 512,
-                  "tumours only above this fraction of the slice height (paper: row < 350 of 512)",
-                  low=0.05, high=1.0),
-            Param("sizes", str, "paper", "tumour sizes: 'paper' (64 px shrunk by 1-4 at 512 px) or "
-                  "'train' (the training tumours' sizes)", choices=("paper", "train")),
+            Param(
+                "threshold_hu",
+                float,
+                1000.0,
+                "generated pixels below this HU are tumour (the background is 2000 HU)",
+                low=-1000.0,
+                high=2000.0,
+            ),
+            Param(
+                "max_row_frac",
+                float,
+                350 / 512,
+                "tumours only above this fraction of the slice height (paper: row < 350 of 512)",
+                low=0.05,
+                high=1.0,
+            ),
+            Param(
+                "sizes",
+                str,
+                "paper",
+                "tumour sizes: 'paper' (64 px shrunk by 1-4 at 512 px) or 'train' (the training tumours' sizes)",
+                choices=("paper", "train"),
+            ),
         )
     return common + (
         Param("width", int, None, "base width of G and D; None: the preset's gen.width", low=1, nullable=True),
         Param("latent_dim", int, None, "latent size; None: the preset's gen.latent_dim", low=1, nullable=True),
-        Param("roi_size", int, None, "patch side (a power of two); None: the preset's gen.roi_size",
-              choices=(8, 16, 32, 64, 128), nullable=True),
+        Param(
+            "roi_size",
+            int,
+            None,
+            "patch side (a power of two); None: the preset's gen.roi_size",
+            choices=(8, 16, 32, 64, 128),
+            nullable=True,
+        ),
         Param("match_noise", bool, True, "add the canvas's pixel noise to the smooth generated tumour"),
-        Param("sizes", str, "train", "tumour sizes: 'train' (the training tumours' sizes) or 'paper' "
-              "(patch shrunk by 1-4 at 512 px)", choices=("paper", "train")),
+        Param(
+            "sizes",
+            str,
+            "train",
+            "tumour sizes: 'train' (the training tumours' sizes) or 'paper' (patch shrunk by 1-4 at 512 px)",
+            choices=("paper", "train"),
+        ),
     )
 
 
@@ -150,9 +181,14 @@ class TumourGAN(Strategy):
             width = c["width"] or g.width
             latent = c["latent_dim"] or g.latent_dim
         return DCGANConfig(
-            size=size, channels=self.variant.channels, latent_dim=latent, width=width,
-            epochs=c["epochs"] or g.epochs, batch_size=c["batch_size"] or g.batch_size,
-            real_label=self.variant.real_label, augment=self.variant.augment,
+            size=size,
+            channels=self.variant.channels,
+            latent_dim=latent,
+            width=width,
+            epochs=c["epochs"] or g.epochs,
+            batch_size=c["batch_size"] or g.batch_size,
+            real_label=self.variant.real_label,
+            augment=self.variant.augment,
             seed=trial_seed if c["gen_seed"] is None else c["gen_seed"],
             sample_every=g.sample_every,
         )
@@ -161,8 +197,14 @@ class TumourGAN(Strategy):
         """The training tumours as ``size`` x ``size`` patches (real tumour slices only)."""
         real = [s for s in train if s.has_tumour and not s.source.startswith("synthetic:")]
         v = variant or self.variant
-        return extract_rois(real, size=size, margin_px=v.margin_px, margin_frac=v.margin_frac,
-                            square=v.square, background_hu=v.background_hu)
+        return extract_rois(
+            real,
+            size=size,
+            margin_px=v.margin_px,
+            margin_frac=v.margin_frac,
+            square=v.square,
+            background_hu=v.background_hu,
+        )
 
     def encode(self, rois: TumourROIs, variant: Variant | None = None) -> np.ndarray:
         """Patches -> generator space: (N, channels, S, S) float32 in [-1, 1]."""
@@ -184,9 +226,20 @@ class TumourGAN(Strategy):
     def cache_key(self, rois: TumourROIs, cfg: Any, fingerprint: str, variant: Variant | None = None) -> str:
         h = hashlib.sha256()
         fit = {k: v for k, v in asdict(cfg).items() if k not in ("sample_every", "checkpoint_every")}
-        h.update(json.dumps({"strategy": self.name, "version": FIT_VERSION, "fit": fit,
-                             "variant": asdict(variant or self.variant), "fingerprint": fingerprint,
-                             "slices": sorted(set(rois.slice_ids))}, sort_keys=True, default=str).encode())
+        h.update(
+            json.dumps(
+                {
+                    "strategy": self.name,
+                    "version": FIT_VERSION,
+                    "fit": fit,
+                    "variant": asdict(variant or self.variant),
+                    "fingerprint": fingerprint,
+                    "slices": sorted(set(rois.slice_ids)),
+                },
+                sort_keys=True,
+                default=str,
+            ).encode()
+        )
         for array in (rois.hu, rois.mask, rois.coverage):
             h.update(array.tobytes())
         return h.hexdigest()[:16]
@@ -214,21 +267,31 @@ class TumourGAN(Strategy):
                     path.unlink()
                 else:
                     ctx.log(f"{self.name}: reusing generator {key} ({folder})")
-                    return FittedGenerator(generator, key, rois, meta, cache_hit=True, variant=variant,
-                                           scale=scale)
-            ctx.log(f"{self.name}: fitting generator {key} on {len(rois)} tumour patches of "
-                    f"{len(set(rois.slice_ids))} training slices: {cfg.size}x{cfg.size}x{cfg.channels}, "
-                    f"width {cfg.width}, latent {cfg.latent_dim}, {cfg.epochs} epochs, batch "
-                    f"{cfg.batch_size}, seed {cfg.seed}")
+                    return FittedGenerator(generator, key, rois, meta, cache_hit=True, variant=variant, scale=scale)
+            ctx.log(
+                f"{self.name}: fitting generator {key} on {len(rois)} tumour patches of "
+                f"{len(set(rois.slice_ids))} training slices: {cfg.size}x{cfg.size}x{cfg.channels}, "
+                f"width {cfg.width}, latent {cfg.latent_dim}, {cfg.epochs} epochs, batch "
+                f"{cfg.batch_size}, seed {cfg.seed}"
+            )
             result = train_dcgan(
-                torch.from_numpy(self.encode(rois, variant)), cfg, out_dir=folder, device=ctx.device,
-                progress=ctx.progress, log=ctx.log,
+                torch.from_numpy(self.encode(rois, variant)),
+                cfg,
+                out_dir=folder,
+                device=ctx.device,
+                progress=ctx.progress,
+                log=ctx.log,
                 to_display=lambda x: scale.display(variant.scale.to_hu(x[:, 0])),  # lung window, for the grids
             )
             meta = {
-                "strategy": self.name, "key": key, "config": asdict(cfg), "seconds": round(result.seconds, 1),
-                "trained_on": sorted(set(rois.slice_ids)), "n_patches": len(rois),
-                "warnings": result.warnings, "history": result.history[-1:] if result.history else [],
+                "strategy": self.name,
+                "key": key,
+                "config": asdict(cfg),
+                "seconds": round(result.seconds, 1),
+                "trained_on": sorted(set(rois.slice_ids)),
+                "n_patches": len(rois),
+                "warnings": result.warnings,
+                "history": result.history[-1:] if result.history else [],
                 "dataset_fingerprint": ctx.dataset_fingerprint,
             }
             save_generator(result.generator, path, meta)
@@ -255,13 +318,17 @@ class TumourGAN(Strategy):
         return np.maximum(np.round(px), 3).astype(int)
 
     def synthesize(
-        self, fitted: FittedGenerator, canvases: list[Slice], n: int, *, seed: int,
+        self,
+        fitted: FittedGenerator,
+        canvases: list[Slice],
+        n: int,
+        *,
+        seed: int,
         log: Any = print,
     ) -> GeneratedSet:
         """Paste ``n`` generated tumours into ``canvases`` (cycled in a seeded order), one per slice."""
         if n > 0 and not canvases:
-            raise DataError(f"strategy {self.name!r} has no slices to paste tumours into: the training "
-                            "split is empty")
+            raise DataError(f"strategy {self.name!r} has no slices to paste tumours into: the training split is empty")
         rng = seeding.stream(seed, _STREAM)
         hu_all, mask_all = self.sample_patches(fitted, n, seed=seed)
         order = rng.permutation(len(canvases)) if canvases else np.zeros(0, int)
@@ -269,12 +336,18 @@ class TumourGAN(Strategy):
         c = self.config
         out: list[Slice] = []
         skipped = 0
+
         def site(k: int) -> tuple[np.ndarray, np.ndarray, float]:
             if k not in sites:
                 canvas = canvases[k]
                 max_row = round(c["max_row_frac"] * canvas.shape[0]) if "max_row_frac" in c else None
-                sites[k] = canvas_site(canvas, fitted.scale, clearance_px=c["clearance_px"], max_row=max_row,
-                                       match_noise=bool(c.get("match_noise")))
+                sites[k] = canvas_site(
+                    canvas,
+                    fitted.scale,
+                    clearance_px=c["clearance_px"],
+                    max_row=max_row,
+                    match_noise=bool(c.get("match_noise")),
+                )
             return sites[k]
 
         def shape(canvas: Slice, factor: float) -> tuple[int, int]:
@@ -283,24 +356,50 @@ class TumourGAN(Strategy):
 
         for i in range(n):
             # A sample without tumour pixels stays empty at any size: no canvas can take it.
-            pasted = None if not mask_all[i].any() else paste_into_canvases(
-                canvases, order, i, hu_all[i], mask_all[i], site=site, shape=shape, rng=rng,
-                slice_id=f"{self.name}-{fitted.key[:8]}-s{seed}-{i:05d}", source=f"synthetic:{self.name}",
-                feather_px=c["feather_px"], paste_rng=rng,
-                provenance={"strategy": self.name, "generator": fitted.key, "sample": i, "seed": seed},
-                solid_hu=fitted.scale.solid,
+            pasted = (
+                None
+                if not mask_all[i].any()
+                else paste_into_canvases(
+                    canvases,
+                    order,
+                    i,
+                    hu_all[i],
+                    mask_all[i],
+                    site=site,
+                    shape=shape,
+                    rng=rng,
+                    slice_id=f"{self.name}-{fitted.key[:8]}-s{seed}-{i:05d}",
+                    source=f"synthetic:{self.name}",
+                    feather_px=c["feather_px"],
+                    paste_rng=rng,
+                    provenance={"strategy": self.name, "generator": fitted.key, "sample": i, "seed": seed},
+                    solid_hu=fitted.scale.solid,
+                )
             )
             if pasted is None:
                 skipped += 1
             else:
                 out.append(pasted)
         if skipped:
-            log(f"{self.name}: {skipped} of {n} generated tumours were empty or found no free lung "
-                f"parenchyma in {CANVAS_TRIES} canvases even when shrunk; {len(out)} synthetic slices made")
-        info = {"generator": fitted.key, "cache_hit": fitted.cache_hit, "requested": n, "made": len(out),
-                **{k: fitted.meta.get(k) for k in ("config", "seconds", "n_patches", "warnings")}}
-        return GeneratedSet(slices=out, patches_hu=hu_all, patches_mask=mask_all,
-                            real_hu=fitted.rois.hu, real_mask=fitted.rois.mask, info=info)
+            log(
+                f"{self.name}: {skipped} of {n} generated tumours were empty or found no free lung "
+                f"parenchyma in {CANVAS_TRIES} canvases even when shrunk; {len(out)} synthetic slices made"
+            )
+        info = {
+            "generator": fitted.key,
+            "cache_hit": fitted.cache_hit,
+            "requested": n,
+            "made": len(out),
+            **{k: fitted.meta.get(k) for k in ("config", "seconds", "n_patches", "warnings")},
+        }
+        return GeneratedSet(
+            slices=out,
+            patches_hu=hu_all,
+            patches_mask=mask_all,
+            real_hu=fitted.rois.hu,
+            real_mask=fitted.rois.mask,
+            info=info,
+        )
 
     def generate(self, train: list[Slice], ctx: PrepareContext, n: int) -> GeneratedSet:
         """Fit (or reuse) the generator on ``train`` and paste ``n`` tumours into ``ctx.healthy`` (the
@@ -336,22 +435,41 @@ def _fit_lock(folder: Path):
 
 class DCGAN(TumourGAN):
     name = "dcgan"
-    description = ("DCGAN generating tumour HU and mask together, pasted into healthy lung parenchyma "
-                   "(improved default).")
+    description = (
+        "DCGAN generating tumour HU and mask together, pasted into healthy lung parenchyma (improved default)."
+    )
     params = _params(paper=False)
-    variant = Variant(channels=2, scale=HUScale(-1100.0, 500.0), background_hu=PARENCHYMA_HU,
-                      margin_px=1, margin_frac=0.25, square=True, real_label=0.9, augment=True)
+    variant = Variant(
+        channels=2,
+        scale=HUScale(-1100.0, 500.0),
+        background_hu=PARENCHYMA_HU,
+        margin_px=1,
+        margin_frac=0.25,
+        square=True,
+        real_label=0.9,
+        augment=True,
+    )
 
 
 class PaperDCGAN(TumourGAN):
     name = "dcgan-paper"
-    description = ("The seed paper's DCGAN: 64x64 tumour HU only, mask by threshold, pasted into healthy "
-                   "lung (faithful variant; meant for a GPU).")
+    description = (
+        "The seed paper's DCGAN: 64x64 tumour HU only, mask by threshold, pasted into healthy "
+        "lung (faithful variant; meant for a GPU)."
+    )
     params = _params(paper=True)
     needs_gpu = True
     needs_hu = True  # the paper's conventions are HU: 2000 HU background, threshold_hu, the -1024..2000 map
-    variant = Variant(channels=1, scale=HUScale(-1024.0, 2000.0), background_hu=2000.0,
-                      margin_px=10, margin_frac=0.0, square=False, real_label=1.0, augment=False)
+    variant = Variant(
+        channels=1,
+        scale=HUScale(-1024.0, 2000.0),
+        background_hu=2000.0,
+        margin_px=10,
+        margin_frac=0.0,
+        square=False,
+        real_label=1.0,
+        augment=False,
+    )
 
 
 @hookimpl

@@ -49,8 +49,10 @@ class NamedHybrid(Composite):
             try:
                 resolve_params(cls, values)
             except UsageError as exc:
-                raise UsageError(f"{exc}; to set the parts' parameters, write the composition "
-                                 f"{'+'.join(cls.recipe)!r} with per-part values instead") from None
+                raise UsageError(
+                    f"{exc}; to set the parts' parameters, write the composition "
+                    f"{'+'.join(cls.recipe)!r} with per-part values instead"
+                ) from None
         super().__init__([_build_part(cls.name, part) for part in cls.recipe])
         # Composite names itself after its parts; a named hybrid keeps its registered name.
         self.name = cls.name  # type: ignore[misc]
@@ -72,22 +74,28 @@ def _build_part(hybrid: str, part: str) -> Strategy:
     try:
         cls = get_registry().get(part)
     except UnknownStrategyError:
-        raise UsageError(f"strategy {hybrid!r} needs strategy {part!r}, which is not registered; is its "
-                         "plugin disabled (AUGFORGE_LOAD_PLUGINS) or broken? See `augforge plugins`") from None
+        raise UsageError(
+            f"strategy {hybrid!r} needs strategy {part!r}, which is not registered; is its "
+            "plugin disabled (AUGFORGE_LOAD_PLUGINS) or broken? See `augforge plugins`"
+        ) from None
     return cls()
 
 
 class GanAffine(NamedHybrid):
     name = "gan-affine"
-    description = ("dcgan+affine: generated tumours pasted into healthy slices, then affine warps; the "
-                   "closest recipe to the seed paper's best (VQ-VAE + DCGAN + affine).")
+    description = (
+        "dcgan+affine: generated tumours pasted into healthy slices, then affine warps; the "
+        "closest recipe to the seed paper's best (VQ-VAE + DCGAN + affine)."
+    )
     recipe = ("dcgan", "affine")
 
 
 class PasteAffine(NamedHybrid):
     name = "paste-affine"
-    description = ("copy-paste+affine: real training tumours pasted into healthy slices, then affine warps; "
-                   "the control for gan-affine.")
+    description = (
+        "copy-paste+affine: real training tumours pasted into healthy slices, then affine warps; "
+        "the control for gan-affine."
+    )
     recipe = ("copy-paste", "affine")
 
 

@@ -24,8 +24,9 @@ TINY = ["--preset", "tiny", "--no-progress", "--no-samples"]
 def finished(tmp_path_factory) -> Path:
     """A finished tiny study (flip, one seed, one epoch), copied by each case that damages it."""
     out = tmp_path_factory.mktemp("finished") / "study"
-    assert main(["bench", "--strategy", "flip", "--no-baseline", "--set", "train.epochs=1", "--out", str(out),
-                 *TINY]) == 0
+    assert (
+        main(["bench", "--strategy", "flip", "--no-baseline", "--set", "train.epochs=1", "--out", str(out), *TINY]) == 0
+    )
     return out
 
 
@@ -39,11 +40,13 @@ def _damaged(tmp: Path, finished: Path, file: str, change) -> dict[str, str]:
 
 def _record(change):
     """A change to the first trials.jsonl record, as JSON."""
+
     def apply(raw: bytes) -> bytes:
         lines = raw.decode().splitlines()
         rec = json.loads(lines[0])
         change(rec)
         return ("\n".join([json.dumps(rec), *lines[1:]]) + "\n").encode()
+
     return apply
 
 
@@ -54,6 +57,7 @@ def _csv_cell(column: str, value: str):
         cells = lines[1].split(",")
         cells[header.index(column)] = value
         return ("\n".join([lines[0], ",".join(cells), *lines[2:]]) + "\n").encode()
+
     return apply
 
 
@@ -77,33 +81,66 @@ CASES = [
     ("dataset as text", ("dataset", "lidc"), REPORT, r"not a trial record \(no dataset fingerprint\)"),
     ("binary trials.jsonl", b"\x00\xff\xfe" * 40, REPORT, r"trials.jsonl: not UTF-8 text"),
     ("a JSON list as record", b"[1, 2, 3]\n", REPORT, r"trials.jsonl:1: not a trial record \(not a JSON object\)"),
-    ("a line that is not JSON", b"{\"key\": \n", REPORT, r"trials.jsonl:1: not a trial record"),
-    ("truncated per_image.csv", ("per_image.csv", lambda b: b[:-30]), REPORT,
-     r"per_image.csv:\d+: unreadable row \(row of a different length than the header\)"),
-    ("Dice that is not a number", ("per_image.csv", _csv_cell("dice", "high")), REPORT,
-     r"per_image.csv:2: unreadable row"),
-    ("binary per_image.csv", ("per_image.csv", lambda b: b"\xff\xfe\x00garbage"), REPORT,
-     r"per_image.csv: not a CSV file augforge wrote"),
-    ("per_image.csv without columns", ("per_image.csv", lambda b: b"trial,dice\nx,1\n"), REPORT,
-     r"per_image.csv: missing columns"),
+    ("a line that is not JSON", b'{"key": \n', REPORT, r"trials.jsonl:1: not a trial record"),
+    (
+        "truncated per_image.csv",
+        ("per_image.csv", lambda b: b[:-30]),
+        REPORT,
+        r"per_image.csv:\d+: unreadable row \(row of a different length than the header\)",
+    ),
+    (
+        "Dice that is not a number",
+        ("per_image.csv", _csv_cell("dice", "high")),
+        REPORT,
+        r"per_image.csv:2: unreadable row",
+    ),
+    (
+        "binary per_image.csv",
+        ("per_image.csv", lambda b: b"\xff\xfe\x00garbage"),
+        REPORT,
+        r"per_image.csv: not a CSV file augforge wrote",
+    ),
+    (
+        "per_image.csv without columns",
+        ("per_image.csv", lambda b: b"trial,dice\nx,1\n"),
+        REPORT,
+        r"per_image.csv: missing columns",
+    ),
     ("floors.csv without columns", ("floors.csv", lambda b: b"key\nx\n"), REPORT, r"floors.csv: missing columns"),
     ("report of a folder without results", "empty", ["report", "{tmp}"], r"no trials.jsonl here"),
     # -- the results folder itself ------------------------------------------------------------------
-    ("--out is a file", "afile", ["bench", "--strategy", "flip", "--out", "{afile}", *TINY], r"--out .*afile: is a file"),
-    ("--out name too long", None, ["bench", "--strategy", "flip", "--out", "{tmp}/" + "a" * 300, *TINY],
-     r"is 300 bytes long; file names hold at most 255"),
+    (
+        "--out is a file",
+        "afile",
+        ["bench", "--strategy", "flip", "--out", "{afile}", *TINY],
+        r"--out .*afile: is a file",
+    ),
+    (
+        "--out name too long",
+        None,
+        ["bench", "--strategy", "flip", "--out", "{tmp}/" + "a" * 300, *TINY],
+        r"is 300 bytes long; file names hold at most 255",
+    ),
     # -- seeds, fractions, strategies ---------------------------------------------------------------
     ("a trillion seeds", None, [*BENCH, "--seeds", "1000000000000"], r"Invalid value for '--seeds'"),
     ("zero seeds", None, [*BENCH, "--seeds", "0"], r"Invalid value for '--seeds'"),
     ("train fraction 0", None, [*BENCH, "--train-fraction", "0"], r"--train-fraction 0: give a fraction in \(0, 1\]"),
     ("train fraction 1.5", None, [*BENCH, "--train-fraction", "1.5"], r"--train-fraction 1.5: give a fraction"),
-    ("unknown strategy", None, ["bench", "--strategy", "fliip", "--out", "{tmp}/run", *TINY],
-     r"unknown strategy 'fliip'"),
+    (
+        "unknown strategy",
+        None,
+        ["bench", "--strategy", "fliip", "--out", "{tmp}/run", *TINY],
+        r"unknown strategy 'fliip'",
+    ),
     ("empty part of a hybrid", None, ["bench", "--strategy", "flip+", "--out", "{tmp}/run", *TINY], r"empty part"),
-    ("unknown preset", None, ["bench", "--strategy", "flip", "--preset", "huge", "--out", "{tmp}/run"],
-     r"huge"),
+    ("unknown preset", None, ["bench", "--strategy", "flip", "--preset", "huge", "--out", "{tmp}/run"], r"huge"),
     ("unknown executor", None, [*BENCH, "--executor", "cloud"], r"cloud"),
-    ("--ray-address without ray", None, [*BENCH, "--ray-address", "localhost:1"], r"--ray-address needs --executor ray"),
+    (
+        "--ray-address without ray",
+        None,
+        [*BENCH, "--ray-address", "localhost:1"],
+        r"--ray-address needs --executor ray",
+    ),
     # -- settings ------------------------------------------------------------------------------------
     ("unknown section", None, [*BENCH, "--set", "trian.lr=1"], r"trian"),
     ("unknown field", None, [*BENCH, "--set", "train.lrate=1"], r"lrate"),
@@ -126,12 +163,11 @@ CASES = [
     ("unrecognised data folder", "emptydir", [*BENCH, "--data", "{emptydir}"], r"emptydir"),
     # -- study files ----------------------------------------------------------------------------------
     ("missing study file", None, ["bench", "--study", "{tmp}/none.toml", *TINY], r"none.toml"),
-    ("study file that switches on unpickling", "pickle",
-     ["bench", "--study", "{pickle}", *TINY], r"allow_pickle"),
+    ("study file that switches on unpickling", "pickle", ["bench", "--study", "{pickle}", *TINY], r"allow_pickle"),
     ("study file with a typo", "typo", ["bench", "--study", "{typo}", *TINY], r"seedz"),
 ]
 
-_STUDY_HEAD = "[study]\npreset = \"tiny\"\ndata = \"lidc-phantom\"\n"
+_STUDY_HEAD = '[study]\npreset = "tiny"\ndata = "lidc-phantom"\n'
 
 
 def _setup(tmp: Path, finished: Path, how) -> dict[str, str]:
@@ -146,9 +182,9 @@ def _setup(tmp: Path, finished: Path, how) -> dict[str, str]:
         (tmp / "emptydir" / "notes.txt").write_text("no images here")
         return {"emptydir": str(tmp / "emptydir")}
     if how == "pickle":
-        return _file(tmp, "pickle.toml", _STUDY_HEAD + "allow_pickle = true\n[[strategy]]\nname = \"flip\"\n")
+        return _file(tmp, "pickle.toml", _STUDY_HEAD + 'allow_pickle = true\n[[strategy]]\nname = "flip"\n')
     if how == "typo":
-        return _file(tmp, "typo.toml", _STUDY_HEAD + "seedz = 3\n[[strategy]]\nname = \"flip\"\n")
+        return _file(tmp, "typo.toml", _STUDY_HEAD + 'seedz = 3\n[[strategy]]\nname = "flip"\n')
     if isinstance(how, bytes):
         return _damaged(tmp, finished, "trials.jsonl", lambda raw: how)
     if isinstance(how, str):
@@ -178,11 +214,14 @@ def test_there_are_at_least_forty_distinct_cases():
     assert len({c[0] for c in CASES}) == len(CASES) >= 40
 
 
-@pytest.mark.parametrize(("error", "fragment"), [
-    (OSError(28, "No space left on device", "/results/trials.jsonl"), "No space left on device"),
-    (OSError(30, "Read-only file system", "/results/trials.jsonl"), "Read-only file system"),
-    (OSError(13, "Permission denied", "/results/trials.jsonl"), "Permission denied"),
-])
+@pytest.mark.parametrize(
+    ("error", "fragment"),
+    [
+        (OSError(28, "No space left on device", "/results/trials.jsonl"), "No space left on device"),
+        (OSError(30, "Read-only file system", "/results/trials.jsonl"), "Read-only file system"),
+        (OSError(13, "Permission denied", "/results/trials.jsonl"), "Permission denied"),
+    ],
+)
 def test_a_full_disk_or_read_only_folder_is_one_line(tmp_path, capsys, monkeypatch, error, fragment):
     """The machine refusing a write (tested by injection: root ignores permissions here)."""
     from augforge.bench import store as store_module
@@ -191,8 +230,19 @@ def test_a_full_disk_or_read_only_folder_is_one_line(tmp_path, capsys, monkeypat
         raise error
 
     monkeypatch.setattr(store_module, "atomic_write_text", refuse)
-    rc = main(["bench", "--strategy", "flip", "--no-baseline", "--set", "train.epochs=1", "--out",
-               str(tmp_path / "run"), *TINY])
+    rc = main(
+        [
+            "bench",
+            "--strategy",
+            "flip",
+            "--no-baseline",
+            "--set",
+            "train.epochs=1",
+            "--out",
+            str(tmp_path / "run"),
+            *TINY,
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 1 and "Traceback" not in err
     assert err.splitlines()[-1].startswith("error: /results/trials.jsonl: " + fragment)

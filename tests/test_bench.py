@@ -38,11 +38,23 @@ def synthetic_dataset(n_train: int = 16, n_test: int = 8, size: int = 32, seed: 
         mask = ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r).astype(np.uint8)
         hu = (-800.0 + 750.0 * mask + rng.normal(0, 30, mask.shape)).astype(np.float32)
         image = np.clip((hu + 1000) / 1000, 0, 1).astype(np.float32)
-        return Slice(id=f"{split}-{i:03d}", hu=hu, lung_hu=hu, mask=mask, label=label, spacing_mm=0.8,
-                     patient=f"p{split}{i}", source="synthetic-test", image=image)
+        return Slice(
+            id=f"{split}-{i:03d}",
+            hu=hu,
+            lung_hu=hu,
+            mask=mask,
+            label=label,
+            spacing_mm=0.8,
+            patient=f"p{split}{i}",
+            source="synthetic-test",
+            image=image,
+        )
 
-    return Dataset(name="synthetic-test", train=[make("train", i) for i in range(n_train)],
-                   test=[make("test", i) for i in range(n_test)])
+    return Dataset(
+        name="synthetic-test",
+        train=[make("train", i) for i in range(n_train)],
+        test=[make("test", i) for i in range(n_test)],
+    )
 
 
 def tiny_preset():
@@ -91,8 +103,19 @@ class AddsRawSlices(Strategy):
     description = "Adds copies of training slices without a preprocessed image (test plugin)."
 
     def prepare(self, train, ctx):
-        extra = [Slice(id=f"syn-{s.id}", hu=s.hu, lung_hu=s.lung_hu, mask=s.mask, label=s.label,
-                       spacing_mm=s.spacing_mm, patient=s.patient, source="synthetic:test") for s in train[:4]]
+        extra = [
+            Slice(
+                id=f"syn-{s.id}",
+                hu=s.hu,
+                lung_hu=s.lung_hu,
+                mask=s.mask,
+                label=s.label,
+                spacing_mm=s.spacing_mm,
+                patient=s.patient,
+                source="synthetic:test",
+            )
+            for s in train[:4]
+        ]
         ctx.log(f"adding {len(extra)} slices")
         return list(train) + extra
 
@@ -114,9 +137,19 @@ class BreaksContract(Strategy):
     def prepare(self, train, ctx):
         if self.config["how"] != "small-slices":
             return list(train)
-        half = [Slice(id=f"small-{s.id}", hu=s.hu[::2, ::2], lung_hu=s.lung_hu[::2, ::2], mask=s.mask[::2, ::2],
-                      label=s.label, spacing_mm=s.spacing_mm, patient=s.patient, source="synthetic:test")
-                for s in train[:2]]
+        half = [
+            Slice(
+                id=f"small-{s.id}",
+                hu=s.hu[::2, ::2],
+                lung_hu=s.lung_hu[::2, ::2],
+                mask=s.mask[::2, ::2],
+                label=s.label,
+                spacing_mm=s.spacing_mm,
+                patient=s.patient,
+                source="synthetic:test",
+            )
+            for s in train[:2]
+        ]
         return list(train) + half
 
     def build_transform(self, seed):
@@ -142,8 +175,14 @@ def dataset() -> Dataset:
 
 
 def plan(dataset, strategies, seeds=(0,), fractions=(1.0,), **kw):
-    return plan_study(list(strategies), preset=tiny_preset(), seeds=list(seeds), fractions=list(fractions),
-                      dataset_fingerprint=dataset.fingerprint, **kw)
+    return plan_study(
+        list(strategies),
+        preset=tiny_preset(),
+        seeds=list(seeds),
+        fractions=list(fractions),
+        dataset_fingerprint=dataset.fingerprint,
+        **kw,
+    )
 
 
 def run(dataset, trials, out: Path, force: bool = False):
@@ -178,11 +217,15 @@ def test_trial_key_covers_config_and_dataset(dataset, plugin):
     assert t0.key != t1.key
     same = plan(dataset, ["none"], seeds=[0])[0]
     assert same.key == t0.key
-    other_data = plan_study(["none"], preset=tiny_preset(), seeds=[0], fractions=[1.0],
-                            dataset_fingerprint="0" * 16)[0]
+    other_data = plan_study(["none"], preset=tiny_preset(), seeds=[0], fractions=[1.0], dataset_fingerprint="0" * 16)[0]
     assert other_data.key != t0.key
-    changed = plan_study(["none"], preset=apply_overrides(tiny_preset(), {"train.lr": "0.001"}), seeds=[0],
-                         fractions=[1.0], dataset_fingerprint=dataset.fingerprint)[0]
+    changed = plan_study(
+        ["none"],
+        preset=apply_overrides(tiny_preset(), {"train.lr": "0.001"}),
+        seeds=[0],
+        fractions=[1.0],
+        dataset_fingerprint=dataset.fingerprint,
+    )[0]
     assert changed.key != t0.key
     # Settings that only shape one source's slices reach the key through that source's fingerprint, so
     # changing them on another source (or adding one in a later version) keeps the key.
@@ -190,8 +233,13 @@ def test_trial_key_covers_config_and_dataset(dataset, plugin):
 
     for name in DATASET_ONLY:
         value = getattr(tiny_preset().data, name) + 1
-        moved = plan_study(["none"], preset=apply_overrides(tiny_preset(), {f"data.{name}": str(value)}),
-                           seeds=[0], fractions=[1.0], dataset_fingerprint=dataset.fingerprint)[0]
+        moved = plan_study(
+            ["none"],
+            preset=apply_overrides(tiny_preset(), {f"data.{name}": str(value)}),
+            seeds=[0],
+            fractions=[1.0],
+            dataset_fingerprint=dataset.fingerprint,
+        )[0]
         assert moved.key == t0.key
         assert name not in moved.config["settings"]["data"]
 
@@ -234,8 +282,13 @@ def test_a_fraction_of_patients_keeps_every_slice_of_each(dataset):
 def test_the_subsample_unit_enters_a_trial_s_identity_only_when_it_changes_behaviour(dataset, plugin):
     (before,) = plan(dataset, ["none"])
     assert "subsample" not in before.config["settings"]["train"]  # the earlier behaviour: earlier keys
-    patients = plan_study(["none"], preset=apply_overrides(tiny_preset(), {"train.subsample": "patients"}),
-                          seeds=[0], fractions=[1.0], dataset_fingerprint=dataset.fingerprint)[0]
+    patients = plan_study(
+        ["none"],
+        preset=apply_overrides(tiny_preset(), {"train.subsample": "patients"}),
+        seeds=[0],
+        fractions=[1.0],
+        dataset_fingerprint=dataset.fingerprint,
+    )[0]
     assert patients.key != before.key and patients.config["settings"]["train"]["subsample"] == "patients"
 
 
@@ -288,15 +341,37 @@ def test_store_round_trip_and_resume(dataset, plugin, tmp_path):
 
 def _minimal_record(key: str, **more) -> dict:
     """The fields every trials.jsonl record must have (augforge.bench.store), for hand-made stores."""
-    return {"key": key, "status": "ok", "strategy": "none", "seed": 0, "train_fraction": 1.0, "preset": "tiny",
-            "config": {}, "dataset": {"name": "fake", "fingerprint": "f" * 16}, **more}
+    return {
+        "key": key,
+        "status": "ok",
+        "strategy": "none",
+        "seed": 0,
+        "train_fraction": 1.0,
+        "preset": "tiny",
+        "config": {},
+        "dataset": {"name": "fake", "fingerprint": "f" * 16},
+        **more,
+    }
 
 
 def test_rows_without_a_committed_record_are_ignored(tmp_path):
     store = ResultsStore(tmp_path)
-    row = {"trial": "k1", "strategy": "none", "seed": 0, "train_fraction": 1.0, "image": "a", "class": "LR2",
-           "spacing_mm": 1.0, "dice": 0.5, "iou": 0.3, "precision": 0.5, "recall": 0.5,
-           "hd95_mm": float("nan"), "true_px": 3, "pred_px": 0}
+    row = {
+        "trial": "k1",
+        "strategy": "none",
+        "seed": 0,
+        "train_fraction": 1.0,
+        "image": "a",
+        "class": "LR2",
+        "spacing_mm": 1.0,
+        "dice": 0.5,
+        "iou": 0.3,
+        "precision": 0.5,
+        "recall": 0.5,
+        "hd95_mm": float("nan"),
+        "true_px": 3,
+        "pred_px": 0,
+    }
     store.commit(_minimal_record("k1"), [row])
     # Simulate a kill between the two writes of a second trial: rows written, record not.
     text = (tmp_path / "per_image.csv").read_text()
@@ -324,14 +399,39 @@ def _fake_study(tmp_path: Path, gains: dict[str, float], seeds=(0, 1), n_images:
             key = f"{name}-{seed}"
             shift = gain[si] if isinstance(gain, (list, tuple)) else gain  # a gain per seed, or one for all
             values = base[si] + shift + (0 if name == "none" else noise[g, si])
-            rows = [{"trial": key, "strategy": name, "seed": seed, "train_fraction": 1.0, "image": f"img{i:03d}",
-                     "class": LABELS[i % 4], "spacing_mm": 1.0, "dice": float(v), "iou": float(v) / 2,
-                     "precision": 0.9, "recall": float(v), "hd95_mm": 3.0, "true_px": 10, "pred_px": 9}
-                    for i, v in enumerate(values)]
-            rec = {"key": key, "status": "ok", "strategy": name, "seed": seed, "train_fraction": 1.0,
-                   "preset": "tiny", "config": {}, "dataset": {"name": "fake", "fingerprint": "f" * 16},
-                   "metrics": {"dice": float(values.mean())}, "timings_s": {"total": 1.0},
-                   "memory": {"peak_rss_mb": 100.0}, "training": {"n_total": 10, "data_wait_share": 0.01}}
+            rows = [
+                {
+                    "trial": key,
+                    "strategy": name,
+                    "seed": seed,
+                    "train_fraction": 1.0,
+                    "image": f"img{i:03d}",
+                    "class": LABELS[i % 4],
+                    "spacing_mm": 1.0,
+                    "dice": float(v),
+                    "iou": float(v) / 2,
+                    "precision": 0.9,
+                    "recall": float(v),
+                    "hd95_mm": 3.0,
+                    "true_px": 10,
+                    "pred_px": 9,
+                }
+                for i, v in enumerate(values)
+            ]
+            rec = {
+                "key": key,
+                "status": "ok",
+                "strategy": name,
+                "seed": seed,
+                "train_fraction": 1.0,
+                "preset": "tiny",
+                "config": {},
+                "dataset": {"name": "fake", "fingerprint": "f" * 16},
+                "metrics": {"dice": float(values.mean())},
+                "timings_s": {"total": 1.0},
+                "memory": {"peak_rss_mb": 100.0},
+                "training": {"n_total": 10, "data_wait_share": 0.01},
+            }
             store.commit(rec, rows)
     return store
 
@@ -420,8 +520,14 @@ def test_bench_cli_end_to_end_tiny(tmp_path, capsys):
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "seeds: 0" in captured.out and f"results: {out}" in captured.out
-    for name in ("trials.jsonl", "per_image.csv", "leaderboard.csv", "report.md", "run.log",
-                 "figures/samples/none.png"):
+    for name in (
+        "trials.jsonl",
+        "per_image.csv",
+        "leaderboard.csv",
+        "report.md",
+        "run.log",
+        "figures/samples/none.png",
+    ):
         assert (out / name).is_file(), name
     rec = json.loads((out / "trials.jsonl").read_text().splitlines()[0])
     assert rec["status"] == "ok" and rec["strategy"] == "none" and rec["preset"] == "tiny"
@@ -439,8 +545,19 @@ def test_bench_cli_end_to_end_tiny(tmp_path, capsys):
 
 
 def test_bench_cli_all_failed_is_a_nonzero_exit(tmp_path, plugin, capsys):
-    rc = main(["bench", "--strategy", "test-fail-prepare", "--no-baseline", "--preset", "tiny",
-               "--out", str(tmp_path), "--no-progress"])
+    rc = main(
+        [
+            "bench",
+            "--strategy",
+            "test-fail-prepare",
+            "--no-baseline",
+            "--preset",
+            "tiny",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
     assert rc == 1
     assert "every trial failed" in capsys.readouterr().err
 
@@ -453,7 +570,10 @@ def test_bench_cli_all_failed_is_a_nonzero_exit(tmp_path, plugin, capsys):
         (["--strategy", "none", "--set", "nope.x=1"], "'nope' is neither a preset section"),
         (["--strategy", "none", "--train-fraction", "1.5"], "--train-fraction 1.5"),
         (["--strategy", "none", "--executor", "slurm"], "--executor 'slurm'"),
-        (["--strategy", "none", "--set", "train.patch_size=30"], "train.patch_size=30: use 0 (whole slices) or a multiple of 4"),
+        (
+            ["--strategy", "none", "--set", "train.patch_size=30"],
+            "train.patch_size=30: use 0 (whole slices) or a multiple of 4",
+        ),
         (["--strategy", "none", "--set", "train.schedule=step"], "train.schedule='step'"),
         ([], "give at least one --strategy"),
     ],
@@ -481,7 +601,11 @@ def test_plan_rejects_parameters_for_strategies_outside_the_study(dataset, plugi
         plan(dataset, ["none"], strategy_params={"test-flip": {"p": 1}})
     trials = plan(dataset, ["test-flip", "test-flip", "none"], seeds=[0, 1], fractions=[1.0, 0.5])
     assert [(t.label, t.seed, t.train_fraction) for t in trials][:4] == [
-        ("none", 0, 1.0), ("test-flip", 0, 1.0), ("none", 1, 1.0), ("test-flip", 1, 1.0)]
+        ("none", 0, 1.0),
+        ("test-flip", 0, 1.0),
+        ("none", 1, 1.0),
+        ("test-flip", 1, 1.0),
+    ]
     assert len(trials) == 8
     assert get_registry().get("test-flip") is FlipStrategy
 
@@ -496,10 +620,12 @@ def test_study_samples_one_grid_per_strategy_kept_across_resumes(dataset, plugin
     store, _ = run(dataset, trials, tmp_path / "study")
     titles, logged = [], []
     draw = preview_mod.draw_preview
-    monkeypatch.setattr(preview_mod, "draw_preview", lambda pairs, path, title: (titles.append(title),
-                                                                                 draw(pairs, path, title)))
-    written = preview_mod.write_study_samples(trials, dataset, store.figures_dir, cache_dir=tmp_path / "gen",
-                                              log=logged.append)
+    monkeypatch.setattr(
+        preview_mod, "draw_preview", lambda pairs, path, title: (titles.append(title), draw(pairs, path, title))
+    )
+    written = preview_mod.write_study_samples(
+        trials, dataset, store.figures_dir, cache_dir=tmp_path / "gen", log=logged.append
+    )
     # A strategy whose prepare raises gets no grid and a warning; the others get one each.
     assert set(written) == {"none", "test-flip"}
     assert any("no sample grid for test-fail-prepare" in m and "generator exploded" in m for m in logged)
@@ -513,8 +639,9 @@ def test_study_samples_one_grid_per_strategy_kept_across_resumes(dataset, plugin
     # A resumed study keeps the grids it has.
     stamp = written["test-flip"].stat().st_mtime_ns
     titles.clear()
-    again = preview_mod.write_study_samples(trials, dataset, store.figures_dir, cache_dir=tmp_path / "gen",
-                                            log=logged.append)
+    again = preview_mod.write_study_samples(
+        trials, dataset, store.figures_dir, cache_dir=tmp_path / "gen", log=logged.append
+    )
     assert again["test-flip"].stat().st_mtime_ns == stamp and titles == []
 
     # The report: one leaderboard table per train fraction, the wall time, and the sample grids.
@@ -540,8 +667,9 @@ def test_sample_grid_of_a_smaller_fraction_uses_that_subset(dataset, plugin, tmp
         return real(strategy, ds, **kw)
 
     monkeypatch.setattr(preview_mod, "preview_pairs", spy)
-    written = preview_mod.write_study_samples(trials, dataset, tmp_path / "figures", cache_dir=tmp_path / "gen",
-                                              log=lambda m: None)
+    written = preview_mod.write_study_samples(
+        trials, dataset, tmp_path / "figures", cache_dir=tmp_path / "gen", log=lambda m: None
+    )
     assert seen == [("test-flip", 8, 1)] and list(written) == ["test-flip"]
 
 
@@ -562,8 +690,20 @@ def test_results_files_get_the_usual_permissions(tmp_path):
 # -- one configuration per leaderboard row ------------------------------------------------------
 def tiny_bench(strategy: str, out, *, epochs: int = 1, baseline: bool = False) -> list[str]:
     """``augforge bench`` argv for a one-seed tiny run of ``strategy`` into ``out``."""
-    return ["bench", "--strategy", strategy, *([] if baseline else ["--no-baseline"]), "--preset", "tiny",
-            "--set", f"train.epochs={epochs}", "--out", str(out), "--no-progress", "--no-samples"]
+    return [
+        "bench",
+        "--strategy",
+        strategy,
+        *([] if baseline else ["--no-baseline"]),
+        "--preset",
+        "tiny",
+        "--set",
+        f"train.epochs={epochs}",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--no-samples",
+    ]
 
 
 def test_a_run_with_another_configuration_is_refused_before_any_work(tmp_path, capsys):
@@ -615,21 +755,24 @@ def test_ctrl_c_in_a_command_exits_130_with_a_message(tmp_path, monkeypatch, cap
     assert "interrupted" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("setting", "message"), [
-    ("train.lr=-1", "train.lr=-1.0: give a positive learning rate"),
-    ("train.lr=nan", "train.lr=nan"),
-    ("model.depth=100", "model.depth=100: choose 1 to 7"),
-    ("model.base_width=0", "model.base_width=0"),
-    ("train.threshold=2", "train.threshold=2.0: a sigmoid threshold"),
-    ("train.threshold=0", "train.threshold=0.0"),
-    ("train.threads=-3", "train.threads=-3"),
-    ("train.momentum=1.5", "train.momentum=1.5"),
-    ("train.weight_decay=-0.1", "train.weight_decay=-0.1"),
-    ("train.eval_batch_size=0", "train.eval_batch_size=0"),
-    ("data.input=lungs", "data.input='lungs': choose one of whole, lung"),
-    ("data.field_margin_mm=-2", "data.field_margin_mm=-2.0"),
-    ("data.window=abc", "data.window 'abc'"),
-])
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("train.lr=-1", "train.lr=-1.0: give a positive learning rate"),
+        ("train.lr=nan", "train.lr=nan"),
+        ("model.depth=100", "model.depth=100: choose 1 to 7"),
+        ("model.base_width=0", "model.base_width=0"),
+        ("train.threshold=2", "train.threshold=2.0: a sigmoid threshold"),
+        ("train.threshold=0", "train.threshold=0.0"),
+        ("train.threads=-3", "train.threads=-3"),
+        ("train.momentum=1.5", "train.momentum=1.5"),
+        ("train.weight_decay=-0.1", "train.weight_decay=-0.1"),
+        ("train.eval_batch_size=0", "train.eval_batch_size=0"),
+        ("data.input=lungs", "data.input='lungs': choose one of whole, lung"),
+        ("data.field_margin_mm=-2", "data.field_margin_mm=-2.0"),
+        ("data.window=abc", "data.window 'abc'"),
+    ],
+)
 def test_bad_settings_are_refused_before_any_trial(tmp_path, capsys, setting, message):
     out = tmp_path / "never"
     rc = main(["bench", "--strategy", "none", "--preset", "tiny", "--set", setting, "--out", str(out), "--no-progress"])
@@ -660,15 +803,17 @@ def test_a_second_run_on_a_folder_in_use_is_refused_and_loses_nothing(tmp_path, 
 
 
 # -- the strategy contract, checked at the boundary ------------------------------------------------
-@pytest.mark.parametrize(("how", "fragment"), [
-    ("row-short", "transform returned image (31, 32) and mask (31, 32), expected both (32, 32)"),
-    ("soft-mask", "transform returned a mask with values other than 0 and 1 (e.g. 0.9"),
-    ("scaled-x255", "outside the network input's range [0, 1]"),
-    ("nan-image", "transform returned an image with NaN or infinite values"),
-    ("small-slices", "prepare returned training slice 'small-train-000' with image (16, 16)"),
-])
-def test_a_strategy_breaking_the_contract_fails_its_trial_naming_strategy_and_plugin(dataset, plugin, how,
-                                                                                   fragment):
+@pytest.mark.parametrize(
+    ("how", "fragment"),
+    [
+        ("row-short", "transform returned image (31, 32) and mask (31, 32), expected both (32, 32)"),
+        ("soft-mask", "transform returned a mask with values other than 0 and 1 (e.g. 0.9"),
+        ("scaled-x255", "outside the network input's range [0, 1]"),
+        ("nan-image", "transform returned an image with NaN or infinite values"),
+        ("small-slices", "prepare returned training slice 'small-train-000' with image (16, 16)"),
+    ],
+)
+def test_a_strategy_breaking_the_contract_fails_its_trial_naming_strategy_and_plugin(dataset, plugin, how, fragment):
     (trial,) = plan(dataset, ["test-breaks"], baseline=False, strategy_params={"test-breaks": {"how": how}})
     out = execute_trial(trial, dataset, TrialEnv(progress=False, log=lambda m: None))
     assert out.status == "failed"
@@ -773,12 +918,25 @@ def test_cache_folders_and_files_follow_the_umask(tmp_path, monkeypatch):
     assert stat.S_IMODE(made.stat().st_mode) == 0o777 & ~umask  # not mkdtemp's private 0700
     monkeypatch.setenv("AUGFORGE_CACHE", str(tmp_path / "cache"))
     ds = synthetic_dataset(n_train=4, n_test=2)
-    stack = cache.SliceStack(hu=np.stack([s.hu for s in ds.train + ds.test]),
-                             field=np.zeros((6, 32, 32), bool), mask=np.stack([s.mask for s in ds.train + ds.test]),
-                             records=[{"id": s.id, "label": s.label, "split": sp, "patient": s.patient,
-                                       "source": "t", "spacing_mm": 0.8, "provenance": {}}
-                                      for sp, group in (("train", ds.train), ("test", ds.test)) for s in group],
-                             meta={})
+    stack = cache.SliceStack(
+        hu=np.stack([s.hu for s in ds.train + ds.test]),
+        field=np.zeros((6, 32, 32), bool),
+        mask=np.stack([s.mask for s in ds.train + ds.test]),
+        records=[
+            {
+                "id": s.id,
+                "label": s.label,
+                "split": sp,
+                "patient": s.patient,
+                "source": "t",
+                "spacing_mm": 0.8,
+                "provenance": {},
+            }
+            for sp, group in (("train", ds.train), ("test", ds.test))
+            for s in group
+        ],
+        meta={},
+    )
     _, folder = cache.load_or_build("t", {"k": 2}, lambda: stack)
     assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~umask
     images = cache.images(folder, cache.load(folder), "", False, input="whole")

@@ -39,8 +39,23 @@ def _check_files_valid(out: Path) -> None:
 def test_sigkill_mid_study_then_resume(tmp_path):
     out = tmp_path / "study"
     # Short trials (3 epochs), still seconds each: the 20 ms polling below kills between trials.
-    argv = [sys.executable, "-c", _RUN, "bench", "--strategy", "none", "--preset", "tiny", "--seeds", "3",
-            "--set", "train.epochs=3", "--out", str(out), "--no-progress"]
+    argv = [
+        sys.executable,
+        "-c",
+        _RUN,
+        "bench",
+        "--strategy",
+        "none",
+        "--preset",
+        "tiny",
+        "--seeds",
+        "3",
+        "--set",
+        "train.epochs=3",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     env = dict(os.environ)  # the session's temporary AUGFORGE_CACHE
 
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -74,7 +89,6 @@ def test_sigkill_mid_study_then_resume(tmp_path):
     assert rows[1][1] == "none" and rows[1][2] == "3"
 
 
-
 @pytest.mark.slow
 def test_process_executor_matches_the_local_one(tmp_path):
     """A worker process loads the dataset itself (from the cache); with the same thread count (tiny:
@@ -87,12 +101,16 @@ def test_process_executor_matches_the_local_one(tmp_path):
 
     preset = apply_overrides(get_preset("tiny"), {"train.epochs": "2"})
     dataset = load_dataset(preset.data, progress=False)
-    (trial,) = plan_study(["none"], preset=preset, seeds=[0], fractions=[1.0],
-                          dataset_fingerprint=dataset.fingerprint)
+    (trial,) = plan_study(["none"], preset=preset, seeds=[0], fractions=[1.0], dataset_fingerprint=dataset.fingerprint)
     results = {}
     for name in ("local", "process"):
-        ctx = ExecutionContext(dataset=dataset, data_cfg=preset.data, allow_pickle=False, workers=1,
-                               env=TrialEnv(progress=False, log=lambda m: None))
+        ctx = ExecutionContext(
+            dataset=dataset,
+            data_cfg=preset.data,
+            allow_pickle=False,
+            workers=1,
+            env=TrialEnv(progress=False, log=lambda m: None),
+        )
         outcomes = []
         make_executor(name, ctx).run([trial], outcomes.append)
         assert [o.status for o in outcomes] == ["ok"], outcomes[0].record.get("error")
@@ -105,8 +123,20 @@ def test_process_executor_matches_the_local_one(tmp_path):
 @pytest.mark.parametrize("after_s", [0.3, 1.0, 2.0])
 def test_ctrl_c_while_the_command_line_loads_is_one_line_and_exit_130(tmp_path, after_s):
     """Loading imports torch for seconds; a Ctrl-C then used to print a traceback (or abort in C++)."""
-    argv = [sys.executable, "-m", "augforge", "bench", "--strategy", "flip", "--preset", "tiny", "--out",
-            str(tmp_path / "run"), "--no-progress", "--no-samples"]
+    argv = [
+        sys.executable,
+        "-m",
+        "augforge",
+        "bench",
+        "--strategy",
+        "flip",
+        "--preset",
+        "tiny",
+        "--out",
+        str(tmp_path / "run"),
+        "--no-progress",
+        "--no-samples",
+    ]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(after_s)
     proc.send_signal(signal.SIGINT)

@@ -59,8 +59,9 @@ def test_batches_depend_only_on_the_seed():
         def flip(image, mask):
             return (image[:, ::-1], mask[:, ::-1]) if rng.random() < 0.5 else (image, mask)
 
-        s = BatchSampler(images, masks, batch_size=5, steps=6, seed=seed, patch_size=16, fg_fraction=0.4,
-                         transform=flip)
+        s = BatchSampler(
+            images, masks, batch_size=5, steps=6, seed=seed, patch_size=16, fg_fraction=0.4, transform=flip
+        )
         return [x for x, _ in Prefetcher(s)]
 
     a, b, c = run(3), run(3), run(4)

@@ -22,8 +22,9 @@ CLASSICAL = ("affine", "flip", "rotate", "elastic", "intensity", "classical")
 SPATIAL = ("affine", "flip", "rotate", "elastic", "classical")
 
 #: Every intensity op of `intensity`/`classical`, switched off; a test turns one on at a time.
-INTENSITY_OFF = {k: 0.0 for k in ("p_noise", "p_blur", "p_brightness", "p_contrast", "p_lowres",
-                                  "p_gamma", "p_gamma_inverted")}
+INTENSITY_OFF = {
+    k: 0.0 for k in ("p_noise", "p_blur", "p_brightness", "p_contrast", "p_lowres", "p_gamma", "p_gamma_inverted")
+}
 SPATIAL_OFF = {"p_rotation": 0.0, "p_scaling": 0.0, "p_mirror_h": 0.0, "p_mirror_v": 0.0}
 
 #: Parameters that make each spatial strategy warp every sample (intensity ops off).
@@ -79,6 +80,7 @@ def _run(transform, image, mask, n):
 
 # -- registration ------------------------------------------------------------------------------------
 
+
 def test_all_classical_strategies_are_registered_by_the_plugin(registry):
     for name in CLASSICAL:
         assert registry.entries[name].plugin == "classical"
@@ -91,6 +93,7 @@ def test_an_all_zero_pipeline_is_no_transform(registry):
 
 
 # -- spatial ops: binary, aligned, constant-air border -----------------------------------------------
+
 
 @pytest.mark.parametrize("name", SPATIAL)
 def test_spatial_ops_keep_the_mask_binary_and_aligned(registry, name):
@@ -141,7 +144,8 @@ def test_cubic_resampling_stays_in_the_unit_range(registry):
     image[image > 0.5] = 1.0  # a hard step: cubic kernels overshoot on both sides of it
     image[image < 0.5] = 0.0
     transform = registry.create(
-        "rotate", {"rotate": {"p": 1.0, "limit_deg": 30.0, "interpolation": "cubic"}}).build_transform(2)
+        "rotate", {"rotate": {"p": 1.0, "limit_deg": 30.0, "interpolation": "cubic"}}
+    ).build_transform(2)
     for out_image, _ in _run(transform, image, mask, 6):
         assert out_image.min() >= 0.0 and out_image.max() <= 1.0
 
@@ -222,6 +226,7 @@ def test_inputs_are_not_modified(registry, slice_):
 
 # -- parameters ----------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("name", "values", "fragment"),
     [
@@ -231,10 +236,8 @@ def test_inputs_are_not_modified(registry, slice_):
         ("rotate", {"limit_deg": "wide"}, "rotate.limit_deg: expected a number, got 'wide'"),
         ("flip", {"axis": "diagonal"}, "flip.axis: 'diagonal' is not one of horizontal, vertical, both"),
         ("elastic", {"grid_steps": 1}, "elastic.grid_steps: 1 is below the minimum 2"),
-        ("intensity", {"blur_sigma_low": 2.0},
-         "intensity.blur_sigma_low=2.0 is above intensity.blur_sigma_high=1.0"),
-        ("classical", {"interpolation": "lanczos"},
-         "classical.interpolation: 'lanczos' is not one of linear, cubic"),
+        ("intensity", {"blur_sigma_low": 2.0}, "intensity.blur_sigma_low=2.0 is above intensity.blur_sigma_high=1.0"),
+        ("classical", {"interpolation": "lanczos"}, "classical.interpolation: 'lanczos' is not one of linear, cubic"),
     ],
 )
 def test_parameters_are_validated(registry, name, values, fragment):
@@ -250,12 +253,12 @@ def test_command_line_strings_are_parsed(registry):
 
 # -- seeds -------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", CLASSICAL)
 def test_same_seed_same_samples_other_seed_other_samples(registry, slice_, name):
     image, mask = slice_
     # ops that fire often, with random outcomes (flip: p 0.5 per axis, not the always-on setting)
-    values = {"flip": {"axis": "both"}, "intensity": {"p_noise": 1.0, "p_gamma": 1.0}}.get(
-        name, ALWAYS_WARP.get(name))
+    values = {"flip": {"axis": "both"}, "intensity": {"p_noise": 1.0, "p_gamma": 1.0}}.get(name, ALWAYS_WARP.get(name))
     strategy = registry.create(name, {name: values})
     first = _run(strategy.build_transform(7), image, mask, 10)
     again = _run(strategy.build_transform(7), image, mask, 10)
@@ -274,8 +277,7 @@ def test_ops_draw_from_independent_streams():
     outcomes = {"none": 0, "h": 0, "v": 0, "both": 0}
     for _ in range(400):
         out, _ = transform(image, mask)
-        for key, expected in (("none", image), ("h", image[:, ::-1]), ("v", image[::-1]),
-                              ("both", image[::-1, ::-1])):
+        for key, expected in (("none", image), ("h", image[:, ::-1]), ("v", image[::-1]), ("both", image[::-1, ::-1])):
             outcomes[key] += np.array_equal(out, expected)
     assert all(60 <= count <= 140 for count in outcomes.values()), outcomes
 
@@ -289,6 +291,7 @@ def test_composite_parts_compose(registry, slice_):
 
 
 # -- the record of what ran --------------------------------------------------------------------------
+
 
 def test_pipeline_is_recorded_and_rebuilds_to_the_same_samples(registry, slice_):
     image, mask = slice_
@@ -341,7 +344,6 @@ def test_a_third_party_pipeline_in_a_few_lines(register_plugin, slice_):
         transform = get_registry().create("test-blur").build_transform(0)
     out, _ = transform(image, mask)
     assert out.std() < image.std()  # blurred
-
 
 
 def test_every_parameter_is_documented(registry):

@@ -19,8 +19,9 @@ def test_presets_exist_and_paper_matches_protocol():
 
 def test_overrides_are_typed_and_do_not_touch_the_original():
     base = get_preset("tiny")
-    out = apply_overrides(base, {"train.epochs": "7", "train.lr": "0.5", "data.clahe": "false",
-                                 "data.window": "-600,1500"})
+    out = apply_overrides(
+        base, {"train.epochs": "7", "train.lr": "0.5", "data.clahe": "false", "data.window": "-600,1500"}
+    )
     assert (out.train.epochs, out.train.lr, out.data.clahe, out.data.window) == (7, 0.5, False, "-600,1500")
     assert base.train.epochs != 7 or base.train.lr != 0.5
 

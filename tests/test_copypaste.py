@@ -24,8 +24,14 @@ def tiny():
 
 
 def make_ctx(healthy: list[Slice], seed: int = 0, logs: list[str] | None = None) -> PrepareContext:
-    return PrepareContext(seed=seed, healthy=healthy, preset=get_preset("tiny"), cache_dir=Path("/nonexistent"),
-                          log=(logs.append if logs is not None else lambda m: None), progress=False)
+    return PrepareContext(
+        seed=seed,
+        healthy=healthy,
+        preset=get_preset("tiny"),
+        cache_dir=Path("/nonexistent"),
+        log=(logs.append if logs is not None else lambda m: None),
+        progress=False,
+    )
 
 
 def copy_paste(**params):
@@ -38,13 +44,14 @@ def synthetic(slices: list[Slice]) -> list[Slice]:
 
 # -- hand-made slices: known tumour, known lung ---------------------------------------------------
 
+
 def chest(sid: str, *, size: int = 96, spacing: float = 0.8, tumour_radius: float = 0.0, seed: int = 0) -> Slice:
     """Soft tissue (40 HU) around one square lung (-850 HU, noise 15 HU); optionally a solid disc
     tumour (30 HU) of ``tumour_radius`` pixels in the lung's centre."""
     rng = np.random.default_rng(seed)
     hu = np.full((size, size), 40.0, np.float32)
     lung = np.zeros((size, size), bool)
-    lung[12:size - 12, 12:size - 12] = True
+    lung[12 : size - 12, 12 : size - 12] = True
     hu[lung] = -850.0 + rng.normal(0, 15, lung.sum())
     mask = np.zeros((size, size), np.uint8)
     label = "LR1"
@@ -54,8 +61,17 @@ def chest(sid: str, *, size: int = 96, spacing: float = 0.8, tumour_radius: floa
         hu[disc] = 30.0 + rng.normal(0, 15, disc.sum())
         mask[disc] = 1
         label = classify(2 * tumour_radius * spacing, 5)
-    return Slice(id=sid, hu=hu, lung_hu=np.where(lung, hu, -1024.0).astype(np.float32), mask=mask, label=label,
-                 spacing_mm=spacing, patient=sid, source="hand-made", lung_field=lung)
+    return Slice(
+        id=sid,
+        hu=hu,
+        lung_hu=np.where(lung, hu, -1024.0).astype(np.float32),
+        mask=mask,
+        label=label,
+        spacing_mm=spacing,
+        patient=sid,
+        source="hand-made",
+        lung_field=lung,
+    )
 
 
 def test_a_real_tumour_keeps_its_size_hu_and_class_when_only_moved():
@@ -103,9 +119,10 @@ def test_turn_mirrors_and_rotates_about_the_centre():
 
 # -- the embedded phantom ---------------------------------------------------------------------------
 
+
 def test_adds_ratio_slices_labelled_by_the_pasted_nodule(tiny):
     out = copy_paste().prepare(tiny.train, make_ctx(tiny.healthy))
-    assert out[:len(tiny.train)] == tiny.train
+    assert out[: len(tiny.train)] == tiny.train
     syn = synthetic(out)
     assert len(syn) == len(tiny.train)  # ratio 1 (every tiny canvas has room)
     assert len(synthetic(copy_paste(ratio=0.5).prepare(tiny.train, make_ctx(tiny.healthy)))) == len(tiny.train) // 2
@@ -137,9 +154,16 @@ def test_tumours_lie_on_parenchyma_with_binary_aligned_masks(tiny):
 
 def test_donors_come_from_the_real_training_slices_only(tiny):
     train = tiny.train[:6]
-    fake = Slice(id="synthetic-x", hu=tiny.train[7].hu, lung_hu=tiny.train[7].lung_hu, mask=tiny.train[7].mask,
-                 label=tiny.train[7].label, spacing_mm=tiny.train[7].spacing_mm, patient="x",
-                 source="synthetic:other")
+    fake = Slice(
+        id="synthetic-x",
+        hu=tiny.train[7].hu,
+        lung_hu=tiny.train[7].lung_hu,
+        mask=tiny.train[7].mask,
+        label=tiny.train[7].label,
+        spacing_mm=tiny.train[7].spacing_mm,
+        patient="x",
+        source="synthetic:other",
+    )
     out = copy_paste(ratio=3.0).prepare(train + [fake], make_ctx(tiny.healthy))
     syn = synthetic(out)
     assert len(syn) == 3 * len(train)  # the ratio counts real slices only
@@ -186,5 +210,6 @@ def test_without_healthy_slices_tumours_go_into_training_slices_clear_of_their_o
         added = s.mask.astype(bool) & ~own
         assert added.any() and s.mask[own].all()  # the canvas's tumour stays labelled
         assert ndimage.distance_transform_edt(~own)[added].min() > 2.0  # and untouched by the new one
-        assert LUNG_RADS_CLASSES.index(s.label) == max(LUNG_RADS_CLASSES.index(canvas.label),
-                                                       LUNG_RADS_CLASSES.index(s.provenance["nodule_label"]))
+        assert LUNG_RADS_CLASSES.index(s.label) == max(
+            LUNG_RADS_CLASSES.index(canvas.label), LUNG_RADS_CLASSES.index(s.provenance["nodule_label"])
+        )

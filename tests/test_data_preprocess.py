@@ -20,11 +20,13 @@ def drawn_chest() -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """A hand-drawn 128x128 slice: air, body, two lungs, a trachea, a solid nodule in a lung."""
     hu = np.full((128, 128), -1000.0, np.float32)
     parts = {}
-    for name, centre, axes, value in (("body", (64, 64), (58, 44), 40.0),
-                                      ("right", (40, 62), (18, 28), -860.0),
-                                      ("left", (88, 62), (18, 28), -860.0),
-                                      ("trachea", (64, 40), (2, 2), -1000.0),
-                                      ("nodule", (40, 60), (5, 5), 30.0)):
+    for name, centre, axes, value in (
+        ("body", (64, 64), (58, 44), 40.0),
+        ("right", (40, 62), (18, 28), -860.0),
+        ("left", (88, 62), (18, 28), -860.0),
+        ("trachea", (64, 40), (2, 2), -1000.0),
+        ("nodule", (40, 60), (5, 5), 30.0),
+    ):
         m = np.zeros((128, 128), np.uint8)
         cv2.ellipse(m, centre, axes, 0, 0, 360, 1, -1)
         hu[m > 0] = value
@@ -100,8 +102,18 @@ def small_stack(n: int = 3) -> cache.SliceStack:
     hu = rng.integers(-1000, 400, (n, 16, 16)).astype(np.float32)
     mask = np.zeros((n, 16, 16), np.uint8)
     mask[:, 5:8, 5:8] = 1
-    records = [{"id": f"s{i}", "label": "LR3", "split": "train" if i else "test", "patient": f"p{i}",
-                "source": "test", "spacing_mm": 1.0, "provenance": {"i": i}} for i in range(n)]
+    records = [
+        {
+            "id": f"s{i}",
+            "label": "LR3",
+            "split": "train" if i else "test",
+            "patient": f"p{i}",
+            "source": "test",
+            "spacing_mm": 1.0,
+            "provenance": {"i": i},
+        }
+        for i in range(n)
+    ]
     return cache.SliceStack(hu=hu, field=hu < -300, mask=mask, records=records, meta={"name": "t"})
 
 

@@ -36,9 +36,15 @@ def tiny():
 
 def make_ctx(tiny, cache: Path, seed: int = 0, logs: list[str] | None = None, **preset_over) -> PrepareContext:
     preset = apply_overrides(get_preset("tiny"), preset_over)
-    return PrepareContext(seed=seed, healthy=tiny.healthy, preset=preset, cache_dir=cache,
-                          log=(logs.append if logs is not None else lambda m: None), progress=False,
-                          dataset_fingerprint=tiny.fingerprint)
+    return PrepareContext(
+        seed=seed,
+        healthy=tiny.healthy,
+        preset=preset,
+        cache_dir=cache,
+        log=(logs.append if logs is not None else lambda m: None),
+        progress=False,
+        dataset_fingerprint=tiny.fingerprint,
+    )
 
 
 def blobs(n: int = 32, size: int = 16, channels: int = 2, seed: int = 0) -> torch.Tensor:
@@ -52,6 +58,7 @@ def blobs(n: int = 32, size: int = 16, channels: int = 2, seed: int = 0) -> torc
 
 
 # -- networks -----------------------------------------------------------------------------------
+
 
 def test_paper_architecture_has_the_papers_parameter_counts():
     assert count_parameters(Generator(latent_dim=128, width=64, size=64, channels=1)) == 3_804_032
@@ -71,9 +78,18 @@ def test_shapes(size, upsample):
 
 # -- the fit ------------------------------------------------------------------------------------
 
+
 def small_cfg(**kw) -> DCGANConfig:
-    base = {"size": 16, "channels": 2, "latent_dim": 8, "width": 4, "epochs": 2, "batch_size": 8,
-            "seed": 3, "augment": True}
+    base = {
+        "size": 16,
+        "channels": 2,
+        "latent_dim": 8,
+        "width": 4,
+        "epochs": 2,
+        "batch_size": 8,
+        "seed": 3,
+        "augment": True,
+    }
     return DCGANConfig(**{**base, **kw})
 
 
@@ -95,16 +111,20 @@ def test_interrupted_fit_resumes_to_the_same_generator(tmp_path):
     logs: list[str] = []
     # "Interrupted" after one epoch: the checkpoint holds epoch 1; the next call resumes from it.
     train_dcgan(blobs(), small_cfg(epochs=1, checkpoint_every=1), out_dir=tmp_path, progress=False, log=logs.append)
-    resumed = train_dcgan(blobs(), small_cfg(epochs=3, checkpoint_every=1, sample_every=1), out_dir=tmp_path,
-                          progress=False, log=logs.append)
+    resumed = train_dcgan(
+        blobs(),
+        small_cfg(epochs=3, checkpoint_every=1, sample_every=1),
+        out_dir=tmp_path,
+        progress=False,
+        log=logs.append,
+    )
     assert resumed.resumed_from == 1 and any("resuming from epoch 1/3" in m for m in logs)
     assert all(torch.equal(x, y) for x, y in zip(weights(whole.generator), weights(resumed.generator)))
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
     grids = ["epoch-0001.png", "epoch-0002.png", "epoch-0003.png"]  # the first call's final grid too
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == grids
     # A checkpoint of another configuration is not resumed.
-    other = train_dcgan(blobs(), small_cfg(epochs=1, width=6), out_dir=tmp_path, progress=False,
-                        log=logs.append)
+    other = train_dcgan(blobs(), small_cfg(epochs=1, width=6), out_dir=tmp_path, progress=False, log=logs.append)
     assert other.resumed_from == 0 and any("another configuration" in m for m in logs)
 
 
@@ -131,6 +151,7 @@ def test_generator_save_load_and_sampling(tmp_path):
 
 # -- the strategies -----------------------------------------------------------------------------
 
+
 def test_registered_with_parameters():
     reg = get_registry()
     assert {"dcgan", "dcgan-paper"} <= set(reg.names())
@@ -138,8 +159,12 @@ def test_registered_with_parameters():
     s = reg.create("dcgan", {"dcgan": {"width": "8", "ratio": "0.5"}})
     cfg = s.fit_config(get_preset("tiny"), trial_seed=7)
     tiny_gen = get_preset("tiny").gen
-    assert (cfg.width, cfg.latent_dim, cfg.size, cfg.epochs) == (8, tiny_gen.latent_dim, tiny_gen.roi_size,
-                                                                 tiny_gen.epochs)
+    assert (cfg.width, cfg.latent_dim, cfg.size, cfg.epochs) == (
+        8,
+        tiny_gen.latent_dim,
+        tiny_gen.roi_size,
+        tiny_gen.epochs,
+    )
     assert cfg.channels == 2 and cfg.seed == 0  # gen_seed 0, not the trial's seed
     assert reg.create("dcgan", {"dcgan": {"gen_seed": "none"}}).fit_config(get_preset("tiny"), 7).seed == 7
     paper = reg.create("dcgan-paper").fit_config(get_preset("quick"), 0)
@@ -154,7 +179,7 @@ def test_prepare_adds_synthetic_slices_and_never_sees_the_test_split(tiny, tmp_p
     logs: list[str] = []
     strategy = get_registry().create("dcgan", {"dcgan": {"ratio": "0.5"}})
     out = strategy.prepare(list(tiny.train), make_ctx(tiny, tmp_path, logs=logs))
-    real, synthetic = out[:len(tiny.train)], out[len(tiny.train):]
+    real, synthetic = out[: len(tiny.train)], out[len(tiny.train) :]
     assert [s.id for s in real] == [s.id for s in tiny.train]
     assert len(synthetic) == round(0.5 * len(tiny.train))
     healthy = {s.id: s for s in tiny.healthy}
@@ -179,7 +204,7 @@ def test_a_changed_damaged_or_empty_generator_file_is_refused(tmp_path):
     path = tmp_path / "g.pt"
     save_generator(g, path)
     raw = bytearray(path.read_bytes())
-    raw[len(raw) // 2:len(raw) // 2 + 64] = np.random.default_rng(0).bytes(64)
+    raw[len(raw) // 2 : len(raw) // 2 + 64] = np.random.default_rng(0).bytes(64)
     path.write_bytes(bytes(raw))  # random bytes inside the weights: loads silently without a checksum
     with pytest.raises(DataError, match="changed since it was written"):
         load_generator(path)
@@ -220,6 +245,7 @@ def test_generator_is_cached_across_seeds_and_refit_when_its_data_change(tiny, t
     assert any("reusing generator" in m for m in logs)
     key = {s.provenance["generator"] for s in first + second if s.source.startswith("synthetic")}
     assert len(key) == 1
+
     # Another seed samples other tumours in other places.
     def positions(out):
         return [s.provenance["position"] for s in out if s.source.startswith("synthetic")]
@@ -265,10 +291,25 @@ def test_without_healthy_canvases_tumours_go_into_training_slices(tiny, tmp_path
 
 # -- the command line ---------------------------------------------------------------------------
 
+
 def test_generate_command_writes_a_dataset_grids_and_a_quality_summary(tmp_path, capsys):
     out = tmp_path / "gen"
-    args = ["generate", "--strategy", "dcgan", "--n", "6", "--out", str(out), "--preset", "tiny",
-            "--seed", "2", "--no-progress", "--set", "dcgan.width=6"]
+    args = [
+        "generate",
+        "--strategy",
+        "dcgan",
+        "--n",
+        "6",
+        "--out",
+        str(out),
+        "--preset",
+        "tiny",
+        "--seed",
+        "2",
+        "--no-progress",
+        "--set",
+        "dcgan.width=6",
+    ]
     assert main(args) == 0
     ids = [line.split(",")[0] for line in (out / "labels.csv").read_text().splitlines()[1:]]
     assert len(ids) == 6
@@ -283,12 +324,12 @@ def test_generate_command_writes_a_dataset_grids_and_a_quality_summary(tmp_path,
     from augforge.data.folder import read_array
 
     assert (out / "labels.csv").read_text().splitlines()[0] == "id,label,split,patient,spacing_mm"
-    np.testing.assert_array_equal(read_array(out / "images" / f"{ids[0]}.npy")[0],
-                                  np.load(out / "images" / f"{ids[0]}.npy"))
+    np.testing.assert_array_equal(
+        read_array(out / "images" / f"{ids[0]}.npy")[0], np.load(out / "images" / f"{ids[0]}.npy")
+    )
     # Refuses to overwrite; a strategy without a generator is a usage error.
     assert main(args) == 2
-    assert main(["generate", "--strategy", "none", "--n", "2", "--out", str(tmp_path / "x"),
-                 "--preset", "tiny"]) == 2
+    assert main(["generate", "--strategy", "none", "--n", "2", "--out", str(tmp_path / "x"), "--preset", "tiny"]) == 2
     assert "does not generate" in capsys.readouterr().err
     assert main(["generate", "--n", "0", "--out", str(tmp_path / "y"), "--preset", "tiny"]) == 2
     assert main(["generate", "--n", "2", "--preset", "tiny"]) == 2
@@ -301,8 +342,20 @@ def test_bench_runs_dcgan_and_fits_the_generator_once_across_seeds(tmp_path, cap
 
     generators = cache_root() / "generators"
     before = set(generators.glob("dcgan-*")) if generators.exists() else set()
-    code = main(["bench", "--strategy", "dcgan", "--preset", "tiny", "--seeds", "2", "--out",
-                 str(tmp_path / "study"), "--no-progress"])
+    code = main(
+        [
+            "bench",
+            "--strategy",
+            "dcgan",
+            "--preset",
+            "tiny",
+            "--seeds",
+            "2",
+            "--out",
+            str(tmp_path / "study"),
+            "--no-progress",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     # One fit; reused by the second seed's trial and by the report's sample grid.

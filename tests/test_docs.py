@@ -11,8 +11,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def _hooks():
-    return [getattr(hookspecs, name) for name in hookspecs.__all__
-            if name not in {"hookimpl", "hookspec"}]
+    return [getattr(hookspecs, name) for name in hookspecs.__all__ if name not in {"hookimpl", "hookspec"}]
 
 
 def test_every_hook_is_a_hookspec():

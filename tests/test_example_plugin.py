@@ -19,9 +19,22 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """pip-install the example into a private folder; subprocesses see it through PYTHONPATH."""
     target = tmp_path_factory.mktemp("site")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--no-index", "--target", str(target), str(EXAMPLE)],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(EXAMPLE),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     assert list(target.glob("augforge_gamma-*.dist-info")), "pip did not install a distribution"
     return target
@@ -31,8 +44,14 @@ def _augforge(site: Path, *args: str, **env: str) -> subprocess.CompletedProcess
     full_env = {**os.environ, "PYTHONPATH": str(site), **env}
     if "AUGFORGE_LOAD_PLUGINS" not in env:
         full_env.pop("AUGFORGE_LOAD_PLUGINS", None)
-    return subprocess.run([sys.executable, "-m", "augforge", *args], check=False, capture_output=True,
-                          text=True, env=full_env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "augforge", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=120,
+    )
 
 
 @pytest.mark.install
@@ -60,8 +79,14 @@ def test_installed_example_is_usable(installed):
         "assert (m == mask).all()\n"
         "print('ok', s.describe()['transform'])\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(installed)}, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(installed)},
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("ok {'random_gamma'")
 

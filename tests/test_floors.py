@@ -26,8 +26,16 @@ def lung_slice(i: int, mask: np.ndarray | None = None, size: int = 48) -> Slice:
     if mask is None:
         mask = np.zeros((size, size), np.uint8)
         mask[12:20, 12:20] = 1
-    return Slice(id=f"s{i:02d}", hu=hu, lung_hu=hu, mask=mask, label=LABELS[i % 4], spacing_mm=1.0,
-                 patient=f"p{i}", source="test")
+    return Slice(
+        id=f"s{i:02d}",
+        hu=hu,
+        lung_hu=hu,
+        mask=mask,
+        label=LABELS[i % 4],
+        spacing_mm=1.0,
+        patient=f"p{i}",
+        source="test",
+    )
 
 
 def test_floors_never_read_the_mask():
@@ -65,23 +73,61 @@ def _store(tmp_path: Path, strategies: dict[str, float], floor_dice: dict[str, f
     key = floor_key("f" * 16)
     floors = []
     for name, level in floor_dice.items():
-        floors += [{"key": key, "floor": name, "image": f"img{i:03d}", "class": LABELS[i % 4], "spacing_mm": 1.0,
-                    "dice": level, "iou": level / 2, "precision": 0.5, "recall": 0.5, "hd95_mm": float("nan"),
-                    "true_px": 10, "pred_px": 10} for i in range(n)]
+        floors += [
+            {
+                "key": key,
+                "floor": name,
+                "image": f"img{i:03d}",
+                "class": LABELS[i % 4],
+                "spacing_mm": 1.0,
+                "dice": level,
+                "iou": level / 2,
+                "precision": 0.5,
+                "recall": 0.5,
+                "hd95_mm": float("nan"),
+                "true_px": 10,
+                "pred_px": 10,
+            }
+            for i in range(n)
+        ]
     store.set_floors(key, floors)
     for name, level in strategies.items():
         for seed in (0, 1):
             k = f"{name}-{seed}"
             values = np.clip(level + rng.normal(0, 0.05, n), 0, 1)
-            rows = [{"trial": k, "strategy": name, "seed": seed, "train_fraction": 1.0, "image": f"img{i:03d}",
-                     "class": LABELS[i % 4], "spacing_mm": 1.0, "dice": float(v), "iou": float(v) / 2,
-                     "precision": 0.9, "recall": float(v), "hd95_mm": 3.0, "true_px": 10, "pred_px": 9}
-                    for i, v in enumerate(values)]
-            rec = {"key": k, "status": "ok", "strategy": name, "seed": seed, "train_fraction": 1.0, "preset": "tiny",
-                   "dataset": {"name": "fake", "fingerprint": "f" * 16}, "metrics": {"dice": float(values.mean())},
-                   "config": {"settings": {"data": {"input": "lung", "field_margin_mm": 0.0}}},
-                   "timings_s": {"total": 1.0}, "memory": {"peak_rss_mb": 100.0},
-                   "training": {"n_total": 10, "data_wait_share": 0.01}}
+            rows = [
+                {
+                    "trial": k,
+                    "strategy": name,
+                    "seed": seed,
+                    "train_fraction": 1.0,
+                    "image": f"img{i:03d}",
+                    "class": LABELS[i % 4],
+                    "spacing_mm": 1.0,
+                    "dice": float(v),
+                    "iou": float(v) / 2,
+                    "precision": 0.9,
+                    "recall": float(v),
+                    "hd95_mm": 3.0,
+                    "true_px": 10,
+                    "pred_px": 9,
+                }
+                for i, v in enumerate(values)
+            ]
+            rec = {
+                "key": k,
+                "status": "ok",
+                "strategy": name,
+                "seed": seed,
+                "train_fraction": 1.0,
+                "preset": "tiny",
+                "dataset": {"name": "fake", "fingerprint": "f" * 16},
+                "metrics": {"dice": float(values.mean())},
+                "config": {"settings": {"data": {"input": "lung", "field_margin_mm": 0.0}}},
+                "timings_s": {"total": 1.0},
+                "memory": {"peak_rss_mb": 100.0},
+                "training": {"n_total": 10, "data_wait_share": 0.01},
+            }
             store.commit(rec, rows)
     return store
 
@@ -113,9 +159,25 @@ def test_missing_or_mismatched_floors_are_a_note_not_a_crash(tmp_path):
     board = write_report(store, n_boot=200)
     assert board.rows[0].beats_floor is None and "no floors stored" in board.notes[0]
     key = floor_key("f" * 16)
-    store.set_floors(key, [{"key": key, "floor": "empty", "image": "other", "class": "LR2", "spacing_mm": 1.0,
-                            "dice": 0.0, "iou": 0.0, "precision": 0.0, "recall": 0.0, "hd95_mm": 0.0,
-                            "true_px": 1, "pred_px": 0}])
+    store.set_floors(
+        key,
+        [
+            {
+                "key": key,
+                "floor": "empty",
+                "image": "other",
+                "class": "LR2",
+                "spacing_mm": 1.0,
+                "dice": 0.0,
+                "iou": 0.0,
+                "precision": 0.0,
+                "recall": 0.0,
+                "hd95_mm": 0.0,
+                "true_px": 1,
+                "pred_px": 0,
+            }
+        ],
+    )
     board = write_report(ResultsStore(tmp_path), n_boot=200)
     assert "other test images" in board.notes[0] and "Note:" in store.report_path.read_text()
 

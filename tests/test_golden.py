@@ -30,8 +30,10 @@ def _env() -> str:
 
 
 def _rebuild_hint(out: Path) -> str:
-    return (f"augforge bench --study {STUDY} --out OUT --no-progress --no-samples, "
-            f"then copy OUT/per_image.csv and OUT/leaderboard.csv into {GOLDEN}")
+    return (
+        f"augforge bench --study {STUDY} --out OUT --no-progress --no-samples, "
+        f"then copy OUT/per_image.csv and OUT/leaderboard.csv into {GOLDEN}"
+    )
 
 
 @pytest.mark.slow
@@ -45,8 +47,11 @@ def test_a_tiny_study_reproduces_the_kept_csvs_byte_for_byte(tmp_path, capsys):
     for name in ["per_image.csv", "leaderboard.csv"]:
         got, want = (out / name).read_text(), (GOLDEN / name).read_text()
         if got != want:
-            diff = "".join(list(difflib.unified_diff(want.splitlines(True), got.splitlines(True),
-                                                     f"kept/{name}", f"now/{name}"))[:40])
+            diff = "".join(
+                list(difflib.unified_diff(want.splitlines(True), got.splitlines(True), f"kept/{name}", f"now/{name}"))[
+                    :40
+                ]
+            )
             pytest.fail(f"{name} changed (rebuild only if meant: {_rebuild_hint(out)}):\n{diff}")
 
 

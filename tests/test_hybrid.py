@@ -18,8 +18,16 @@ from augforge.strategy import Composite
 
 def blank(sid: str) -> Slice:
     z = np.zeros((8, 8), np.float32)
-    return Slice(id=sid, hu=z, lung_hu=z, mask=np.zeros((8, 8), np.uint8), label="LR1", spacing_mm=1.0,
-                 patient=sid, source="synthetic:test")
+    return Slice(
+        id=sid,
+        hu=z,
+        lung_hu=z,
+        mask=np.zeros((8, 8), np.uint8),
+        label="LR1",
+        spacing_mm=1.0,
+        patient=sid,
+        source="synthetic:test",
+    )
 
 
 class _Step:
@@ -66,8 +74,14 @@ def registry(register_plugin):
 
 
 def ctx() -> PrepareContext:
-    return PrepareContext(seed=0, healthy=[], preset=get_preset("tiny"), cache_dir=Path("/nonexistent"),
-                          log=lambda m: None, progress=False)
+    return PrepareContext(
+        seed=0,
+        healthy=[],
+        preset=get_preset("tiny"),
+        cache_dir=Path("/nonexistent"),
+        log=lambda m: None,
+        progress=False,
+    )
 
 
 def test_offline_steps_chain_in_the_order_written(registry):
@@ -93,8 +107,15 @@ def test_the_trial_records_every_part_with_its_parameters(registry):
             {"name": "tag-b", "params": {"k": 3}, "transform": {"add": 0.0, "mul": 2.0}},
         ],
     }
-    trial = make_trial(strategy, "tag-a+tag-b", {"tag-b": {"k": 3}}, get_preset("tiny"), seed=0,
-                       train_fraction=1.0, dataset_fingerprint="f")
+    trial = make_trial(
+        strategy,
+        "tag-a+tag-b",
+        {"tag-b": {"k": 3}},
+        get_preset("tiny"),
+        seed=0,
+        train_fraction=1.0,
+        dataset_fingerprint="f",
+    )
     assert trial.config["strategy"] == "tag-a+tag-b"
     assert trial.config["strategy_spec"]["parts"][1]["params"] == {"k": 3}
     # A different part parameter or a different order is a different trial.
@@ -103,14 +124,17 @@ def test_the_trial_records_every_part_with_its_parameters(registry):
     assert len({strategy.key(), other.key(), swapped.key()}) == 3
 
 
-@pytest.mark.parametrize("spec,params,message", [
-    ("tag-a+tag-a", None, "names a part twice"),
-    ("none+tag-a", None, "'none' cannot be part of a composite"),
-    ("tag-a+", None, "empty part"),
-    ("tag-a+tag-c", None, "unknown strategy 'tag-c'; did you mean"),
-    ("tag-a+tag-b", {"tag-b": {"kk": 1}}, "strategy 'tag-b' has no parameter 'kk'"),
-    ("tag-a+tag-b", {"tag-a": {"k": 9}}, "tag-a.k: 9 is above the maximum 5"),
-])
+@pytest.mark.parametrize(
+    "spec,params,message",
+    [
+        ("tag-a+tag-a", None, "names a part twice"),
+        ("none+tag-a", None, "'none' cannot be part of a composite"),
+        ("tag-a+", None, "empty part"),
+        ("tag-a+tag-c", None, "unknown strategy 'tag-c'; did you mean"),
+        ("tag-a+tag-b", {"tag-b": {"kk": 1}}, "strategy 'tag-b' has no parameter 'kk'"),
+        ("tag-a+tag-b", {"tag-a": {"k": 9}}, "tag-a.k: 9 is above the maximum 5"),
+    ],
+)
 def test_composition_errors_are_one_line(registry, spec, params, message):
     with pytest.raises(UsageError, match=message) as err:
         registry.create(spec, params)
@@ -124,6 +148,7 @@ def test_third_party_strategies_compose_with_built_ins(registry):
 
 
 # -- named hybrids ----------------------------------------------------------------------------------
+
 
 def named_hybrids(registry) -> list[type]:
     return [e.cls for e in registry.entries.values() if getattr(e.cls, "recipe", None)]
@@ -187,8 +212,14 @@ def test_paste_affine_runs_both_halves():
 
     tiny = load_dataset(get_preset("tiny").data, progress=False)
     strategy = get_registry().create("paste-affine")
-    c = PrepareContext(seed=0, healthy=tiny.healthy, preset=get_preset("tiny"), cache_dir=Path("/nonexistent"),
-                       log=lambda m: None, progress=False)
+    c = PrepareContext(
+        seed=0,
+        healthy=tiny.healthy,
+        preset=get_preset("tiny"),
+        cache_dir=Path("/nonexistent"),
+        log=lambda m: None,
+        progress=False,
+    )
     out = strategy.prepare(tiny.train, c)
     assert sum(s.source == "synthetic:copy-paste" for s in out) == len(tiny.train)
     assert strategy.build_transform(0) is not None

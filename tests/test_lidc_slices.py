@@ -90,8 +90,20 @@ def test_hu_only_settings_and_strategies_are_refused(lidc_export, tmp_path, caps
         load(root, input="lung")
     with pytest.raises(UsageError, match="data.window='lung' is a window in Hounsfield units"):
         load(root, window="lung")
-    rc = main(["bench", "--data", str(root), "--strategy", "dcgan-paper", "--preset", "tiny", "--out",
-               str(tmp_path / "run"), "--no-progress"])
+    rc = main(
+        [
+            "bench",
+            "--data",
+            str(root),
+            "--strategy",
+            "dcgan-paper",
+            "--preset",
+            "tiny",
+            "--out",
+            str(tmp_path / "run"),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "dcgan-paper: needs Hounsfield units, and " in err and "8-bit intensities" in err
     assert not (tmp_path / "run" / "trials.jsonl").exists()
@@ -111,8 +123,26 @@ def test_data_info_json_reports_the_export(lidc_export, capsys):
 def test_a_baseline_trains_on_the_export(lidc_export, tmp_path):
     root = lidc_export(n_patients=10)
     out = tmp_path / "run"
-    assert main(["bench", "--data", str(root), "--strategy", "flip", "--preset", "tiny", "--set", "data.offset_px=8",
-                 "--out", str(out), "--no-progress", "--no-samples"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--data",
+                str(root),
+                "--strategy",
+                "flip",
+                "--preset",
+                "tiny",
+                "--set",
+                "data.offset_px=8",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--no-samples",
+            ]
+        )
+        == 0
+    )
     board = (out / "leaderboard.csv").read_text()
     assert "ceiling,ceiling:readers" in board and "floor,floor:centre-disk" in board
 
@@ -154,8 +184,20 @@ def _break(root, how):
     raise AssertionError(how)
 
 
-@pytest.mark.parametrize("how", ["no images", "fewer masks", "size mismatch", "16-bit", "unreadable",
-                                 "empty patient", "stray file", "colour image", "non-binary mask"])
+@pytest.mark.parametrize(
+    "how",
+    [
+        "no images",
+        "fewer masks",
+        "size mismatch",
+        "16-bit",
+        "unreadable",
+        "empty patient",
+        "stray file",
+        "colour image",
+        "non-binary mask",
+    ],
+)
 def test_bad_input_is_one_line_naming_the_file(lidc_export, how, capsys):
     root = lidc_export()
     where, message = _break(root, how)

@@ -22,7 +22,7 @@ from augforge.metrics import (
 
 def square(top: int, left: int, side: int, shape=(48, 48)) -> np.ndarray:
     m = np.zeros(shape, bool)
-    m[top:top + side, left:left + side] = True
+    m[top : top + side, left : left + side] = True
     return m
 
 

@@ -56,8 +56,16 @@ def test_on_8bit_crops_the_anchors_come_from_the_images_not_the_masks(crops):
 def test_paste_in_on_8bit_crops_goes_into_training_slices_on_the_dark_side(crops, tmp_path, name):
     assert not crops.healthy and crops.meta["intensity"] == "8-bit"
     logs: list[str] = []
-    ctx = PrepareContext(seed=0, healthy=[], preset=get_preset("tiny"), cache_dir=tmp_path, log=logs.append,
-                         progress=False, dataset_fingerprint=crops.fingerprint, intensity="8-bit")
+    ctx = PrepareContext(
+        seed=0,
+        healthy=[],
+        preset=get_preset("tiny"),
+        cache_dir=tmp_path,
+        log=logs.append,
+        progress=False,
+        dataset_fingerprint=crops.fingerprint,
+        intensity="8-bit",
+    )
     out = get_registry().create(name).prepare(list(crops.train), ctx)
     syn = [s for s in out if s.source == f"synthetic:{name}"]
     assert len(syn) >= len(crops.train) // 2, logs
@@ -79,8 +87,22 @@ def test_paste_in_on_8bit_crops_goes_into_training_slices_on_the_dark_side(crops
 
 def test_bench_runs_dcgan_on_an_8bit_export(lidc_export, tmp_path, capsys):
     out = tmp_path / "run"
-    rc = main(["bench", "--data", str(lidc_export()), "--strategy", "dcgan", "--preset", "tiny", "--set",
-               "train.epochs=2", "--out", str(out), "--no-progress"])
+    rc = main(
+        [
+            "bench",
+            "--data",
+            str(lidc_export()),
+            "--strategy",
+            "dcgan",
+            "--preset",
+            "tiny",
+            "--set",
+            "train.epochs=2",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     rows = list(csv.DictReader((out / "leaderboard.csv").open()))
     assert {r["strategy"] for r in rows if r["rank"].isdigit()} == {"none", "dcgan"}

@@ -46,13 +46,21 @@ def _script(tmp_path: Path, name: str, body: str) -> str:
 
 
 def _fake_bench(tmp_path: Path, **kw) -> object:
-    metric = run_all.Metric("fake_speed", "a fake speed", "ms", lambda j: j["speed"],
-                            reference=lambda j: j["peer"]["speed"], ratio=lambda j: j["ratio"],
-                            ratio_is="value / reference", goal=run_all.Goal("ratio", ">=", 0.4))
+    metric = run_all.Metric(
+        "fake_speed",
+        "a fake speed",
+        "ms",
+        lambda j: j["speed"],
+        reference=lambda j: j["peer"]["speed"],
+        ratio=lambda j: j["ratio"],
+        ratio_is="value / reference",
+        goal=run_all.Goal("ratio", ">=", 0.4),
+    )
     plain = run_all.Metric("fake_plain", "no reference, no goal", "s", lambda j: j["speed"])
     args = (str(tmp_path / "counter"),)
-    return run_all.Benchmark("fake", _script(tmp_path, "fake.py", FAKE), (metric, plain), args=args,
-                             quick_args=args, **kw)
+    return run_all.Benchmark(
+        "fake", _script(tmp_path, "fake.py", FAKE), (metric, plain), args=args, quick_args=args, **kw
+    )
 
 
 def _suite(benches, **kw):
@@ -88,14 +96,25 @@ def test_goal_not_met_and_value_goals():
 
 
 def test_a_failing_script_is_recorded_and_the_suite_goes_on(tmp_path):
-    broken = run_all.Benchmark("broken", _script(tmp_path, "broken.py", """
+    broken = run_all.Benchmark(
+        "broken",
+        _script(
+            tmp_path,
+            "broken.py",
+            """
         import sys
         print("half a result")
         sys.exit("cannot read the dataset")
-    """), (run_all.Metric("broken_speed", "", "s", lambda j: j["speed"], goal=run_all.Goal("value", "<=", 1)),),
-        repeats=3)
-    silent = run_all.Benchmark("silent", _script(tmp_path, "silent.py", "print('no json here')"),
-                               (run_all.Metric("silent_speed", "", "s", lambda j: j["speed"]),))
+    """,
+        ),
+        (run_all.Metric("broken_speed", "", "s", lambda j: j["speed"], goal=run_all.Goal("value", "<=", 1)),),
+        repeats=3,
+    )
+    silent = run_all.Benchmark(
+        "silent",
+        _script(tmp_path, "silent.py", "print('no json here')"),
+        (run_all.Metric("silent_speed", "", "s", lambda j: j["speed"]),),
+    )
     entries = _suite([broken, silent, _fake_bench(tmp_path)])
     by_name = {e["name"]: e for e in entries}
     assert by_name["broken_speed"]["value"] is None and by_name["broken_speed"]["met"] is None
@@ -107,8 +126,12 @@ def test_a_failing_script_is_recorded_and_the_suite_goes_on(tmp_path):
 
 
 def test_a_hanging_script_is_killed_at_its_timeout(tmp_path):
-    hang = run_all.Benchmark("hang", _script(tmp_path, "hang.py", "import time\ntime.sleep(60)"),
-                             (run_all.Metric("hang_speed", "", "s", lambda j: j["speed"]),), timeout_s=1)
+    hang = run_all.Benchmark(
+        "hang",
+        _script(tmp_path, "hang.py", "import time\ntime.sleep(60)"),
+        (run_all.Metric("hang_speed", "", "s", lambda j: j["speed"]),),
+        timeout_s=1,
+    )
     t0 = time.perf_counter()
     (entry,) = _suite([hang])
     assert time.perf_counter() - t0 < 20
@@ -116,10 +139,18 @@ def test_a_hanging_script_is_killed_at_its_timeout(tmp_path):
 
 
 def test_an_unavailable_peer_is_a_note_not_an_error(tmp_path):
-    peer = run_all.Benchmark("peer", _script(tmp_path, "peer.py", """
+    peer = run_all.Benchmark(
+        "peer",
+        _script(
+            tmp_path,
+            "peer.py",
+            """
         import json
         print(json.dumps({"available": False, "reason": "MONAI does not import: ImportError: x"}))
-    """), (run_all.Metric("peer_speed", "", "ms", lambda j: j["speed"]),))
+    """,
+        ),
+        (run_all.Metric("peer_speed", "", "ms", lambda j: j["speed"]),),
+    )
     (entry,) = _suite([peer])
     assert entry["value"] is None and entry["error"] is None
     assert "MONAI does not import" in entry["note"]
@@ -132,12 +163,21 @@ def test_repeats_stop_at_the_budget(tmp_path):
 
 def test_markdown_table_replaces_only_the_block_between_markers(tmp_path):
     entries = _suite([_fake_bench(tmp_path, repeats=3)])
-    entries.append({**entries[1], "name": "fake_missing", "value": None, "met": None,
-                    "goal": {"on": "value", "op": "<=", "bound": 1, "text": "value <= 1 s"},
-                    "error": "timed out after 900 s: x"})
+    entries.append(
+        {
+            **entries[1],
+            "name": "fake_missing",
+            "value": None,
+            "met": None,
+            "goal": {"on": "value", "op": "<=", "bound": 1, "text": "value <= 1 s"},
+            "error": "timed out after 900 s: x",
+        }
+    )
     doc = tmp_path / "performance.md"
-    doc.write_text(f"# Performance\n\nHand-written intro.\n\n{run_all.BEGIN_MARK}\nold table\n"
-                   f"{run_all.END_MARK}\n\nHand-written analysis.\n")
+    doc.write_text(
+        f"# Performance\n\nHand-written intro.\n\n{run_all.BEGIN_MARK}\nold table\n"
+        f"{run_all.END_MARK}\n\nHand-written analysis.\n"
+    )
     run_all.update_markdown(doc, run_all.render_table(entries))
     text = doc.read_text()
     assert text.startswith("# Performance\n\nHand-written intro.\n")
@@ -163,8 +203,11 @@ def test_markdown_without_markers_is_refused(tmp_path):
 
 def test_only_merges_into_previous_results(tmp_path):
     old = [{"name": "a1", "benchmark": "a"}, {"name": "b1", "benchmark": "b"}, {"name": "c1", "benchmark": "c"}]
-    new = [{"name": "b1", "benchmark": "b", "value": 2}, {"name": "b2", "benchmark": "b"},
-           {"name": "d1", "benchmark": "d"}]
+    new = [
+        {"name": "b1", "benchmark": "b", "value": 2},
+        {"name": "b2", "benchmark": "b"},
+        {"name": "d1", "benchmark": "d"},
+    ]
     merged = run_all.merge_entries(old, new)
     assert [e["name"] for e in merged] == ["a1", "b1", "b2", "c1", "d1"]
     assert merged[1]["value"] == 2
@@ -187,8 +230,9 @@ def test_the_suite_declares_every_goal_of_the_issue():
     assert goals["dataset_reload"] == run_all.Goal("value", "<=", 3)
     assert goals["main_job_wall_time"] == run_all.Goal("value", "<=", 600)
     assert goals["main_job_peak_memory"] == run_all.Goal("value", "<=", 4)
-    assert all(goals[f"transform_overhead.{s}"] == run_all.Goal("ratio", "<=", 1.10)
-               for s in run_all.TRANSFORM_STRATEGIES)
+    assert all(
+        goals[f"transform_overhead.{s}"] == run_all.Goal("ratio", "<=", 1.10) for s in run_all.TRANSFORM_STRATEGIES
+    )
     # Real CT, where the export is at hand (not part of the default suite): a quick trial in 3 minutes.
     lidc = next(b for b in run_all.BENCHMARKS if b.key == "lidc_trial")
     assert not lidc.default and "--data" in lidc.args

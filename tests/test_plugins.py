@@ -16,8 +16,10 @@ from augforge.strategy import Composite
 class Shift(Strategy):
     name = "test-shift"
     description = "Adds a constant to the image (test strategy)."
-    params = (Param("amount", float, 0.1, "added value", low=-1.0, high=1.0),
-              Param("mode", str, "add", choices=("add", "sub")))
+    params = (
+        Param("amount", float, 0.1, "added value", low=-1.0, high=1.0),
+        Param("mode", str, "add", choices=("add", "sub")),
+    )
 
     def build_transform(self, seed):
         amount = self.p.amount if self.p.mode == "add" else -self.p.amount
@@ -78,9 +80,17 @@ def test_in_process_plugin_is_registered(register_plugin):
 @pytest.mark.parametrize(
     "plugin, name, fragment",
     [
-        (RaisingPlugin(), "test-raising", "plugin 'test-raising' raised while registering strategies: RuntimeError: boom"),
+        (
+            RaisingPlugin(),
+            "test-raising",
+            "plugin 'test-raising' raised while registering strategies: RuntimeError: boom",
+        ),
         (DuplicatePlugin(), "test-duplicate", "registered by both plugin 'baseline' and plugin 'test-duplicate'"),
-        (BadParamsPlugin(), "test-badparams", "plugin 'test-badparams': strategy 'test-bad': default of parameter 'p' is invalid"),
+        (
+            BadParamsPlugin(),
+            "test-badparams",
+            "plugin 'test-badparams': strategy 'test-bad': default of parameter 'p' is invalid",
+        ),
     ],
 )
 def test_broken_plugin_is_reported_and_others_still_listed(register_plugin, capsys, plugin, name, fragment):
@@ -175,7 +185,9 @@ def test_registering_a_non_strategy_is_refused(register_plugin):
 
     with register_plugin(P(), "test-object"):
         errors = [str(e) for e in get_registry().errors]
-    assert errors == ["plugin 'test-object': registered <class 'object'>, which is not a subclass of augforge.Strategy; left out"]
+    assert errors == [
+        "plugin 'test-object': registered <class 'object'>, which is not a subclass of augforge.Strategy; left out"
+    ]
 
 
 def test_composite_chains_transforms_and_records_parts(register_plugin):

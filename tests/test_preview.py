@@ -39,9 +39,16 @@ class AddMirrored(Strategy):
     params = (Param("count", int, 3, "slices to add", low=0, high=100),)
 
     def prepare(self, train, ctx):
-        added = [dataclasses.replace(s, id=f"{s.id}-mirrored", image=s.image[:, ::-1].copy(),
-                                     mask=s.mask[:, ::-1].copy(), source="synthetic:test")
-                 for s in train[: self.p.count]]
+        added = [
+            dataclasses.replace(
+                s,
+                id=f"{s.id}-mirrored",
+                image=s.image[:, ::-1].copy(),
+                mask=s.mask[:, ::-1].copy(),
+                source="synthetic:test",
+            )
+            for s in train[: self.p.count]
+        ]
         return list(train) + added
 
 
@@ -53,8 +60,16 @@ class AddMirroredPlugin:
 
 def _pairs(spec, dataset, *, n=4, seed=0, tmp_path, params=None):
     strategy = get_registry().create(spec, params)
-    return preview_mod.preview_pairs(strategy, dataset, n=n, seed=seed, preset=get_preset("tiny"),
-                                     cache_dir=tmp_path, log=lambda msg: None, progress=False)
+    return preview_mod.preview_pairs(
+        strategy,
+        dataset,
+        n=n,
+        seed=seed,
+        preset=get_preset("tiny"),
+        cache_dir=tmp_path,
+        log=lambda msg: None,
+        progress=False,
+    )
 
 
 def test_online_strategy_pairs_each_slice_with_its_augmented_version(tiny_dataset, tmp_path):
@@ -83,8 +98,7 @@ def test_prepare_strategies_show_the_slices_they_add(register_plugin, tiny_datas
         assert len(pairs) == 3 and all(p.title.split(" ")[0].endswith("-mirrored") for p in pairs)
         assert all(p.augmented is None for p in pairs)
         # a hybrid: the added slices, each beside itself after the online transform
-        pairs, caption = _pairs("test-add-mirrored+flip", tiny_dataset, tmp_path=tmp_path,
-                                params={"flip": {"p": 1.0}})
+        pairs, caption = _pairs("test-add-mirrored+flip", tiny_dataset, tmp_path=tmp_path, params={"flip": {"p": 1.0}})
         assert caption == "slices added by test-add-mirrored+flip's prepare step"
         assert all(np.array_equal(p.augmented, p.image[:, ::-1]) for p in pairs)
 
@@ -102,8 +116,25 @@ def test_draw_writes_a_grid_with_both_columns(tiny_dataset, tmp_path):
 
 def test_cli_writes_the_png(use_tiny, tmp_path, capsys):
     out = tmp_path / "sub" / "classical.png"
-    assert main(["preview", "--strategy", "classical", "--n", "4", "--preset", "tiny", "--seed", "3",
-                 "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "preview",
+                "--strategy",
+                "classical",
+                "--n",
+                "4",
+                "--preset",
+                "tiny",
+                "--seed",
+                "3",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert out.read_bytes()[:8] == PNG_SIGNATURE
     err = capsys.readouterr().err
     assert "strategy classical, seed 3, preset tiny" in err and f"wrote {out}: 4 samples" in err
@@ -112,8 +143,25 @@ def test_cli_writes_the_png(use_tiny, tmp_path, capsys):
 def test_cli_third_party_and_composite_with_parameters(use_tiny, register_plugin, tmp_path):
     out = tmp_path / "hybrid.png"
     with register_plugin(AddMirroredPlugin(), "test-add-mirrored-plugin"):
-        assert main(["preview", "-s", "test-add-mirrored+affine", "--set", "test-add-mirrored.count=2",
-                     "--set", "affine.p=1", "--preset", "tiny", "-o", str(out), "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "preview",
+                    "-s",
+                    "test-add-mirrored+affine",
+                    "--set",
+                    "test-add-mirrored.count=2",
+                    "--set",
+                    "affine.p=1",
+                    "--preset",
+                    "tiny",
+                    "-o",
+                    str(out),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
     assert out.read_bytes()[:8] == PNG_SIGNATURE
 
 
@@ -136,4 +184,3 @@ def test_cli_errors_are_one_line(use_tiny, tmp_path, capsys, args, fragment):
 def test_cli_refuses_an_unknown_image_format(tmp_path, capsys):
     assert main(["preview", "--strategy", "flip", "--out", str(tmp_path / "x.bmpx")]) == 2
     assert "cannot tell the image format" in capsys.readouterr().err
-

@@ -50,16 +50,22 @@ def test_the_plugins_import_only_public_names():
             if module not in public:
                 problems.append(f"{where} imports the internal module {module}")
                 continue
-            problems += [f"{where} imports {module}.{n}, which is not in its __all__"
-                         for n in names if n not in public[module] and f"{module}.{n}" not in public]
+            problems += [
+                f"{where} imports {module}.{n}, which is not in its __all__"
+                for n in names
+                if n not in public[module] and f"{module}.{n}" not in public
+            ]
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("source, expected", [
-    ("from augforge.synthesis.paste import CANVAS_TRIES\n", "augforge.synthesis.paste"),
-    ("def f():\n    from augforge.plugins import pm\n", "augforge.plugins"),
-    ("import augforge.data.records\n", "augforge.data.records"),
-])
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("from augforge.synthesis.paste import CANVAS_TRIES\n", "augforge.synthesis.paste"),
+        ("def f():\n    from augforge.plugins import pm\n", "augforge.plugins"),
+        ("import augforge.data.records\n", "augforge.data.records"),
+    ],
+)
 def test_the_check_sees_internal_imports_anywhere(tmp_path, source, expected):
     path = tmp_path / "p.py"
     path.write_text(source)

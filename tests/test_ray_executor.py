@@ -105,9 +105,16 @@ def register_in_worker() -> None:
 @pytest.fixture(scope="module")
 def ray_instance():
     path = os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-             runtime_env={"env_vars": {"PYTHONPATH": path},
-                          "worker_process_setup_hook": f"{Path(__file__).stem}.register_in_worker"})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="ERROR",
+        runtime_env={
+            "env_vars": {"PYTHONPATH": path},
+            "worker_process_setup_hook": f"{Path(__file__).stem}.register_in_worker",
+        },
+    )
     try:
         yield
     finally:
@@ -140,20 +147,30 @@ def dataset(preset):
 
 
 def context(dataset, preset, tmp_path: Path, lines: list[str] | None = None, **options) -> ExecutionContext:
-    env = TrialEnv(progress=False, log=(lines.append if lines is not None else (lambda m: None)),
-                   cache_dir=tmp_path / "generators")
+    env = TrialEnv(
+        progress=False, log=(lines.append if lines is not None else (lambda m: None)), cache_dir=tmp_path / "generators"
+    )
     return ExecutionContext(dataset=dataset, data_cfg=preset.data, allow_pickle=False, env=env, options=options)
 
 
 def plan(dataset, preset, strategies, seeds=(0,), params=None):
-    return plan_study(list(strategies), preset=preset, seeds=list(seeds), fractions=[1.0],
-                      dataset_fingerprint=dataset.fingerprint, strategy_params=params or {}, baseline=False)
+    return plan_study(
+        list(strategies),
+        preset=preset,
+        seeds=list(seeds),
+        fractions=[1.0],
+        dataset_fingerprint=dataset.fingerprint,
+        strategy_params=params or {},
+        baseline=False,
+    )
 
 
 def comparable(rows):
     """Per-image rows with NaN (an undefined HD95) made comparable."""
-    return sorted(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()},
-                             sort_keys=True) for r in rows)
+    return sorted(
+        json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}, sort_keys=True)
+        for r in rows
+    )
 
 
 # -- tests -----------------------------------------------------------------------------------------
@@ -187,9 +204,12 @@ def test_ray_gives_the_in_process_results_and_resumes_after_an_interrupt(ray_ins
 
 def test_worker_deaths_are_retried_and_user_errors_are_not(ray_instance, plugin, dataset, short, tmp_path):
     marker, runs_file = tmp_path / "crashed", tmp_path / "runs.txt"
-    trials = plan(dataset, short, ["ray-test-crash-once", "ray-test-always-crash", "ray-test-raises"],
-                  params={"ray-test-crash-once": {"marker": str(marker)},
-                          "ray-test-raises": {"runs_file": str(runs_file)}})
+    trials = plan(
+        dataset,
+        short,
+        ["ray-test-crash-once", "ray-test-always-crash", "ray-test-raises"],
+        params={"ray-test-crash-once": {"marker": str(marker)}, "ray-test-raises": {"runs_file": str(runs_file)}},
+    )
     store = ResultsStore(tmp_path / "study")
     lines: list[str] = []
     executor = make_executor("ray", context(dataset, short, tmp_path, lines, ray_max_retries=1))
@@ -231,16 +251,20 @@ def test_the_fit_travels_by_reference_to_a_node_without_it(ray_instance, plugin,
     data = ray.put(dataset)
     node_a, node_b = tmp_path / "node-a", tmp_path / "node-b"
 
-    leader = ray.get(_remote_trial.remote(first, TrialEnv(cache_dir=node_a, progress=False, log=env.log), data,
-                                          None, True))
+    leader = ray.get(
+        _remote_trial.remote(first, TrialEnv(cache_dir=node_a, progress=False, log=env.log), data, None, True)
+    )
     assert leader.outcome.ok
     assert any("fitted generator" in line for line in leader.outcome.log_lines)
     name = f"ray-test-cached-fit-{dataset.fingerprint}/generator.json"
     assert set(leader.shared_cache) == {name}
     assert (node_a / name).is_file() and not list(node_a.glob(".ray-*"))  # kept on A, private folder gone
 
-    follower = ray.get(_remote_trial.remote(second, TrialEnv(cache_dir=node_b, progress=False, log=env.log), data,
-                                            ray.put(leader.shared_cache), False))
+    follower = ray.get(
+        _remote_trial.remote(
+            second, TrialEnv(cache_dir=node_b, progress=False, log=env.log), data, ray.put(leader.shared_cache), False
+        )
+    )
     assert follower.outcome.ok
     assert any("reused generator" in line for line in follower.outcome.log_lines)
     assert (node_b / name).read_bytes() == (node_a / name).read_bytes()
@@ -250,8 +274,22 @@ def test_bench_command_runs_on_ray(ray_instance, tmp_path, capsys):
     from augforge.cli import main
 
     out = tmp_path / "study"
-    code = main(["bench", "--strategy", "none", "--preset", "tiny", "--set", "train.epochs=1",
-                 "--executor", "ray", "--out", str(out), "--no-progress"])
+    code = main(
+        [
+            "bench",
+            "--strategy",
+            "none",
+            "--preset",
+            "tiny",
+            "--set",
+            "train.epochs=1",
+            "--executor",
+            "ray",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert code in (0, None), capsys.readouterr()
     record = json.loads((out / "trials.jsonl").read_text().splitlines()[0])
     assert record["status"] == "ok" and record["executor"]["name"] == "ray"
@@ -278,10 +316,25 @@ def test_options_are_validated(dataset, preset, tmp_path):
         make_executor("ray", context(dataset, preset, tmp_path, ray_dataset="nfs"))
     with pytest.raises(UsageError, match="ray_runtime_env: not JSON"):
         make_executor("ray", context(dataset, preset, tmp_path, ray_runtime_env="{env_vars"))
-    ex = make_executor("ray", context(dataset, preset, tmp_path, ray_cpus_per_trial="2", ray_max_retries="0",
-                                      ray_share_generators="false", ray_address=" ", process_unused=1))
-    assert (ex.options.cpus_per_trial, ex.options.max_retries, ex.options.share_generators,
-            ex.options.address) == (2.0, 0, False, None)
+    ex = make_executor(
+        "ray",
+        context(
+            dataset,
+            preset,
+            tmp_path,
+            ray_cpus_per_trial="2",
+            ray_max_retries="0",
+            ray_share_generators="false",
+            ray_address=" ",
+            process_unused=1,
+        ),
+    )
+    assert (ex.options.cpus_per_trial, ex.options.max_retries, ex.options.share_generators, ex.options.address) == (
+        2.0,
+        0,
+        False,
+        None,
+    )
 
 
 def test_without_ray_the_error_says_how_to_install_it(dataset, preset, tmp_path, monkeypatch):

@@ -45,8 +45,9 @@ def test_resampling_seeds_widens_the_interval_when_seeds_disagree():
 
 def test_bootstrap_is_reproducible_with_its_seed():
     x = np.random.default_rng(5).random((2, 30))
-    assert np.array_equal(hierarchical_bootstrap_means(x, n_boot=100, seed=7),
-                          hierarchical_bootstrap_means(x, n_boot=100, seed=7))
+    assert np.array_equal(
+        hierarchical_bootstrap_means(x, n_boot=100, seed=7), hierarchical_bootstrap_means(x, n_boot=100, seed=7)
+    )
 
 
 def test_identical_strategies_are_not_different():

@@ -42,84 +42,150 @@ def load_error(path: Path, *, validate: bool = True) -> str:
 # Each case: the file's text, then what the message must contain (the key and the problem).
 CASES = {
     "toml syntax": ('[study]\ndata = "lidc-phantom"\nseeds = = 3\n', ["not valid TOML", "line 3"]),
-    "unknown top-level key": (HEAD + '[[strategies]]\nname = "flip"\n',
-                              ["top level: unknown key 'strategies'", "did you mean 'strategy'"]),
-    "unknown study key": (HEAD + 'seed = 3\n[[strategy]]\nname = "flip"\n',
-                          ["study: unknown key 'seed'", "did you mean 'seeds'"]),
-    "strategy inside the study table": (HEAD + 'strategy = "flip"\n',
-                                        ["study: unknown key 'strategy'", "above the [study] table"]),
-    "unknown entry key": (HEAD + '[[strategy]]\nname = "flip"\nfractions = [0.5]\n',
-                          ["[[strategy]] #1 (flip): unknown key 'fractions'"]),
+    "unknown top-level key": (
+        HEAD + '[[strategies]]\nname = "flip"\n',
+        ["top level: unknown key 'strategies'", "did you mean 'strategy'"],
+    ),
+    "unknown study key": (
+        HEAD + 'seed = 3\n[[strategy]]\nname = "flip"\n',
+        ["study: unknown key 'seed'", "did you mean 'seeds'"],
+    ),
+    "strategy inside the study table": (
+        HEAD + 'strategy = "flip"\n',
+        ["study: unknown key 'strategy'", "above the [study] table"],
+    ),
+    "unknown entry key": (
+        HEAD + '[[strategy]]\nname = "flip"\nfractions = [0.5]\n',
+        ["[[strategy]] #1 (flip): unknown key 'fractions'"],
+    ),
     "no study table": ('[[strategy]]\nname = "flip"\n', ["no [study] table"]),
     "no strategies": (HEAD, ["no strategies"]),
     "missing data": ('[study]\nseeds = 2\n[[strategy]]\nname = "flip"\n', ["study.data is missing"]),
-    "missing data path": ('[study]\ndata = "no/such/folder"\n[[strategy]]\nname = "flip"\n',
-                          ["study.data = 'no/such/folder': no such file or folder"]),
-    "unknown strategy": (HEAD + '[[strategy]]\nname = "flp"\n',
-                         ["[[strategy]] #1 (flp): unknown strategy 'flp'; did you mean 'flip'?"]),
-    "unknown part": (HEAD + '[[strategy]]\nname = "dcgan+afine"\n',
-                     ["[[strategy]] #1 (dcgan+afine): unknown strategy 'afine'"]),
-    "seeds not an integer": (HEAD + 'seeds = "3"\n[[strategy]]\nname = "flip"\n',
-                             ["study.seeds: expected an integer, got str '3'"]),
+    "missing data path": (
+        '[study]\ndata = "no/such/folder"\n[[strategy]]\nname = "flip"\n',
+        ["study.data = 'no/such/folder': no such file or folder"],
+    ),
+    "unknown strategy": (
+        HEAD + '[[strategy]]\nname = "flp"\n',
+        ["[[strategy]] #1 (flp): unknown strategy 'flp'; did you mean 'flip'?"],
+    ),
+    "unknown part": (
+        HEAD + '[[strategy]]\nname = "dcgan+afine"\n',
+        ["[[strategy]] #1 (dcgan+afine): unknown strategy 'afine'"],
+    ),
+    "seeds not an integer": (
+        HEAD + 'seeds = "3"\n[[strategy]]\nname = "flip"\n',
+        ["study.seeds: expected an integer, got str '3'"],
+    ),
     "seeds a float": (HEAD + 'seeds = 2.5\n[[strategy]]\nname = "flip"\n', ["study.seeds: expected an integer"]),
     "seeds zero": (HEAD + 'seeds = 0\n[[strategy]]\nname = "flip"\n', ["study.seeds = 0: must be at least 1"]),
-    "fraction above 1": (HEAD + 'train_fractions = [0.5, 1.5]\n[[strategy]]\nname = "flip"\n',
-                         ["study.train_fractions: 1.5 is outside (0, 1]"]),
-    "fraction zero": (HEAD + '[[strategy]]\nname = "flip"\ntrain_fractions = [0, 1]\n',
-                      ["[[strategy]] #1 (flip).train_fractions: 0 is outside (0, 1]"]),
-    "fraction a boolean": (HEAD + '[[strategy]]\nname = "flip"\ntrain_fractions = [true]\n',
-                           ["(flip).train_fractions: the boolean true is not a number"]),
-    "fraction twice": (HEAD + 'train_fractions = [0.5, 0.5]\n[[strategy]]\nname = "flip"\n',
-                       ["study.train_fractions: 0.5 is listed twice"]),
-    "baseline not a boolean": (HEAD + 'baseline = "yes"\n[[strategy]]\nname = "flip"\n',
-                               ["study.baseline: expected true or false"]),
-    "unknown preset": (HEAD + 'preset = "fast"\n[[strategy]]\nname = "flip"\n',
-                       ["study.preset = 'fast': choose one of tiny, quick, paper"]),
-    "unknown executor": (HEAD + 'executor = "slurm"\n[[strategy]]\nname = "flip"\n',
-                         ["study.executor = 'slurm': choose one of"]),
-    "workers negative": (HEAD + '[study.executor_options]\nworkers = -1\n[[strategy]]\nname = "flip"\n',
-                         ["study.executor_options.workers = -1: must be at least 0"]),
-    "unknown preset field": (HEAD + '[study.set]\n"train.epochz" = 3\n[[strategy]]\nname = "flip"\n',
-                             ["study.set: train.epochz: train has no field 'epochz'", "train.epochs"]),
-    "preset field wrong type": (HEAD + '[study.set]\n"train.epochs" = "many"\n[[strategy]]\nname = "flip"\n',
-                                ["study.set: ", "train.epochs: expected an integer"]),
-    "strategy parameter in set": (HEAD + '[study.set]\n"dcgan.epochs" = 3\n[[strategy]]\nname = "dcgan"\n',
-                                  ["study.set.dcgan.epochs: 'dcgan' is not a preset section",
-                                   "[[strategy]] entry's params"]),
+    "fraction above 1": (
+        HEAD + 'train_fractions = [0.5, 1.5]\n[[strategy]]\nname = "flip"\n',
+        ["study.train_fractions: 1.5 is outside (0, 1]"],
+    ),
+    "fraction zero": (
+        HEAD + '[[strategy]]\nname = "flip"\ntrain_fractions = [0, 1]\n',
+        ["[[strategy]] #1 (flip).train_fractions: 0 is outside (0, 1]"],
+    ),
+    "fraction a boolean": (
+        HEAD + '[[strategy]]\nname = "flip"\ntrain_fractions = [true]\n',
+        ["(flip).train_fractions: the boolean true is not a number"],
+    ),
+    "fraction twice": (
+        HEAD + 'train_fractions = [0.5, 0.5]\n[[strategy]]\nname = "flip"\n',
+        ["study.train_fractions: 0.5 is listed twice"],
+    ),
+    "baseline not a boolean": (
+        HEAD + 'baseline = "yes"\n[[strategy]]\nname = "flip"\n',
+        ["study.baseline: expected true or false"],
+    ),
+    "unknown preset": (
+        HEAD + 'preset = "fast"\n[[strategy]]\nname = "flip"\n',
+        ["study.preset = 'fast': choose one of tiny, quick, paper"],
+    ),
+    "unknown executor": (
+        HEAD + 'executor = "slurm"\n[[strategy]]\nname = "flip"\n',
+        ["study.executor = 'slurm': choose one of"],
+    ),
+    "workers negative": (
+        HEAD + '[study.executor_options]\nworkers = -1\n[[strategy]]\nname = "flip"\n',
+        ["study.executor_options.workers = -1: must be at least 0"],
+    ),
+    "unknown preset field": (
+        HEAD + '[study.set]\n"train.epochz" = 3\n[[strategy]]\nname = "flip"\n',
+        ["study.set: train.epochz: train has no field 'epochz'", "train.epochs"],
+    ),
+    "preset field wrong type": (
+        HEAD + '[study.set]\n"train.epochs" = "many"\n[[strategy]]\nname = "flip"\n',
+        ["study.set: ", "train.epochs: expected an integer"],
+    ),
+    "strategy parameter in set": (
+        HEAD + '[study.set]\n"dcgan.epochs" = 3\n[[strategy]]\nname = "dcgan"\n',
+        ["study.set.dcgan.epochs: 'dcgan' is not a preset section", "[[strategy]] entry's params"],
+    ),
     "params for a part not in the hybrid": (
         HEAD + '[[strategy]]\nname = "dcgan+affine"\n[strategy.params.rotate]\nlimit_deg = 5\n',
-        [("[[strategy]] #1 (dcgan+affine).params.rotate: 'dcgan+affine' has no part 'rotate'; "
-          "its parts are dcgan, affine")]),
-    "flat params for a hybrid": (HEAD + '[[strategy]]\nname = "dcgan+affine"\nparams = { ratio = 2.0 }\n',
-                                 ["(dcgan+affine).params.ratio: a hybrid takes parameters per part"]),
-    "unknown param": (HEAD + '[[strategy]]\nname = "affine"\nparams = { pp = 0.5 }\n',
-                      ["[[strategy]] #1 (affine): strategy 'affine' has no parameter 'pp'"]),
-    "param wrong type": (HEAD + '[[strategy]]\nname = "affine"\nparams = { p = "high" }\n',
-                         ["[[strategy]] #1 (affine): affine.p: expected a number, got 'high'"]),
-    "param out of range": (HEAD + '[[strategy]]\nname = "dcgan+affine"\n[strategy.params.dcgan]\nratio = -1\n',
-                           ["(dcgan+affine): dcgan.ratio: -1.0 is below the minimum 0.0"]),
-    "param a table": (HEAD + '[[strategy]]\nname = "affine"\nparams = { p = { x = 1 } }\n',
-                      ["(affine).params.p: expected a string, number or boolean, got a table"]),
-    "duplicate entry": (HEAD + '[[strategy]]\nname = "flip"\n[[strategy]]\nname = "rotate"\n'
-                        '[[strategy]]\nname = "flip"\nparams = { p = 1.0 }\n',
-                        ["[[strategy]] #3 (flip): repeats 'flip' of [[strategy]] #1 (flip)", "label"]),
-    "duplicate hybrid with spaces": (HEAD + '[[strategy]]\nname = "dcgan+affine"\n[[strategy]]\n'
-                                     'name = "dcgan + affine"\n', ["#2 (dcgan+affine): repeats 'dcgan+affine'"]),
-    "label of another strategy": (HEAD + '[[strategy]]\nname = "intensity"\nlabel = "flip"\n',
-                                  ["(intensity): label 'flip' is the name of another strategy"]),
+        [
+            (
+                "[[strategy]] #1 (dcgan+affine).params.rotate: 'dcgan+affine' has no part 'rotate'; "
+                "its parts are dcgan, affine"
+            )
+        ],
+    ),
+    "flat params for a hybrid": (
+        HEAD + '[[strategy]]\nname = "dcgan+affine"\nparams = { ratio = 2.0 }\n',
+        ["(dcgan+affine).params.ratio: a hybrid takes parameters per part"],
+    ),
+    "unknown param": (
+        HEAD + '[[strategy]]\nname = "affine"\nparams = { pp = 0.5 }\n',
+        ["[[strategy]] #1 (affine): strategy 'affine' has no parameter 'pp'"],
+    ),
+    "param wrong type": (
+        HEAD + '[[strategy]]\nname = "affine"\nparams = { p = "high" }\n',
+        ["[[strategy]] #1 (affine): affine.p: expected a number, got 'high'"],
+    ),
+    "param out of range": (
+        HEAD + '[[strategy]]\nname = "dcgan+affine"\n[strategy.params.dcgan]\nratio = -1\n',
+        ["(dcgan+affine): dcgan.ratio: -1.0 is below the minimum 0.0"],
+    ),
+    "param a table": (
+        HEAD + '[[strategy]]\nname = "affine"\nparams = { p = { x = 1 } }\n',
+        ["(affine).params.p: expected a string, number or boolean, got a table"],
+    ),
+    "duplicate entry": (
+        HEAD + '[[strategy]]\nname = "flip"\n[[strategy]]\nname = "rotate"\n'
+        '[[strategy]]\nname = "flip"\nparams = { p = 1.0 }\n',
+        ["[[strategy]] #3 (flip): repeats 'flip' of [[strategy]] #1 (flip)", "label"],
+    ),
+    "duplicate hybrid with spaces": (
+        HEAD + '[[strategy]]\nname = "dcgan+affine"\n[[strategy]]\nname = "dcgan + affine"\n',
+        ["#2 (dcgan+affine): repeats 'dcgan+affine'"],
+    ),
+    "label of another strategy": (
+        HEAD + '[[strategy]]\nname = "intensity"\nlabel = "flip"\n',
+        ["(intensity): label 'flip' is the name of another strategy"],
+    ),
     "label none": (HEAD + '[[strategy]]\nname = "flip"\nlabel = "none"\n', ["'none' is the baseline's name"]),
     "label odd characters": (HEAD + '[[strategy]]\nname = "flip"\nlabel = "a/b"\n', ["(flip).label = 'a/b'"]),
-    "all with params": (HEAD + '[[strategy]]\nname = "all"\nparams = { p = 1.0 }\n',
-                        ["(all).params: 'all' takes no parameters"]),
-    "all in a composite": (HEAD + '[[strategy]]\nname = "all+affine"\n',
-                           ["(all+affine).name: 'all' cannot be part of a composite"]),
+    "all with params": (
+        HEAD + '[[strategy]]\nname = "all"\nparams = { p = 1.0 }\n',
+        ["(all).params: 'all' takes no parameters"],
+    ),
+    "all in a composite": (
+        HEAD + '[[strategy]]\nname = "all+affine"\n',
+        ["(all+affine).name: 'all' cannot be part of a composite"],
+    ),
     "empty part": (HEAD + '[[strategy]]\nname = "dcgan+"\n', ["(dcgan+).name: empty part"]),
-    "entry without a name": (HEAD + '[[strategy]]\nparams = { p = 1.0 }\n', ["[[strategy]] #1: name is missing"]),
+    "entry without a name": (HEAD + "[[strategy]]\nparams = { p = 1.0 }\n", ["[[strategy]] #1: name is missing"]),
     # A file someone sent must never be able to switch on unpickling (it runs code).
-    "allow_pickle in a file": (HEAD + 'allow_pickle = true\n[[strategy]]\nname = "flip"\n',
-                               ["study.allow_pickle: a study file cannot permit unpickling", "--allow-pickle"]),
-    "allow_pickle false in a file": (HEAD + 'allow_pickle = false\n[[strategy]]\nname = "flip"\n',
-                                     ["study.allow_pickle: a study file cannot permit unpickling"]),
+    "allow_pickle in a file": (
+        HEAD + 'allow_pickle = true\n[[strategy]]\nname = "flip"\n',
+        ["study.allow_pickle: a study file cannot permit unpickling", "--allow-pickle"],
+    ),
+    "allow_pickle false in a file": (
+        HEAD + 'allow_pickle = false\n[[strategy]]\nname = "flip"\n',
+        ["study.allow_pickle: a study file cannot permit unpickling"],
+    ),
 }
 
 
@@ -226,7 +292,13 @@ def test_trials_are_planned_largest_fraction_first_with_labels(tmp_path):
     assert [t.train_fraction for t in trials] == sorted((t.train_fraction for t in trials), reverse=True)
     first = trials[:6]
     assert [(t.label or t.strategy, t.seed) for t in first] == [
-        ("none", 0), ("affine", 0), ("dcgan+affine", 0), ("flip", 0), ("noise (image)", 0), ("rotate", 0)]
+        ("none", 0),
+        ("affine", 0),
+        ("dcgan+affine", 0),
+        ("flip", 0),
+        ("noise (image)", 0),
+        ("rotate", 0),
+    ]
     noise = next(t for t in trials if t.label == "noise (image)")
     assert noise.strategy == "intensity" and noise.config["strategy"] == "noise (image)"
     assert noise.strategy_params == {"intensity": {"p_noise": 1.0, "p_blur": 0.0}}
@@ -237,13 +309,16 @@ def test_no_baseline_and_an_explicit_baseline_entry(tmp_path):
     text = HEAD + 'baseline = false\n[[strategy]]\nname = "flip"\ntrain_fractions = [0.5, 1.0]\n'
     spec = load_study(write(tmp_path, text), registry=get_registry())
     assert [r.strategy for r in spec.runs()] == ["flip"]
-    text = HEAD + ('train_fractions = [1.0]\n[[strategy]]\nname = "flip"\n[[strategy]]\nname = "none"\n'
-                   'train_fractions = [0.1, 1.0]\n')
+    text = HEAD + (
+        'train_fractions = [1.0]\n[[strategy]]\nname = "flip"\n[[strategy]]\nname = "none"\n'
+        "train_fractions = [0.1, 1.0]\n"
+    )
     spec = load_study(write(tmp_path, text), registry=get_registry())
     assert spec.runs() == [StudyRun("none", {}, (1.0, 0.1)), StudyRun("flip", {}, (1.0,))]
 
 
 # -- all ----------------------------------------------------------------------------------------------
+
 
 class _Extra(Strategy):
     name = "zz-third-party"
@@ -271,8 +346,10 @@ def test_all_expands_to_every_registered_strategy_but_the_baseline(register_plug
 
 
 def test_all_in_a_study_file_leaves_explicit_entries_alone(tmp_path, register_plugin):
-    text = HEAD + ('[[strategy]]\nname = "all"\ntrain_fractions = [0.5, 1.0]\n'
-                   '[[strategy]]\nname = "affine"\nparams = { p = 1.0 }\n')
+    text = HEAD + (
+        '[[strategy]]\nname = "all"\ntrain_fractions = [0.5, 1.0]\n'
+        '[[strategy]]\nname = "affine"\nparams = { p = 1.0 }\n'
+    )
     with register_plugin(ExtraPlugin(), "test-extra"):
         registry = get_registry()
         spec = load_study(write(tmp_path, text), registry=registry)
@@ -289,12 +366,23 @@ def test_all_in_a_study_file_leaves_explicit_entries_alone(tmp_path, register_pl
 
 # -- the shipped study files ---------------------------------------------------------------------------
 
+
 def test_the_default_study_is_valid_and_has_its_learning_curves():
     spec = load_study(STUDIES / "default.toml", registry=get_registry())
     assert spec.preset == "quick" and spec.data == "lidc-phantom" and spec.seeds >= 3
     runs = {r.label or r.strategy: r for r in spec.runs()}
-    for family in ("none", "flip", "rotate", "affine", "elastic", "intensity", "classical", "copy-paste",
-                   "dcgan", "dcgan+affine"):
+    for family in (
+        "none",
+        "flip",
+        "rotate",
+        "affine",
+        "elastic",
+        "intensity",
+        "classical",
+        "copy-paste",
+        "dcgan",
+        "dcgan+affine",
+    ):
         assert 1.0 in runs[family].train_fractions, family
     for curve in ("none", "classical", "dcgan"):
         assert set(runs[curve].train_fractions) == {0.1, 0.25, 1.0}, curve
@@ -307,8 +395,16 @@ def test_the_paper_study_is_valid_once_given_the_data(tmp_path):
         spec.validate(get_registry())
     spec = spec.override(data=str(tmp_path)).validate(get_registry())
     labels = [r.label or r.strategy for r in spec.runs()]
-    assert labels == ["none", "flip", "rotate", "rotate the tumour", "noise (image)", "Gaussian blur",
-                      "dcgan-paper", "dcgan-paper+affine"]
+    assert labels == [
+        "none",
+        "flip",
+        "rotate",
+        "rotate the tumour",
+        "noise (image)",
+        "Gaussian blur",
+        "dcgan-paper",
+        "dcgan-paper+affine",
+    ]
     assert get_preset("paper").name == spec.build_preset().name
 
 

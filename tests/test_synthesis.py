@@ -39,7 +39,7 @@ def brute_force_positions(allowed: np.ndarray, mask: np.ndarray) -> np.ndarray:
     out = np.zeros((max(H - h + 1, 0), max(W - w + 1, 0)), bool)
     for r in range(H - h + 1):
         for c in range(W - w + 1):
-            out[r, c] = allowed[r:r + h, c:c + w][mask].all()
+            out[r, c] = allowed[r : r + h, c : c + w][mask].all()
     return out
 
 
@@ -50,6 +50,7 @@ def disc(radius: float, size: int | None = None) -> np.ndarray:
 
 
 # -- placement ----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("seed", range(8))
 def test_valid_positions_equal_brute_force(seed):
@@ -109,9 +110,9 @@ def test_pick_position_is_valid_seeded_and_none_when_impossible():
 
 # -- tumour patches -----------------------------------------------------------------------------
 
+
 def test_extract_rois_from_training_tumours(tiny):
-    rois = extract_rois(tiny.train, size=32, margin_frac=0.25, margin_px=1, square=True,
-                        background_hu=PARENCHYMA_HU)
+    rois = extract_rois(tiny.train, size=32, margin_frac=0.25, margin_px=1, square=True, background_hu=PARENCHYMA_HU)
     assert rois.hu.shape == rois.mask.shape == (len(rois), 32, 32)
     assert len(rois) >= len(tiny.train)  # at least one tumour per training slice
     assert set(rois.slice_ids) <= {s.id for s in tiny.train}
@@ -147,6 +148,7 @@ def test_hu_scale_round_trip():
 
 # -- paste-in -----------------------------------------------------------------------------------
 
+
 def test_clean_and_resize_patch():
     m = np.zeros((12, 12), bool)
     m[2:8, 2:8] = True
@@ -179,7 +181,7 @@ def test_blend_has_a_soft_edge_and_leaves_the_rest_alone():
     mask = disc(5.0)
     out, placed = blend_tumour(hu, np.full(mask.shape, 40.0, np.float32), mask, (8, 9), feather_px=1.5)
     assert placed.dtype == np.uint8 and placed.sum() == mask.sum()
-    assert placed[8:8 + 11, 9:9 + 11].astype(bool).tolist() == mask.tolist()
+    assert placed[8 : 8 + 11, 9 : 9 + 11].astype(bool).tolist() == mask.tolist()
     inner = disc(3.0, 11)
     assert np.allclose(out[8:19, 9:20][inner], 40.0)  # the tumour's interior is the tumour
     changed = out != -850.0
@@ -208,15 +210,24 @@ def test_paste_into_a_healthy_slice(tiny):
     rng = np.random.default_rng(1)
     noise = estimate_noise_hu(canvas.hu, allowed)
     assert 3 < noise < 60, "the phantom's scanner noise is in the tens of HU"
-    s = paste_tumour(canvas, tumour, mask, pos, slice_id="syn-0", source="synthetic:test", noise_hu=noise,
-                     rng=rng, provenance={"note": "x"})
+    s = paste_tumour(
+        canvas,
+        tumour,
+        mask,
+        pos,
+        slice_id="syn-0",
+        source="synthetic:test",
+        noise_hu=noise,
+        rng=rng,
+        provenance={"note": "x"},
+    )
     assert isinstance(s, Slice) and s.image is None and s.source == "synthetic:test"
     assert s.mask.dtype == np.uint8 and set(np.unique(s.mask)) == {0, 1}
     assert s.mask.sum() == mask.sum() and not canvas.mask.any()
     # Inside the lung field, off the vessels, and the HU under the mask are the tumour's.
     assert lung[s.mask == 1].all() and allowed[s.mask == 1].all()
     r, c = pos
-    core = s.hu[r:r + 7, c:c + 7][disc(1.5, 7)]
+    core = s.hu[r : r + 7, c : c + 7][disc(1.5, 7)]
     assert abs(float(np.median(core)) - 30.0) < noise
     # The mask's edge pixels are mostly tumour too (the ramp is centred on the boundary).
     assert (s.hu[s.mask == 1] > -850 + 0.6 * 880).all()
@@ -230,6 +241,7 @@ def test_paste_into_a_healthy_slice(tiny):
 
 
 # -- quality summary ----------------------------------------------------------------------------
+
 
 def test_quality_summary_separates_copies_from_noise(tiny):
     rois = extract_rois(tiny.train, size=32, margin_frac=0.25, square=True, background_hu=PARENCHYMA_HU)

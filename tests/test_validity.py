@@ -38,7 +38,7 @@ def chest(seed: int) -> tuple[np.ndarray, np.ndarray]:
     mask = np.zeros((SIZE, SIZE), np.uint8)
     rows, cols = np.nonzero(c.lung)
     r, k = rows[len(rows) // 3], cols[len(cols) // 3]
-    mask[r - 2:r + 3, k - 2:k + 3] = 1
+    mask[r - 2 : r + 3, k - 2 : k + 3] = 1
     return hu.astype(np.float32), mask
 
 
@@ -63,8 +63,14 @@ def _mendeley(root: Path, edit: Callable[[np.ndarray], np.ndarray], monkeypatch)
         frame = []
         for i in range(3):
             hu, mask = chest(400 + offset + i)
-            frame.append({"label1": "LR4A", "mask": edit(mask).astype(np.int8), "hu_array_old": hu.astype(np.float64),
-                          "hu_array": np.where(lung_field(hu), hu, -2000.0)})
+            frame.append(
+                {
+                    "label1": "LR4A",
+                    "mask": edit(mask).astype(np.int8),
+                    "hu_array_old": hu.astype(np.float64),
+                    "hu_array": np.where(lung_field(hu), hu, -2000.0),
+                }
+            )
         pd.DataFrame(frame).to_pickle(root / name)
     return root
 
@@ -83,8 +89,15 @@ def _dicom(root: Path, edit: Callable[[np.ndarray], np.ndarray], monkeypatch) ->
         folder.mkdir(parents=True)
         c = anatomy.chest_slice(512, np.random.default_rng(k))
         # A fixed SOP instance uid: both builds write identical files.
-        write_ct_dicom(folder / "0.dcm", c.hu, patient=n.patient_id, series_uid=n.series_uid, z_mm=n.outline.z_mm,
-                       spacing_mm=n.spacing_mm, sop_uid=f"1.2.3.{k}")
+        write_ct_dicom(
+            folder / "0.dcm",
+            c.hu,
+            patient=n.patient_id,
+            series_uid=n.series_uid,
+            z_mm=n.outline.z_mm,
+            spacing_mm=n.spacing_mm,
+            sop_uid=f"1.2.3.{k}",
+        )
     return root
 
 
@@ -130,8 +143,16 @@ def _load(kind: str, tmp: Path, name: str, edit, monkeypatch, mode: str, margin:
     monkeypatch.setenv("AUGFORGE_DATA_WORKERS", "1")  # the phantom's edit must run in this process
     with monkeypatch.context() as mp:
         source = BUILDERS[kind](tmp / name, edit, mp)
-        cfg = DataConfig(source=str(source), size=48, n_train=6, n_test=4, n_healthy=2,
-                         input=mode, field_margin_mm=margin, offset_px=6)
+        cfg = DataConfig(
+            source=str(source),
+            size=48,
+            n_train=6,
+            n_test=4,
+            n_healthy=2,
+            input=mode,
+            field_margin_mm=margin,
+            offset_px=6,
+        )
         return load_dataset(cfg, allow_pickle=True, progress=False)
 
 
@@ -169,8 +190,9 @@ def test_the_field_is_the_image_s_own(tmp_path, monkeypatch):
     for i in range(4):
         np.save(root / "images" / f"s{i}.npy", hu)
         np.save(root / "masks" / f"s{i}.npy", mask)
-    (root / "labels.csv").write_text("id,split,patient\n" + "".join(
-        f"s{i},{'test' if i == 0 else 'train'},p{i}\n" for i in range(4)))
+    (root / "labels.csv").write_text(
+        "id,split,patient\n" + "".join(f"s{i},{'test' if i == 0 else 'train'},p{i}\n" for i in range(4))
+    )
     ds = load_dataset(DataConfig(source=str(root)), progress=False)
     s = ds.test[0]
     assert not s.lung_field[mask.astype(bool)].any()
@@ -207,9 +229,27 @@ def test_information_free_images_score_near_chance(mode, tmp_path):
 
     data = write_noise_folder(tmp_path / "noise")
     out = tmp_path / "run"
-    result = CliRunner().invoke(app, ["bench", "--data", str(data), "--strategy", "none", "--no-baseline",
-                                      "--preset", "tiny", "--set", "train.epochs=30", "--set", f"data.input={mode}",
-                                      "--out", str(out), "--no-samples", "--no-progress"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "--data",
+            str(data),
+            "--strategy",
+            "none",
+            "--no-baseline",
+            "--preset",
+            "tiny",
+            "--set",
+            "train.epochs=30",
+            "--set",
+            f"data.input={mode}",
+            "--out",
+            str(out),
+            "--no-samples",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     import json
 

@@ -70,8 +70,14 @@ def curve_rows(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         dice = (r.get("metrics") or {}).get("dice")
         if dice is None:
             continue
-        out.append({"strategy": r["strategy"], "train_fraction": float(r["train_fraction"]),
-                    "seed": int(r["seed"]), "dice_mean": float(dice)})
+        out.append(
+            {
+                "strategy": r["strategy"],
+                "train_fraction": float(r["train_fraction"]),
+                "seed": int(r["seed"]),
+                "dice_mean": float(dice),
+            }
+        )
     return out
 
 
@@ -92,8 +98,7 @@ def curve_points(rows: Iterable[Mapping[str, Any]]) -> dict[str, list[CurvePoint
     return dict(points)
 
 
-def learning_curve_figure(rows: Iterable[Mapping[str, Any]], path: Path | str, *,
-                          min_fractions: int = 2) -> list[str]:
+def learning_curve_figure(rows: Iterable[Mapping[str, Any]], path: Path | str, *, min_fractions: int = 2) -> list[str]:
     """Draw Dice against train fraction, one line per strategy with at least ``min_fractions``
     fractions, and write it to ``path`` (PNG).
 
@@ -125,8 +130,18 @@ def learning_curve_figure(rows: Iterable[Mapping[str, Any]], path: Path | str, *
         n = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
         baseline = strategy == _BASELINE
         colour = "black" if baseline else next(colours)
-        ax.errorbar(x, y, yerr=err, color=colour, ls="--" if baseline else "-", marker="o", ms=5,
-                    lw=1.6, capsize=3, label=f"{strategy} ({n} seed{'s' if seeds[-1] != 1 else ''})")
+        ax.errorbar(
+            x,
+            y,
+            yerr=err,
+            color=colour,
+            ls="--" if baseline else "-",
+            marker="o",
+            ms=5,
+            lw=1.6,
+            capsize=3,
+            label=f"{strategy} ({n} seed{'s' if seeds[-1] != 1 else ''})",
+        )
     ax.xaxis.set_major_locator(FixedLocator(fractions))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xticklabels([f"{100 * f:g}%" for f in fractions])

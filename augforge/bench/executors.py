@@ -135,8 +135,10 @@ def _init_worker(data_cfg: DataConfig, allow_pickle: bool, fingerprint: str, thr
         _worker_error = f"worker could not load the dataset: {type(exc).__name__}: {exc}"
         return
     if ds.fingerprint != fingerprint:
-        _worker_error = (f"worker loaded dataset {ds.fingerprint}, the study uses {fingerprint}; "
-                         "clear the data cache (AUGFORGE_CACHE) and rerun")
+        _worker_error = (
+            f"worker loaded dataset {ds.fingerprint}, the study uses {fingerprint}; "
+            "clear the data cache (AUGFORGE_CACHE) and rerun"
+        )
         return
     _worker_dataset = ds
 
@@ -145,8 +147,15 @@ def run_in_worker(trial: Trial, env: TrialEnv, dataset: Dataset | None = None) -
     """Run one trial in a worker process on the dataset the worker loaded (or ``dataset``)."""
     ds = dataset if dataset is not None else _worker_dataset
     if ds is None:
-        return failed_outcome(trial, None, _worker_error or "worker has no dataset", "",
-                              started=utc_stamp(), seconds=0.0, device=env.device)
+        return failed_outcome(
+            trial,
+            None,
+            _worker_error or "worker has no dataset",
+            "",
+            started=utc_stamp(),
+            seconds=0.0,
+            device=env.device,
+        )
     return execute_trial(trial, ds, env)
 
 
@@ -169,17 +178,27 @@ class ProcessExecutor(Executor):
         threads = max(1, cpus // workers)
         env = replace(self.context.env, progress=False, log=_quiet)
         mp = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp, initializer=_init_worker,
-                                    initargs=(self.context.data_cfg, self.context.allow_pickle,
-                                              self.context.dataset.fingerprint, threads)) as pool:
+        with cf.ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=mp,
+            initializer=_init_worker,
+            initargs=(self.context.data_cfg, self.context.allow_pickle, self.context.dataset.fingerprint, threads),
+        ) as pool:
             futures = {pool.submit(run_in_worker, t, env): t for t in trials}
             for fut in cf.as_completed(futures):
                 trial = futures[fut]
                 try:
                     outcome = fut.result()
                 except Exception as exc:  # noqa: BLE001 -- a dead worker (killed, out of memory) fails its trial only
-                    outcome = failed_outcome(trial, self.context.dataset, f"worker process failed: {exc!r}", "",
-                                             started="", seconds=0.0, device=env.device)
+                    outcome = failed_outcome(
+                        trial,
+                        self.context.dataset,
+                        f"worker process failed: {exc!r}",
+                        "",
+                        started="",
+                        seconds=0.0,
+                        device=env.device,
+                    )
                 for line in outcome.log_lines:
                     self.context.env.log(line.splitlines()[0])
                 on_result(outcome)

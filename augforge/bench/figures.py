@@ -36,8 +36,7 @@ def plot_dice_with_ci(board: Leaderboard, path: Path) -> None:
     ax.errorbar(means, y, xerr=err, fmt="none", ecolor="0.35", capsize=3, lw=1.2)
     for yi, r in zip(y, rows):
         filled = r.is_baseline or bool(r.significant)
-        ax.plot(r.dice.mean, yi, "o", ms=7, color="C3" if r.is_baseline else "C0",
-                mfc=None if filled else "white")
+        ax.plot(r.dice.mean, yi, "o", ms=7, color="C3" if r.is_baseline else "C0", mfc=None if filled else "white")
     # Each context (train fraction, preset, dataset) has its own baseline: its line spans its rows only,
     # and a thin rule separates contexts.
     for ctx in dict.fromkeys(r.context for r in rows):
@@ -48,14 +47,27 @@ def plot_dice_with_ci(board: Leaderboard, path: Path) -> None:
         top = board.ceiling(ctx)
         if top is not None:  # how well the readers agree: a dotted line
             ax.vlines(top.dice.mean, min(ys) - 0.45, max(ys) + 0.45, colors="C2", linestyles=":", lw=1.5)
-            ax.text(top.dice.mean, max(ys) + 0.45, f" readers agree {top.dice.mean:.2f}", fontsize="x-small",
-                    color="C2", va="top", ha="left")
+            ax.text(
+                top.dice.mean,
+                max(ys) + 0.45,
+                f" readers agree {top.dice.mean:.2f}",
+                fontsize="x-small",
+                color="C2",
+                va="top",
+                ha="left",
+            )
         floor = board.best_floor(ctx)
         if floor is not None:  # what a rule that learns nothing scores: the grey band up to it
-            ax.fill_betweenx([min(ys) - 0.45, max(ys) + 0.45], 0, floor.dice.mean, color="0.85", zorder=0,
-                             label=None)
-            ax.text(floor.dice.mean, min(ys) - 0.4, f" best floor: {floor.name} {floor.dice.mean:.2f}",
-                    fontsize="x-small", color="0.35", va="bottom", ha="left")
+            ax.fill_betweenx([min(ys) - 0.45, max(ys) + 0.45], 0, floor.dice.mean, color="0.85", zorder=0, label=None)
+            ax.text(
+                floor.dice.mean,
+                min(ys) - 0.4,
+                f" best floor: {floor.name} {floor.dice.mean:.2f}",
+                fontsize="x-small",
+                color="0.35",
+                va="bottom",
+                ha="left",
+            )
         if min(ys) > 0:
             ax.axhline(min(ys) - 0.5, color="0.6", lw=0.8)
     ax.set_yticks(y, [r.strategy for r in rows])

@@ -30,7 +30,16 @@ from augforge.data.lungfield import lung_field
 from augforge.data.records import Dataset, Slice
 from augforge.metrics import METRIC_NAMES, segmentation_metrics
 
-__all__ = ["CEILING", "FLOORS", "THRESHOLD_HU", "floor_key", "floor_masks", "floor_rows", "median_tumour_area", "reader_agreement"]
+__all__ = [
+    "CEILING",
+    "FLOORS",
+    "THRESHOLD_HU",
+    "floor_key",
+    "floor_masks",
+    "floor_rows",
+    "median_tumour_area",
+    "reader_agreement",
+]
 
 FLOORS: tuple[str, ...] = ("empty", "centre-disk", "threshold-blob")
 #: The ceiling where a dataset has several readers: each reader against the consensus of the others.
@@ -105,7 +114,7 @@ def reader_agreement(readers: np.ndarray, consensus: int) -> np.ndarray:
     k = max(1, min(consensus, r - 1))
     out = np.zeros(r)
     for i in range(r):
-        others = (np.delete(readers, i, axis=0).sum(axis=0) >= k)
+        others = np.delete(readers, i, axis=0).sum(axis=0) >= k
         out[i] = segmentation_metrics(readers[i].astype(bool)[None], others[None], [1.0])["dice"][0]
     return out
 
@@ -121,17 +130,37 @@ def floor_rows(dataset: Dataset) -> list[dict[str, Any]]:
     for name in FLOORS:
         for s, p in zip(dataset.test, preds):
             m = segmentation_metrics(p[name][None], s.mask.astype(bool)[None], [s.spacing_mm])
-            rows.append({"key": key, "floor": name, "image": s.id, "class": s.label,
-                         "spacing_mm": float(s.spacing_mm),
-                         **{k: float(m[k][0]) for k in METRIC_NAMES},
-                         "true_px": int(m["true_px"][0]), "pred_px": int(m["pred_px"][0])})
+            rows.append(
+                {
+                    "key": key,
+                    "floor": name,
+                    "image": s.id,
+                    "class": s.label,
+                    "spacing_mm": float(s.spacing_mm),
+                    **{k: float(m[k][0]) for k in METRIC_NAMES},
+                    "true_px": int(m["true_px"][0]),
+                    "pred_px": int(m["pred_px"][0]),
+                }
+            )
     if dataset.test and all(s.readers is not None and len(s.readers) > 1 for s in dataset.test):
         consensus = int(dataset.meta.get("consensus", 2))
         for s in dataset.test:
             # Each reader against the others' consensus; the image's score is the mean over readers.
             agree = reader_agreement(np.asarray(s.readers), consensus)
-            rows.append({"key": key, "floor": CEILING, "image": s.id, "class": s.label,
-                         "spacing_mm": float(s.spacing_mm), "dice": float(agree.mean()),
-                         "iou": float("nan"), "precision": float("nan"), "recall": float("nan"),
-                         "hd95_mm": float("nan"), "true_px": int(s.mask.sum()), "pred_px": -1})
+            rows.append(
+                {
+                    "key": key,
+                    "floor": CEILING,
+                    "image": s.id,
+                    "class": s.label,
+                    "spacing_mm": float(s.spacing_mm),
+                    "dice": float(agree.mean()),
+                    "iou": float("nan"),
+                    "precision": float("nan"),
+                    "recall": float("nan"),
+                    "hd95_mm": float("nan"),
+                    "true_px": int(s.mask.sum()),
+                    "pred_px": -1,
+                }
+            )
     return rows

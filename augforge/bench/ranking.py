@@ -45,8 +45,16 @@ __all__ = [
 BASELINE = "none"
 #: Strategy rows are ranked; floor rows have ``rank`` "floor" and ``strategy`` "floor:<name>".
 LEADERBOARD_COLUMNS: tuple[str, ...] = (
-    "rank", "strategy", "n_trials", "dice_mean", "dice_ci95_low", "dice_ci95_high",
-    "delta_vs_baseline", "p_value_vs_baseline", "delta_vs_best_floor", "beats_best_floor",
+    "rank",
+    "strategy",
+    "n_trials",
+    "dice_mean",
+    "dice_ci95_low",
+    "dice_ci95_high",
+    "delta_vs_baseline",
+    "p_value_vs_baseline",
+    "delta_vs_best_floor",
+    "beats_best_floor",
 )
 _OTHER_METRICS = ("iou", "precision", "recall", "hd95_mm")
 
@@ -115,8 +123,18 @@ class LeaderboardRow:
             delta = f"{0.0:.6f}"
         vf = "" if self.vs_floor is None else f"{self.vs_floor.mean:.6f}"
         beats = "" if self.beats_floor is None else ("yes" if self.beats_floor else "no")
-        return [str(self.rank), self.strategy, str(self.n_trials), f"{self.dice.mean:.6f}",
-                f"{self.dice.low:.6f}", f"{self.dice.high:.6f}", delta, p, vf, beats]
+        return [
+            str(self.rank),
+            self.strategy,
+            str(self.n_trials),
+            f"{self.dice.mean:.6f}",
+            f"{self.dice.low:.6f}",
+            f"{self.dice.high:.6f}",
+            delta,
+            p,
+            vf,
+            beats,
+        ]
 
 
 @dataclass
@@ -132,8 +150,18 @@ class FloorRow:
     kind: str = "floor"  # "floor", or "ceiling": how well the readers agree with each other
 
     def csv_row(self) -> list[str]:
-        return [self.kind, f"{self.kind}:{self.name}", "0", f"{self.dice.mean:.6f}", f"{self.dice.low:.6f}",
-                f"{self.dice.high:.6f}", "", "", "", ""]
+        return [
+            self.kind,
+            f"{self.kind}:{self.name}",
+            "0",
+            f"{self.dice.mean:.6f}",
+            f"{self.dice.low:.6f}",
+            f"{self.dice.high:.6f}",
+            "",
+            "",
+            "",
+            "",
+        ]
 
 
 @dataclass
@@ -221,14 +249,16 @@ def check_one_configuration(records: Sequence[dict[str, Any]], where: str) -> No
                 f"{where}: strategy {rec['strategy']!r} (train fraction {ctx[0]:g}, preset {ctx[1]}) has trials "
                 f"of different configurations ({configuration_difference(ref[0], conf)}; trials "
                 f"{ref[1]['key']}, {rec['key']}); a leaderboard row must be one configuration: run variants "
-                "into separate --out folders, or give them distinct labels in a study file")
+                "into separate --out folders, or give them distinct labels in a study file"
+            )
         shared = {k: v for k, v in conf.items() if not k.startswith("strategy")}
         sref = settings.setdefault(ctx, (shared, rec))
         if sref[0] != shared:
             raise DataError(
                 f"{where}: trials of train fraction {ctx[0]:g}, preset {ctx[1]} were run under different settings "
                 f"({configuration_difference(sref[0], shared)}; trials {sref[1]['key']}, {rec['key']}), so they "
-                "cannot be compared with one baseline: run each setting into its own --out folder")
+                "cannot be compared with one baseline: run each setting into its own --out folder"
+            )
 
 
 def _display_names(groups: Sequence[tuple[str, tuple[float, str, str]]]) -> dict[tuple, str]:
@@ -263,7 +293,9 @@ def _row_summary(rows: Sequence[dict[str, Any]], n_runs: int) -> tuple[dict[str,
     return metrics, per_class
 
 
-def _context_floors(store: ResultsStore, ctx: tuple[float, str, str], image_ids: list[str], n_boot: int) -> tuple[list[FloorRow], dict[str, np.ndarray], str]:
+def _context_floors(
+    store: ResultsStore, ctx: tuple[float, str, str], image_ids: list[str], n_boot: int
+) -> tuple[list[FloorRow], dict[str, np.ndarray], str]:
     """The floors of one context, their per-image Dice in ``image_ids`` order, and a note when they
     are missing or were scored on other images."""
     from augforge.bench.floors import CEILING, FLOORS, floor_key
@@ -281,8 +313,16 @@ def _context_floors(store: ResultsStore, ctx: tuple[float, str, str], image_ids:
             return [], {}, f"floors of {key} were scored on other test images than the trials; not shown"
         vec = np.array([by_image[i]["dice"] for i in image_ids], dtype=np.float64)
         metrics, per_class = _row_summary(list(by_image.values()), 1)
-        out.append(FloorRow(name=name, context=ctx, dice=bootstrap_mean(vec[None], n_boot=n_boot),
-                            metrics=metrics, per_class=per_class, kind="ceiling" if name == CEILING else "floor"))
+        out.append(
+            FloorRow(
+                name=name,
+                context=ctx,
+                dice=bootstrap_mean(vec[None], n_boot=n_boot),
+                metrics=metrics,
+                per_class=per_class,
+                kind="ceiling" if name == CEILING else "floor",
+            )
+        )
         vectors[name] = vec
     floors_only = [f for f in out if f.kind == "floor"]
     if floors_only:
@@ -301,8 +341,10 @@ def _dice_matrix(store: ResultsStore, recs: Sequence[dict[str, Any]]) -> tuple[n
         if image_ids is None:
             image_ids = ids
         elif ids != image_ids:
-            raise DataError(f"{store.per_image_path}: trial {rec['key']} was scored on other test images than "
-                            "the other trials of its group; rerun it with --force")
+            raise DataError(
+                f"{store.per_image_path}: trial {rec['key']} was scored on other test images than "
+                "the other trials of its group; rerun it with --force"
+            )
         rows.append([by_image[i] for i in image_ids])
     return np.asarray(rows, dtype=np.float64), image_ids or []
 
@@ -333,11 +375,20 @@ def build_leaderboard(store: ResultsStore, *, n_boot: int = 10_000) -> Leaderboa
             ids_by_ctx.setdefault(ctx, image_ids)
             all_rows = [row for r in recs for row in store.rows(r["key"])]
             metrics, per_class = _row_summary(all_rows, len(recs))
-            ctx_rows.append(LeaderboardRow(
-                rank=0, strategy=names[(label, ctx)], label=label, context=ctx, n_trials=len(recs),
-                seeds=seeds, dice=bootstrap_mean(matrix, n_boot=n_boot), metrics=metrics, per_class=per_class,
-                is_baseline=label == BASELINE,
-            ))
+            ctx_rows.append(
+                LeaderboardRow(
+                    rank=0,
+                    strategy=names[(label, ctx)],
+                    label=label,
+                    context=ctx,
+                    n_trials=len(recs),
+                    seeds=seeds,
+                    dice=bootstrap_mean(matrix, n_boot=n_boot),
+                    metrics=metrics,
+                    per_class=per_class,
+                    is_baseline=label == BASELINE,
+                )
+            )
         ctx_rows.sort(key=lambda r: (-r.dice.mean, r.strategy))
         if ctx in ids_by_ctx:
             floors, vectors, note = _context_floors(store, ctx, ids_by_ctx[ctx], n_boot)
@@ -369,11 +420,17 @@ def build_leaderboard(store: ResultsStore, *, n_boot: int = 10_000) -> Leaderboa
     for ctx in board.contexts:
         rows = [r for r in board.rows if r.context == ctx]
         with_base = [r for r in rows if r.vs_baseline is not None]
-        for r, p, pb in zip(with_base, holm_adjust([r.vs_baseline.p_wilcoxon for r in with_base]),
-                            holm_adjust([r.vs_baseline.p_bootstrap for r in with_base])):
+        for r, p, pb in zip(
+            with_base,
+            holm_adjust([r.vs_baseline.p_wilcoxon for r in with_base]),
+            holm_adjust([r.vs_baseline.p_bootstrap for r in with_base]),
+        ):
             r.p_adjusted, r.p_boot_adjusted = float(p), float(pb)
         with_next = [r for r in rows if r.vs_next is not None]
-        for r, p, pb in zip(with_next, holm_adjust([r.vs_next.p_wilcoxon for r in with_next]),
-                            holm_adjust([r.vs_next.p_bootstrap for r in with_next])):
+        for r, p, pb in zip(
+            with_next,
+            holm_adjust([r.vs_next.p_wilcoxon for r in with_next]),
+            holm_adjust([r.vs_next.p_bootstrap for r in with_next]),
+        ):
             r.p_next_adjusted, r.p_next_boot_adjusted = float(p), float(pb)
     return board

@@ -82,14 +82,17 @@ _POLL_S = 0.5
 
 
 # -- options ------------------------------------------------------------------------------------
-_OPTION_PARAMS: dict[str, Param] = {p.name: p for p in (
-    Param("ray_address", str, None, nullable=True),
-    Param("ray_cpus_per_trial", float, None, low=0.01, nullable=True),
-    Param("ray_gpus_per_trial", float, None, low=0.0, nullable=True),
-    Param("ray_max_retries", int, 2, low=0, high=100),
-    Param("ray_dataset", str, "object-store", choices=("object-store", "load")),
-    Param("ray_share_generators", bool, True),
-)}
+_OPTION_PARAMS: dict[str, Param] = {
+    p.name: p
+    for p in (
+        Param("ray_address", str, None, nullable=True),
+        Param("ray_cpus_per_trial", float, None, low=0.01, nullable=True),
+        Param("ray_gpus_per_trial", float, None, low=0.0, nullable=True),
+        Param("ray_max_retries", int, 2, low=0, high=100),
+        Param("ray_dataset", str, "object-store", choices=("object-store", "load")),
+        Param("ray_share_generators", bool, True),
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -133,8 +136,10 @@ def _runtime_env(value: Any) -> dict[str, Any] | None:
         try:
             value = json.loads(value)
         except json.JSONDecodeError as exc:
-            raise UsageError(f"executor.ray_runtime_env: not JSON ({exc.msg}); give an object such as "
-                             '\'{"env_vars": {"AUGFORGE_CACHE": "/scratch/augforge"}}\'') from None
+            raise UsageError(
+                f"executor.ray_runtime_env: not JSON ({exc.msg}); give an object such as "
+                '\'{"env_vars": {"AUGFORGE_CACHE": "/scratch/augforge"}}\''
+            ) from None
     if not isinstance(value, dict):
         raise UsageError(f"executor.ray_runtime_env: expected a table/object, got {type(value).__name__}")
     return dict(value)
@@ -173,9 +178,11 @@ def _worker_dataset(data: Dataset | _DataRecipe) -> Dataset:
 
         ds = load_dataset(data.cfg, allow_pickle=data.allow_pickle, progress=False)
         if ds.fingerprint != data.fingerprint:
-            raise RuntimeError(f"this worker loaded dataset {ds.fingerprint}, the study uses {data.fingerprint}; "
-                               "clear the data cache (AUGFORGE_CACHE) on this node, or use "
-                               "ray_dataset=object-store")
+            raise RuntimeError(
+                f"this worker loaded dataset {ds.fingerprint}, the study uses {data.fingerprint}; "
+                "clear the data cache (AUGFORGE_CACHE) on this node, or use "
+                "ray_dataset=object-store"
+            )
         _loaded[data.fingerprint] = ds
     return _loaded[data.fingerprint]
 
@@ -191,8 +198,10 @@ def _node_cache_dir(wanted: Path) -> tuple[Path, str]:
 
         own = cache_root() / "generators"
         own.mkdir(parents=True, exist_ok=True)
-        return own, (f"ray: node {ray.util.get_node_ip_address()} cannot use the generator cache {wanted} "
-                     f"({exc.strerror}); it uses {own}")
+        return own, (
+            f"ray: node {ray.util.get_node_ip_address()} cannot use the generator cache {wanted} "
+            f"({exc.strerror}); it uses {own}"
+        )
 
 
 def _visible(path: Path) -> bool:
@@ -242,9 +251,14 @@ def _private_cache(node_cache: Path) -> Iterator[Path | None]:
         shutil.rmtree(private, ignore_errors=True)
 
 
-def _run_trial_task(trial: Trial, env: TrialEnv, data: Dataset | _DataRecipe,
-                    shared_cache: dict[str, bytes] | None, collect_cache: bool,
-                    tracker: Any = None) -> _TaskResult:
+def _run_trial_task(
+    trial: Trial,
+    env: TrialEnv,
+    data: Dataset | _DataRecipe,
+    shared_cache: dict[str, bytes] | None,
+    collect_cache: bool,
+    tracker: Any = None,
+) -> _TaskResult:
     """One trial in a Ray worker. ``shared_cache``: files a group's first trial left in its cache, to
     write into this node's cache first. ``collect_cache``: send back what this trial adds to its cache."""
     import torch
@@ -263,12 +277,19 @@ def _run_trial_task(trial: Trial, env: TrialEnv, data: Dataset | _DataRecipe,
     try:
         dataset = _worker_dataset(data)
     except Exception as exc:  # noqa: BLE001 -- any load failure fails this trial, with its reason
-        outcome = failed_outcome(trial, None, f"worker could not load the dataset: {type(exc).__name__}: {exc}",
-                                 "", started="", seconds=time.perf_counter() - t0, device=device)
+        outcome = failed_outcome(
+            trial,
+            None,
+            f"worker could not load the dataset: {type(exc).__name__}: {exc}",
+            "",
+            started="",
+            seconds=time.perf_counter() - t0,
+            device=device,
+        )
         return _TaskResult(outcome, notes=notes)
 
     result = _TaskResult(outcome=None, notes=notes)  # type: ignore[arg-type]
-    with (_private_cache(node_cache) if collect_cache else contextlib.nullcontext(None)) as private:
+    with _private_cache(node_cache) if collect_cache else contextlib.nullcontext(None) as private:
         trial_env = replace(env, device=device, cache_dir=private or node_cache, progress=False, log=_silent)
         result.outcome = execute_trial(trial, dataset, trial_env)
         if private is not None:
@@ -279,10 +300,16 @@ def _run_trial_task(trial: Trial, env: TrialEnv, data: Dataset | _DataRecipe,
             if size <= MAX_SHARED_CACHE_BYTES:
                 result.shared_cache = files
             else:
-                result.notes.append(f"ray: trial {trial.key} cached {size / 2**20:.0f} MiB, more than is "
-                                    "shared between nodes; other nodes fit their own")
-    result.outcome.record["executor"] = {"name": "ray", "node": ray.util.get_node_ip_address(),
-                                         "pid": os.getpid(), "task": ctx.get_task_id()}
+                result.notes.append(
+                    f"ray: trial {trial.key} cached {size / 2**20:.0f} MiB, more than is "
+                    "shared between nodes; other nodes fit their own"
+                )
+    result.outcome.record["executor"] = {
+        "name": "ray",
+        "node": ray.util.get_node_ip_address(),
+        "pid": os.getpid(),
+        "task": ctx.get_task_id(),
+    }
     return result
 
 
@@ -331,8 +358,12 @@ def _share_group(trial: Trial, registry: Any) -> tuple[str | None, bool]:
     offline = [(p.name, p.config) for p in parts if p.has_prepare]
     if not offline:
         return None, bool(strategy.needs_gpu)
-    ident = {"offline": offline, "settings": trial.preset.to_dict(), "fraction": trial.train_fraction,
-             "data": trial.dataset_fingerprint}
+    ident = {
+        "offline": offline,
+        "settings": trial.preset.to_dict(),
+        "fraction": trial.train_fraction,
+        "data": trial.dataset_fingerprint,
+    }
     if trial.train_fraction < 1.0:
         ident["seed"] = trial.seed
     blob = json.dumps(ident, sort_keys=True, default=str).encode()
@@ -347,8 +378,10 @@ def _check_reachable(address: str) -> None:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
     except OSError as exc:
-        raise UsageError(f"--ray-address {address}: nothing answers there ({exc.strerror or exc}); give the "
-                         "address `ray start --head` printed on the head node (HOST:6379 by default)") from None
+        raise UsageError(
+            f"--ray-address {address}: nothing answers there ({exc.strerror or exc}); give the "
+            "address `ray start --head` printed on the head node (HOST:6379 by default)"
+        ) from None
 
 
 def _first_line(text: str) -> str:
@@ -361,8 +394,7 @@ class _Display:
     def __init__(self, total: int, enabled: bool):
         self.total, self.done, self.failed, self.running = total, 0, 0, 0
         self._stack = contextlib.ExitStack()
-        self._bar = self._stack.enter_context(progress_bar("", total, enabled=enabled, prefix="ray trials",
-                                                           eta=False))
+        self._bar = self._stack.enter_context(progress_bar("", total, enabled=enabled, prefix="ray trials", eta=False))
         self.refresh()
 
     def finished(self, ok: bool) -> None:
@@ -373,8 +405,10 @@ class _Display:
 
     def refresh(self) -> None:
         queued = self.total - self.done - self.failed - self.running
-        self._bar.update(completed=self.done + self.failed,
-                         description=f"{self.done} done, {self.running} running, {self.failed} failed, {queued} queued")
+        self._bar.update(
+            completed=self.done + self.failed,
+            description=f"{self.done} done, {self.running} running, {self.failed} failed, {queued} queued",
+        )
 
     def close(self) -> None:
         self.refresh()
@@ -397,15 +431,21 @@ class RayExecutor(Executor):
         opts, log = self.options, self.context.env.log
         if ray.is_initialized():
             if opts.runtime_env is not None:
-                raise UsageError("executor.ray_runtime_env: this process is already connected to Ray; "
-                                 "give the runtime environment to its ray.init instead")
+                raise UsageError(
+                    "executor.ray_runtime_env: this process is already connected to Ray; "
+                    "give the runtime environment to its ray.init instead"
+                )
             log("ray: using this process's Ray connection")
             return False
         address = opts.address or os.environ.get("RAY_ADDRESS") or None
         if address:
             _check_reachable(address)
-        kwargs: dict[str, Any] = {"address": address, "runtime_env": opts.runtime_env,
-                                  "logging_level": logging.WARNING, "namespace": "augforge"}
+        kwargs: dict[str, Any] = {
+            "address": address,
+            "runtime_env": opts.runtime_env,
+            "logging_level": logging.WARNING,
+            "namespace": "augforge",
+        }
         if address is None:  # a new local instance: size it, and skip the dashboard's extra processes
             kwargs["include_dashboard"] = False
             if self.context.workers:
@@ -414,14 +454,17 @@ class RayExecutor(Executor):
             ray.init(**kwargs)
         except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
             if address:
-                raise UsageError(f"--ray-address {address}: could not connect: {_first_line(str(exc))}; "
-                                 "give the address `ray start --head` printed on the head node") from None
-            raise UsageError(f"--executor ray: could not start a local Ray instance: {_first_line(str(exc))}"
-                             ) from None
+                raise UsageError(
+                    f"--ray-address {address}: could not connect: {_first_line(str(exc))}; "
+                    "give the address `ray start --head` printed on the head node"
+                ) from None
+            raise UsageError(f"--executor ray: could not start a local Ray instance: {_first_line(str(exc))}") from None
         res = ray.cluster_resources()
         nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
-        log(f"ray: {'connected to ' + address if address else 'started a local instance'}: {nodes} node(s), "
-            f"{res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs")
+        log(
+            f"ray: {'connected to ' + address if address else 'started a local instance'}: {nodes} node(s), "
+            f"{res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs"
+        )
         return True
 
     def _cpus_per_trial(self, trial: Trial) -> float:
@@ -439,8 +482,10 @@ class RayExecutor(Executor):
         """Ray holds a task that no node can take until one can (an autoscaler may add it): say so."""
         nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
         if not any(r.get("CPU", 0) >= cpus and r.get("GPU", 0) >= gpus for r in nodes):
-            self.context.env.log(f"ray: no node has {cpus:g} CPUs and {gpus:g} GPUs for one trial; the trials "
-                                 "wait until such a node joins (see ray_cpus_per_trial, ray_gpus_per_trial)")
+            self.context.env.log(
+                f"ray: no node has {cpus:g} CPUs and {gpus:g} GPUs for one trial; the trials "
+                "wait until such a node joins (see ray_cpus_per_trial, ray_gpus_per_trial)"
+            )
 
     # -- the study -------------------------------------------------------------------------------
     def run(self, trials: Sequence[Trial], on_result: OnResult) -> None:
@@ -480,9 +525,13 @@ class RayExecutor(Executor):
         waiting: dict[str, list[_Planned]] = {}  # group -> trials held until its first trial is done
 
         def submit(p: _Planned, shared: Any = None, leader: bool = False) -> None:
-            task = _remote_trial.options(num_cpus=self._cpus_per_trial(p.trial), num_gpus=gpus,
-                                         max_retries=opts.max_retries, retry_exceptions=False,
-                                         name=f"augforge-trial-{p.trial.key}")
+            task = _remote_trial.options(
+                num_cpus=self._cpus_per_trial(p.trial),
+                num_gpus=gpus,
+                max_retries=opts.max_retries,
+                retry_exceptions=False,
+                name=f"augforge-trial-{p.trial.key}",
+            )
             ref = task.remote(p.trial, env, data, shared, leader, tracker)
             pending[ref] = p
             if leader:
@@ -543,9 +592,9 @@ class RayExecutor(Executor):
             details = str(exc)
         except ray.exceptions.RayError as exc:  # the worker or its node died, out of retries
             runs = self.options.max_retries + 1
-            error = (f"Ray worker died ({type(exc).__name__}) in each of {runs} run(s): "
-                     f"{_first_line(str(exc))}")
+            error = f"Ray worker died ({type(exc).__name__}) in each of {runs} run(s): {_first_line(str(exc))}"
             details = str(exc)
-        outcome = failed_outcome(p.trial, self.context.dataset, error, details, started="", seconds=0.0,
-                                 device=self.context.env.device)
+        outcome = failed_outcome(
+            p.trial, self.context.dataset, error, details, started="", seconds=0.0, device=self.context.env.device
+        )
         return _TaskResult(outcome)

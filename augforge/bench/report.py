@@ -70,8 +70,10 @@ def _cost_line(recs: list[dict[str, Any]]) -> str:
         end = max(_dt.datetime.fromisoformat(r["finished_at"]) for r in recs)
     except (KeyError, TypeError, ValueError):
         return line
-    return line + (f"; first trial started {start:%Y-%m-%d %H:%M}, last finished {end:%Y-%m-%d %H:%M} UTC "
-                   "(a resumed study's span includes its pauses)")
+    return line + (
+        f"; first trial started {start:%Y-%m-%d %H:%M}, last finished {end:%Y-%m-%d %H:%M} UTC "
+        "(a resumed study's span includes its pauses)"
+    )
 
 
 def _context_heading(ctx: tuple[float, str, str], recs: list[dict[str, Any]]) -> str:
@@ -98,14 +100,23 @@ def _per_seed_section(board: Leaderboard) -> list[str]:
         got = [v for v in values if v is not None]
         spread = _f(max(got) - min(got)) if len(got) > 1 else "-"
         body.append([f"`{row.strategy}`", *[_f(v) if v is not None else "-" for v in values], spread])
-    return ["## Dice per seed", "", ("Mean per-image Dice of each training run, and the spread between the "
-                                      "best and the worst run of a strategy: a single run, as most papers "
-                                      "report, is one of these numbers."), "",
-            *_table(["strategy", *[f"seed {s}" for s in seeds], "spread"], body), ""]
+    return [
+        "## Dice per seed",
+        "",
+        (
+            "Mean per-image Dice of each training run, and the spread between the "
+            "best and the worst run of a strategy: a single run, as most papers "
+            "report, is one of these numbers."
+        ),
+        "",
+        *_table(["strategy", *[f"seed {s}" for s in seeds], "spread"], body),
+        "",
+    ]
 
 
-def render_markdown(board: Leaderboard, figures: dict[str, Path], root: Path,
-                    samples: dict[str, Path] | None = None) -> str:
+def render_markdown(
+    board: Leaderboard, figures: dict[str, Path], root: Path, samples: dict[str, Path] | None = None
+) -> str:
     """report.md: leaderboard with significance marks (one table per context), other metrics,
     per-class Dice, figures, a sample grid per strategy, failed trials and per-trial cost."""
     lines = ["# augforge benchmark report", ""]
@@ -118,8 +129,10 @@ def render_markdown(board: Leaderboard, figures: dict[str, Path], root: Path,
             f"- trials: {len(recs)} finished, {len(board.failed)} failed",
             f"- seeds: {', '.join(map(str, seeds))}",
             _cost_line(recs),
-            (f"- device: {first.get('device', '?')} ({first.get('device_name', '')}), "
-             f"torch {versions.get('torch', '?')}, augforge {versions.get('augforge', '?')}"),
+            (
+                f"- device: {first.get('device', '?')} ({first.get('device_name', '')}), "
+                f"torch {versions.get('torch', '?')}, augforge {versions.get('augforge', '?')}"
+            ),
         ]
         for ctx in board.contexts:
             name = next(r["dataset"]["name"] for r in recs if trial_context(r) == ctx)
@@ -129,26 +142,35 @@ def render_markdown(board: Leaderboard, figures: dict[str, Path], root: Path,
         lines += ["No finished trials yet.", ""]
 
     if board.rows:
-        lines += ["## Leaderboard", "",
-                  ("Mean per-image Dice over all test images and seeds, with a 95% hierarchical bootstrap "
-                   "interval (seeds, then images). Δ and p compare each strategy with the baseline `none` "
-                   "on the same images and seeds, by two tests, each Holm-adjusted across the strategies of its table: the "
-                   "Wilcoxon signed-rank test on the test images, and the two-level bootstrap, which also "
-                   "resamples the seeds. A difference is significant when both are below "
-                   f"{ALPHA}; p is the larger of the two. **n.s.** marks a difference not shown; "
-                   "\"images only\" means the test images shift consistently with the seeds run, but the "
-                   "shift is not established across training runs (the bootstrap over seeds): more seeds "
-                   "may settle it. \"vs next\" says whether a strategy is separated from the one ranked just below "
-                   "it (same tests, Holm across the adjacent pairs). Method: docs/statistics.md."), "",
-                  ("Below each table, the *floors*: predictors that learn nothing, scored on the same test "
-                   "images (an empty mask; a disk of the training tumours' median area at the image centre; "
-                   "the largest blob above -500 HU inside the lung field, or above the slice's Otsu threshold on data "
-                   "without Hounsfield units). \"vs floor\" says whether a "
-                   "strategy's Dice is above the best floor's (the 95% interval of the per-image difference "
-                   "lies above zero); **not above** means the network earned nothing a fixed rule does not "
-                   "already score. Floors have no seeds: their intervals are over images. Where the data "
-                   "have several readers, a *ceiling* row gives how well they agree: each reader's mask "
-                   "against the consensus of the others, per image, averaged over readers."), ""]
+        lines += [
+            "## Leaderboard",
+            "",
+            (
+                "Mean per-image Dice over all test images and seeds, with a 95% hierarchical bootstrap "
+                "interval (seeds, then images). Δ and p compare each strategy with the baseline `none` "
+                "on the same images and seeds, by two tests, each Holm-adjusted across the strategies of its table: the "
+                "Wilcoxon signed-rank test on the test images, and the two-level bootstrap, which also "
+                "resamples the seeds. A difference is significant when both are below "
+                f"{ALPHA}; p is the larger of the two. **n.s.** marks a difference not shown; "
+                '"images only" means the test images shift consistently with the seeds run, but the '
+                "shift is not established across training runs (the bootstrap over seeds): more seeds "
+                'may settle it. "vs next" says whether a strategy is separated from the one ranked just below '
+                "it (same tests, Holm across the adjacent pairs). Method: docs/statistics.md."
+            ),
+            "",
+            (
+                "Below each table, the *floors*: predictors that learn nothing, scored on the same test "
+                "images (an empty mask; a disk of the training tumours' median area at the image centre; "
+                "the largest blob above -500 HU inside the lung field, or above the slice's Otsu threshold on data "
+                'without Hounsfield units). "vs floor" says whether a '
+                "strategy's Dice is above the best floor's (the 95% interval of the per-image difference "
+                "lies above zero); **not above** means the network earned nothing a fixed rule does not "
+                "already score. Floors have no seeds: their intervals are over images. Where the data "
+                "have several readers, a *ceiling* row gives how well they agree: each reader's mask "
+                "against the consensus of the others, per image, averaged over readers."
+            ),
+            "",
+        ]
         body_by_ctx: dict[tuple, list[list[str]]] = {}
         for r in board.rows:
             body = body_by_ctx.setdefault(r.context, [])
@@ -158,51 +180,107 @@ def render_markdown(board: Leaderboard, figures: dict[str, Path], root: Path,
             elif c is None:
                 mark, delta, p, eff = "no baseline", "-", "-", "-"
             else:
-                mark = ("significant" if r.significant else
-                        "**n.s.** (images only)" if r.images_only else "**n.s.**")
+                mark = "significant" if r.significant else "**n.s.** (images only)" if r.images_only else "**n.s.**"
                 delta = f"{c.delta:+.3f} [{c.low:+.3f}, {c.high:+.3f}]"
                 p = f"{fmt_p(r.p_value)} (Wilcoxon {fmt_p(r.p_adjusted)}, bootstrap {fmt_p(r.p_boot_adjusted)})"
                 eff = f"{c.rank_biserial:+.2f}"
             nxt = "-" if r.vs_next is None else ("separated" if r.separated_from_next else "**n.s.**")
-            body.append([str(r.rank), f"`{r.strategy}`", str(r.n_trials),
-                         f"{r.dice.mean:.3f} [{r.dice.low:.3f}, {r.dice.high:.3f}]", delta, p, eff, mark, nxt,
-                         floor_mark(r.beats_floor)])
+            body.append(
+                [
+                    str(r.rank),
+                    f"`{r.strategy}`",
+                    str(r.n_trials),
+                    f"{r.dice.mean:.3f} [{r.dice.low:.3f}, {r.dice.high:.3f}]",
+                    delta,
+                    p,
+                    eff,
+                    mark,
+                    nxt,
+                    floor_mark(r.beats_floor),
+                ]
+            )
         for ctx, floors in board.floors.items():
             for f in floors:
                 body_by_ctx.setdefault(ctx, []).append(
-                    [f.kind, f"*{f.name}*" + (" (best)" if f.best else ""), "-",
-                     f"{f.dice.mean:.3f} [{f.dice.low:.3f}, {f.dice.high:.3f}]", "-", "-", "-", "-", "-", "-"])
-        header = ["rank", "strategy", "trials", "Dice [95% CI]", "Δ vs baseline [95% CI]",
-                  "p vs baseline (Holm)", "effect r", "vs baseline", "vs next", "vs floor"]
+                    [
+                        f.kind,
+                        f"*{f.name}*" + (" (best)" if f.best else ""),
+                        "-",
+                        f"{f.dice.mean:.3f} [{f.dice.low:.3f}, {f.dice.high:.3f}]",
+                        "-",
+                        "-",
+                        "-",
+                        "-",
+                        "-",
+                        "-",
+                    ]
+                )
+        header = [
+            "rank",
+            "strategy",
+            "trials",
+            "Dice [95% CI]",
+            "Δ vs baseline [95% CI]",
+            "p vs baseline (Holm)",
+            "effect r",
+            "vs baseline",
+            "vs next",
+            "vs floor",
+        ]
         for ctx, body in body_by_ctx.items():
             if len(body_by_ctx) > 1:  # one table per context: ranks and comparisons are within one
                 lines += [f"### {_context_heading(ctx, recs)}", ""]
             lines += _table(header, body)
             if len(body_by_ctx) > 1:
                 lines.append("")
-        lines += ["", ("Effect r: matched-pairs rank-biserial correlation of the per-image differences "
-                       "(+1: every image improved, -1: every image got worse)."), ""]
+        lines += [
+            "",
+            (
+                "Effect r: matched-pairs rank-biserial correlation of the per-image differences "
+                "(+1: every image improved, -1: every image got worse)."
+            ),
+            "",
+        ]
         lines += [f"Note: {n}" for n in board.notes] + ([""] if board.notes else [])
 
-        lines += ["## Other metrics", "", ("Means over test images and seeds (the paper's aggregate). HD95 is "
-                                           "averaged over the images where it is defined (both masks "
-                                           "non-empty)."), ""]
+        lines += [
+            "## Other metrics",
+            "",
+            (
+                "Means over test images and seeds (the paper's aggregate). HD95 is "
+                "averaged over the images where it is defined (both masks "
+                "non-empty)."
+            ),
+            "",
+        ]
         # Floors depend on the dataset alone: once per dataset, not once per train fraction or preset.
         first_ctx = {}
         for ctx in board.contexts:
             first_ctx.setdefault(ctx[2], ctx)
         shown = [*board.rows, *(f for ctx in first_ctx.values() for f in board.floors.get(ctx, []))]
-        lines += _table(["strategy", "Dice", "IoU", "precision", "recall", "HD95 (mm)"],
-                        [[_name(r), _f(r.dice.mean), _f(r.metrics["iou"]), _f(r.metrics["precision"]),
-                          _f(r.metrics["recall"]), _f(r.metrics["hd95_mm"], 2)] for r in shown])
+        lines += _table(
+            ["strategy", "Dice", "IoU", "precision", "recall", "HD95 (mm)"],
+            [
+                [
+                    _name(r),
+                    _f(r.dice.mean),
+                    _f(r.metrics["iou"]),
+                    _f(r.metrics["precision"]),
+                    _f(r.metrics["recall"]),
+                    _f(r.metrics["hd95_mm"], 2),
+                ]
+                for r in shown
+            ],
+        )
         lines.append("")
 
         classes = sorted({c for r in board.rows for c in r.per_class})
         lines += ["## Dice per Lung-RADS class", ""]
         ns = {c: max(r.per_class.get(c, (0, 0.0))[0] for r in board.rows) for c in classes}
-        lines += _table(["strategy", *[f"{c} (n={ns[c]})" for c in classes]],
-                        [[_name(r), *[_f(r.per_class[c][1]) if c in r.per_class else "-"
-                                      for c in classes]] for r in shown])
+        lines += _table(
+            ["strategy", *[f"{c} (n={ns[c]})" for c in classes]],
+            [[_name(r), *[_f(r.per_class[c][1]) if c in r.per_class else "-" for c in classes]] for r in shown],
+        )
         lines.append("")
         lines += _per_seed_section(board)
 
@@ -212,31 +290,74 @@ def render_markdown(board: Leaderboard, figures: dict[str, Path], root: Path,
             lines += [f"![{name}]({path.relative_to(root).as_posix()})", ""]
 
     if samples:
-        lines += ["## Samples", "", ("What each strategy trains on: training slices beside their augmented "
-                                     "versions, or slices a generator added, tumour outlines in red "
-                                     "(`augforge preview` draws more)."), ""]
+        lines += [
+            "## Samples",
+            "",
+            (
+                "What each strategy trains on: training slices beside their augmented "
+                "versions, or slices a generator added, tumour outlines in red "
+                "(`augforge preview` draws more)."
+            ),
+            "",
+        ]
         for label, path in samples.items():
             lines += [f"### `{label}`", "", f"![{label}]({path.relative_to(root).as_posix()})", ""]
 
     if board.failed:
-        lines += ["## Failed trials", "", ("These trials raised; their tracebacks are in `run.log`. The ranking "
-                                           "above leaves them out (a strategy's n_trials counts only finished "
-                                           "seeds)."), ""]
-        lines += _table(["trial", "strategy", "seed", "train fraction", "error"],
-                        [[f["key"], f"`{f['strategy']}`", str(f["seed"]), f"{f['train_fraction']:g}",
-                          f.get("error", "").splitlines()[0][:200] if f.get("error") else ""]
-                         for f in board.failed])
+        lines += [
+            "## Failed trials",
+            "",
+            (
+                "These trials raised; their tracebacks are in `run.log`. The ranking "
+                "above leaves them out (a strategy's n_trials counts only finished "
+                "seeds)."
+            ),
+            "",
+        ]
+        lines += _table(
+            ["trial", "strategy", "seed", "train fraction", "error"],
+            [
+                [
+                    f["key"],
+                    f"`{f['strategy']}`",
+                    str(f["seed"]),
+                    f"{f['train_fraction']:g}",
+                    f.get("error", "").splitlines()[0][:200] if f.get("error") else "",
+                ]
+                for f in board.failed
+            ],
+        )
         lines.append("")
 
     if recs:
         lines += ["## Trials", ""]
-        lines += _table(["trial", "strategy", "seed", "fraction", "Dice", "train slices", "wall (s)",
-                         "peak RSS (MiB)", "data wait"],
-                        [[r["key"], f"`{r['strategy']}`", str(r["seed"]), f"{r['train_fraction']:g}",
-                          _f(r["metrics"]["dice"]), str(r.get("training", {}).get("n_total", "-")),
-                          _f(r.get("timings_s", {}).get("total", float("nan")), 1),
-                          _f(r.get("memory", {}).get("peak_rss_mb", float("nan")), 0),
-                          f"{100 * r.get('training', {}).get('data_wait_share', 0.0):.1f}%"] for r in recs])
+        lines += _table(
+            [
+                "trial",
+                "strategy",
+                "seed",
+                "fraction",
+                "Dice",
+                "train slices",
+                "wall (s)",
+                "peak RSS (MiB)",
+                "data wait",
+            ],
+            [
+                [
+                    r["key"],
+                    f"`{r['strategy']}`",
+                    str(r["seed"]),
+                    f"{r['train_fraction']:g}",
+                    _f(r["metrics"]["dice"]),
+                    str(r.get("training", {}).get("n_total", "-")),
+                    _f(r.get("timings_s", {}).get("total", float("nan")), 1),
+                    _f(r.get("memory", {}).get("peak_rss_mb", float("nan")), 0),
+                    f"{100 * r.get('training', {}).get('data_wait_share', 0.0):.1f}%",
+                ]
+                for r in recs
+            ],
+        )
         lines.append("")
     return "\n".join(lines)
 

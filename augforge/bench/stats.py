@@ -135,9 +135,16 @@ def _wilcoxon_p(diffs: np.ndarray) -> float:
     return float(sstats.wilcoxon(diffs, zero_method="wilcox", alternative="two-sided").pvalue)
 
 
-def compare_paired(a: np.ndarray, b: np.ndarray, *, seeds_a: list[int] | None = None,
-                   seeds_b: list[int] | None = None, level: float = 0.95, n_boot: int = N_BOOT,
-                   seed: int = 0) -> Comparison:
+def compare_paired(
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    seeds_a: list[int] | None = None,
+    seeds_b: list[int] | None = None,
+    level: float = 0.95,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+) -> Comparison:
     """Paired comparison of two (seeds, images) matrices on the same images (A minus B).
 
     When ``seeds_a``/``seeds_b`` name the rows' seeds, only seeds present in both are used, row with
@@ -168,10 +175,15 @@ def compare_paired(a: np.ndarray, b: np.ndarray, *, seeds_a: list[int] | None = 
     sd = per_image.std(ddof=1) if per_image.size > 1 else 0.0
     dz = float(per_image.mean() / sd) if sd > 0 else 0.0
     return Comparison(
-        delta=float(diff.mean()), low=float(low), high=float(high),
-        p_wilcoxon=_wilcoxon_p(per_image), p_bootstrap=float(p_boot),
-        rank_biserial=rank_biserial(per_image), cohen_dz=dz,
-        n_seeds=diff.shape[0], n_images=diff.shape[1],
+        delta=float(diff.mean()),
+        low=float(low),
+        high=float(high),
+        p_wilcoxon=_wilcoxon_p(per_image),
+        p_bootstrap=float(p_boot),
+        rank_biserial=rank_biserial(per_image),
+        cohen_dz=dz,
+        n_seeds=diff.shape[0],
+        n_images=diff.shape[1],
     )
 
 

@@ -35,12 +35,34 @@ from augforge.fileio import atomic_write_text
 __all__ = ["FLOOR_COLUMNS", "PER_IMAGE_COLUMNS", "ResultsStore"]
 
 PER_IMAGE_COLUMNS: tuple[str, ...] = (
-    "trial", "strategy", "seed", "train_fraction", "image", "class", "spacing_mm",
-    "dice", "iou", "precision", "recall", "hd95_mm", "true_px", "pred_px",
+    "trial",
+    "strategy",
+    "seed",
+    "train_fraction",
+    "image",
+    "class",
+    "spacing_mm",
+    "dice",
+    "iou",
+    "precision",
+    "recall",
+    "hd95_mm",
+    "true_px",
+    "pred_px",
 )
 FLOOR_COLUMNS: tuple[str, ...] = (
-    "key", "floor", "image", "class", "spacing_mm",
-    "dice", "iou", "precision", "recall", "hd95_mm", "true_px", "pred_px",
+    "key",
+    "floor",
+    "image",
+    "class",
+    "spacing_mm",
+    "dice",
+    "iou",
+    "precision",
+    "recall",
+    "hd95_mm",
+    "true_px",
+    "pred_px",
 )
 _INT_COLUMNS = {"seed", "true_px", "pred_px"}
 _FLOAT_COLUMNS = {"train_fraction", "spacing_mm", "dice", "iou", "precision", "recall", "hd95_mm"}
@@ -85,9 +107,15 @@ def _csv_text(columns: tuple[str, ...], groups: Iterable[Iterable[dict[str, Any]
 
 
 #: Fields every trials.jsonl record has, and their JSON types; finished ("ok") ones have more.
-_RECORD_FIELDS: dict[str, tuple[type, ...]] = {"key": (str,), "status": (str,), "strategy": (str,),
-                                               "seed": (int,), "train_fraction": (int, float), "preset": (str,),
-                                               "config": (dict,)}
+_RECORD_FIELDS: dict[str, tuple[type, ...]] = {
+    "key": (str,),
+    "status": (str,),
+    "strategy": (str,),
+    "seed": (int,),
+    "train_fraction": (int, float),
+    "preset": (str,),
+    "config": (dict,),
+}
 
 
 def _record_problem(rec: Any) -> str | None:
@@ -147,8 +175,10 @@ class ResultsStore:
             try:
                 text = self.trials_path.read_text(encoding="utf-8")
             except UnicodeDecodeError:
-                raise DataError(f"{self.trials_path}: not UTF-8 text, so not written by augforge; move it away "
-                                "and rerun into a fresh --out folder") from None
+                raise DataError(
+                    f"{self.trials_path}: not UTF-8 text, so not written by augforge; move it away "
+                    "and rerun into a fresh --out folder"
+                ) from None
             for n, line in enumerate(text.splitlines(), start=1):
                 if not line.strip():
                     continue
@@ -158,18 +188,22 @@ class ResultsStore:
                     rec = None
                 problem = _record_problem(rec)
                 if problem:
-                    raise DataError(f"{self.trials_path}:{n}: not a trial record ({problem}); move the file "
-                                    "away or rerun into a fresh --out folder")
+                    raise DataError(
+                        f"{self.trials_path}:{n}: not a trial record ({problem}); move the file "
+                        "away or rerun into a fresh --out folder"
+                    )
                 self._records[rec["key"]] = rec
-        for row in self._read_csv(self.per_image_path, PER_IMAGE_COLUMNS,
-                                  "rerun with --force into a fresh --out folder"):
+        for row in self._read_csv(
+            self.per_image_path, PER_IMAGE_COLUMNS, "rerun with --force into a fresh --out folder"
+        ):
             self._rows.setdefault(row["trial"], []).append(row)
         # Rows without a committed ok record belong to an interrupted or failed run: not results.
         for key in [k for k in self._rows if self._records.get(k, {}).get("status") != "ok"]:
             del self._rows[key]
 
-    def _read_csv(self, path: Path, columns: tuple[str, ...],
-                  remedy: str = "delete the file, `augforge bench` writes it again") -> list[dict[str, Any]]:
+    def _read_csv(
+        self, path: Path, columns: tuple[str, ...], remedy: str = "delete the file, `augforge bench` writes it again"
+    ) -> list[dict[str, Any]]:
         """Rows of one of the folder's CSV files, parsed; a DataError naming the file (and line) and
         ``remedy`` when it is not what augforge wrote."""
         if not path.exists():
@@ -236,8 +270,10 @@ class ResultsStore:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "pid unknown"
-                raise UsageError(f"{self.root} is in use by another augforge run ({holder}); wait for it to "
-                                 "finish, or give this run another --out") from None
+                raise UsageError(
+                    f"{self.root} is in use by another augforge run ({holder}); wait for it to "
+                    "finish, or give this run another --out"
+                ) from None
             os.ftruncate(fd, 0)
             stamp = utc_stamp()
             os.pwrite(fd, f"pid {os.getpid()}, since {stamp}\n".encode(), 0)

@@ -38,8 +38,10 @@ def check_preset(preset: Preset) -> None:
         raise UsageError(f"train.schedule={t.schedule!r}: choose one of {', '.join(SCHEDULES)}")
     factor = downsampling_factor(m)
     if t.patch_size < 0 or (t.patch_size and t.patch_size % factor):
-        raise UsageError(f"train.patch_size={t.patch_size}: use 0 (whole slices) or a multiple of {factor}, "
-                         "the network's down-sampling factor")
+        raise UsageError(
+            f"train.patch_size={t.patch_size}: use 0 (whole slices) or a multiple of {factor}, "
+            "the network's down-sampling factor"
+        )
     if not 0.0 <= t.fg_fraction <= 1.0:
         raise UsageError(f"train.fg_fraction={t.fg_fraction}: give a share in [0, 1]")
     if t.epochs < 1 or t.batch_size < 1 or t.steps_per_epoch < 0:
@@ -77,10 +79,17 @@ def _strategy_parts(spec: str) -> list[str]:
     return [p.strip() for p in spec.split("+")]
 
 
-def plan_study(strategies: Sequence[str], *, preset: Preset, seeds: Sequence[int],
-               fractions: Sequence[float], dataset_fingerprint: str,
-               strategy_params: dict[str, dict[str, Any]] | None = None, baseline: bool = True,
-               registry: Any = None) -> list[Trial]:
+def plan_study(
+    strategies: Sequence[str],
+    *,
+    preset: Preset,
+    seeds: Sequence[int],
+    fractions: Sequence[float],
+    dataset_fingerprint: str,
+    strategy_params: dict[str, dict[str, Any]] | None = None,
+    baseline: bool = True,
+    registry: Any = None,
+) -> list[Trial]:
     """Validate the strategies and their ``--set`` parameters and list the trials, seed by seed
     (the baseline first within a seed, so an interrupted study still has comparable pairs).
 
@@ -109,15 +118,25 @@ def plan_study(strategies: Sequence[str], *, preset: Preset, seeds: Sequence[int
         if section in used_parts:
             continue
         if section in registry.entries:
-            raise UsageError(f"--set {section}.*: strategy {section!r} is not part of this study "
-                             f"({', '.join(specs)})")
-        raise UsageError(f"--set {section}.*: {section!r} is neither a preset section "
-                         f"({', '.join(SECTIONS)}) nor a registered strategy (see `augforge strategies`)")
+            raise UsageError(f"--set {section}.*: strategy {section!r} is not part of this study ({', '.join(specs)})")
+        raise UsageError(
+            f"--set {section}.*: {section!r} is neither a preset section "
+            f"({', '.join(SECTIONS)}) nor a registered strategy (see `augforge strategies`)"
+        )
     built = {s: registry.create(s, params) for s in specs}
     return [
-        make_trial(built[s], s, {p: params[p] for p in _strategy_parts(s) if p in params}, preset,
-                   seed=seed, train_fraction=float(f), dataset_fingerprint=dataset_fingerprint)
-        for f in fractions for seed in seeds for s in specs
+        make_trial(
+            built[s],
+            s,
+            {p: params[p] for p in _strategy_parts(s) if p in params},
+            preset,
+            seed=seed,
+            train_fraction=float(f),
+            dataset_fingerprint=dataset_fingerprint,
+        )
+        for f in fractions
+        for seed in seeds
+        for s in specs
     ]
 
 
@@ -137,15 +156,23 @@ class StudyResult:
         return self.skipped + sum(1 for o in self.outcomes if o.ok)
 
 
-def run_study(trials: Sequence[Trial], store: ResultsStore, executor: Executor, *, force: bool = False,
-              log: Callable[[str], None] = print) -> StudyResult:
+def run_study(
+    trials: Sequence[Trial],
+    store: ResultsStore,
+    executor: Executor,
+    *,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+) -> StudyResult:
     """Run the trials the store does not hold yet (all of them with ``force``); commit each outcome
     to the store as soon as it arrives, so a kill loses at most the trials still running."""
     todo = [t for t in trials if force or not store.finished(t.key)]
     result = StudyResult(planned=len(trials), skipped=len(trials) - len(todo))
     if result.skipped:
-        log(f"{result.skipped} of {len(trials)} trials already finished in {store.root}; skipping them "
-            "(--force recomputes)")
+        log(
+            f"{result.skipped} of {len(trials)} trials already finished in {store.root}; skipping them "
+            "(--force recomputes)"
+        )
     store.log(f"study: {len(todo)} trials to run, {result.skipped} already finished")
 
     def on_result(outcome: TrialOutcome) -> None:
@@ -156,11 +183,15 @@ def run_study(trials: Sequence[Trial], store: ResultsStore, executor: Executor, 
         rec = outcome.record
         done = len(result.outcomes)
         if outcome.ok:
-            log(f"[{done}/{len(todo)}] {rec['strategy']} seed {rec['seed']}: Dice {rec['metrics']['dice']:.4f} "
-                f"in {rec['timings_s']['total']:.0f} s, peak RSS {rec['memory']['peak_rss_mb']:.0f} MiB")
+            log(
+                f"[{done}/{len(todo)}] {rec['strategy']} seed {rec['seed']}: Dice {rec['metrics']['dice']:.4f} "
+                f"in {rec['timings_s']['total']:.0f} s, peak RSS {rec['memory']['peak_rss_mb']:.0f} MiB"
+            )
         else:
-            log(f"[{done}/{len(todo)}] {rec['strategy']} seed {rec['seed']}: FAILED ({rec['error']}); "
-                f"traceback in {store.log_path}")
+            log(
+                f"[{done}/{len(todo)}] {rec['strategy']} seed {rec['seed']}: FAILED ({rec['error']}); "
+                f"traceback in {store.log_path}"
+            )
 
     executor.run(todo, on_result)
     return result

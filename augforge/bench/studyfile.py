@@ -52,8 +52,18 @@ ALL = "all"
 #: The baseline strategy (augforge.bench.ranking.BASELINE; repeated here to keep this module light).
 _BASELINE = "none"
 
-_STUDY_KEYS = ("preset", "data", "seeds", "train_fractions", "executor", "executor_options", "set",
-               "baseline", "out", "allow_pickle")
+_STUDY_KEYS = (
+    "preset",
+    "data",
+    "seeds",
+    "train_fractions",
+    "executor",
+    "executor_options",
+    "set",
+    "baseline",
+    "out",
+    "allow_pickle",
+)
 _ENTRY_KEYS = ("name", "params", "train_fractions", "label")
 #: A label is shown in tables and file names: short, printable, no quotes or separators.
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._+()-]{0,39}")
@@ -167,8 +177,9 @@ class StudySpec:
             except UsageError as exc:
                 raise self._entry_error(entry, str(exc)) from None
             if entry.label is not None and entry.label != entry.strategy and entry.label in registry.entries:
-                raise self._entry_error(entry, f"label {entry.label!r} is the name of another strategy; "
-                                               "choose a label no strategy has")
+                raise self._entry_error(
+                    entry, f"label {entry.label!r} is the name of another strategy; choose a label no strategy has"
+                )
         self._check_data()
         self._check_executor()
         self.build_preset()
@@ -188,8 +199,11 @@ class StudySpec:
             if e.strategy != ALL:
                 out.append(e)
                 continue
-            out.extend(StudyEntry(strategy=s, train_fractions=e.train_fractions, where=f"{e.where} -> {s}")
-                       for s in expand_all([ALL], registry) if s not in named)
+            out.extend(
+                StudyEntry(strategy=s, train_fractions=e.train_fractions, where=f"{e.where} -> {s}")
+                for s in expand_all([ALL], registry)
+                if s not in named
+            )
         self.entries = out
 
     def _check_unique(self) -> None:
@@ -197,8 +211,10 @@ class StudySpec:
         for entry in self.entries:
             first = seen.get(entry.display)
             if first is not None:
-                raise self._entry_error(entry, f"repeats {entry.display!r} of {first.where}; merge them, "
-                                               "or give one a label = \"...\" to run both")
+                raise self._entry_error(
+                    entry,
+                    f'repeats {entry.display!r} of {first.where}; merge them, or give one a label = "..." to run both',
+                )
             seen[entry.display] = entry
 
     def _check_data(self) -> None:
@@ -255,8 +271,10 @@ class StudySpec:
         """
         if any(e.strategy == ALL for e in self.entries):
             raise RuntimeError("StudySpec.runs() before validate(): 'all' is not expanded yet")
-        runs = [StudyRun(e.strategy, e.params, tuple(e.train_fractions or self.train_fractions), e.label)
-                for e in self.entries]
+        runs = [
+            StudyRun(e.strategy, e.params, tuple(e.train_fractions or self.train_fractions), e.label)
+            for e in self.entries
+        ]
         base = [r for r in runs if r.strategy == _BASELINE and r.label is None]
         if self.baseline:
             every = {f for r in runs for f in r.train_fractions} | set(self.train_fractions)
@@ -289,16 +307,19 @@ def load_study(path: str | Path, registry: StrategyRegistry | None = None) -> St
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: not valid TOML: {exc}") from None
 
-    _check_keys(doc, ("study", "strategy"), path, "top level",
-                hint="a study file has one [study] table and [[strategy]] tables")
+    _check_keys(
+        doc, ("study", "strategy"), path, "top level", hint="a study file has one [study] table and [[strategy]] tables"
+    )
     if "study" not in doc:
-        raise UsageError(f"{path}: no [study] table; it names at least the data, e.g. data = \"lidc-phantom\"")
+        raise UsageError(f'{path}: no [study] table; it names at least the data, e.g. data = "lidc-phantom"')
     study = doc["study"]
     if not isinstance(study, dict):
         raise UsageError(f"{path}: study: expected a table [study], got {_kind(study)}")
     if "strategy" in study:  # TOML puts every key after [study] into that table
-        raise UsageError(f"{path}: study: unknown key 'strategy'; write strategy = \"...\" above the [study] "
-                         "table, or use [[strategy]] tables")
+        raise UsageError(
+            f"{path}: study: unknown key 'strategy'; write strategy = \"...\" above the [study] "
+            "table, or use [[strategy]] tables"
+        )
     _check_keys(study, _STUDY_KEYS, path, "study")
 
     def key(name: str) -> str:
@@ -310,8 +331,10 @@ def load_study(path: str | Path, registry: StrategyRegistry | None = None) -> St
     if preset not in PRESETS:
         raise UsageError(f"{key('preset')} = {preset!r}: choose one of {', '.join(PRESETS)}")
     if "allow_pickle" in study:  # unpickling runs code: only the user, on the command line, may allow it
-        raise UsageError(f"{key('allow_pickle')}: a study file cannot permit unpickling; remove the key and "
-                         "pass --allow-pickle on the command line if you trust the data")
+        raise UsageError(
+            f"{key('allow_pickle')}: a study file cannot permit unpickling; remove the key and "
+            "pass --allow-pickle on the command line if you trust the data"
+        )
     spec = StudySpec(
         entries=_entries(doc, path),
         seeds=_integer(study.get("seeds", 1), key("seeds"), low=1, high=10_000),
@@ -426,14 +449,15 @@ def _toml_text(value: Any) -> str:
 
 def _overrides(value: Any, where: str) -> dict[str, str]:
     if not isinstance(value, dict):
-        raise UsageError(f"{where}: expected a table of preset overrides, e.g. \"train.epochs\" = 15, "
-                         f"got {_kind(value)}")
+        raise UsageError(f'{where}: expected a table of preset overrides, e.g. "train.epochs" = 15, got {_kind(value)}')
     out: dict[str, str] = {}
     for k, v in _flatten(value).items():
         section = k.partition(".")[0]
         if section not in SECTIONS:
-            raise UsageError(f"{where}.{k}: {section!r} is not a preset section ({', '.join(SECTIONS)}); "
-                             "strategy parameters go in the [[strategy]] entry's params")
+            raise UsageError(
+                f"{where}.{k}: {section!r} is not a preset section ({', '.join(SECTIONS)}); "
+                "strategy parameters go in the [[strategy]] entry's params"
+            )
         out[k] = _toml_text(_scalar(v, f"{where}.{k}"))
     return out
 
@@ -446,7 +470,7 @@ def _normalise(spec: str) -> str:
 def _entries(doc: dict[str, Any], path: Path) -> list[StudyEntry]:
     raw = doc.get("strategy")
     if raw is None:
-        raise UsageError(f"{path}: no strategies: add [[strategy]] tables with a name, or strategy = \"all\"")
+        raise UsageError(f'{path}: no strategies: add [[strategy]] tables with a name, or strategy = "all"')
     if isinstance(raw, (str, dict)):
         raw = [raw]
     if not isinstance(raw, list) or not raw:
@@ -461,7 +485,7 @@ def _entry(item: Any, n: int, path: Path) -> StudyEntry:
     if not isinstance(item, dict):
         raise UsageError(f"{path}: {where}: expected a table with a name, got {_kind(item)}")
     if "name" not in item:
-        raise UsageError(f"{path}: {where}: name is missing, e.g. name = \"affine\" or \"dcgan+affine\"")
+        raise UsageError(f'{path}: {where}: name is missing, e.g. name = "affine" or "dcgan+affine"')
     name = _normalise(_string(item["name"], f"{path}: {where}.name"))
     where = f"{where} ({name})"
     _check_keys(item, _ENTRY_KEYS, path, where)
@@ -474,18 +498,23 @@ def _entry(item: Any, n: int, path: Path) -> StudyEntry:
     if "label" in item:
         label = _string(item["label"], f"{path}: {where}.label")
         if not _LABEL.fullmatch(label):
-            raise UsageError(f"{path}: {where}.label = {label!r}: use up to 40 letters, digits, spaces "
-                             "and . _ + ( ) -, starting with a letter or digit")
+            raise UsageError(
+                f"{path}: {where}.label = {label!r}: use up to 40 letters, digits, spaces "
+                "and . _ + ( ) -, starting with a letter or digit"
+            )
         if name == ALL:
             raise UsageError(f"{path}: {where}.label: 'all' stands for many strategies and takes no label")
         if label == _BASELINE and name != _BASELINE:
             raise UsageError(f"{path}: {where}.label: 'none' is the baseline's name")
-    fractions = (_fractions(item["train_fractions"], f"{path}: {where}.train_fractions")
-                 if "train_fractions" in item else None)
+    fractions = (
+        _fractions(item["train_fractions"], f"{path}: {where}.train_fractions") if "train_fractions" in item else None
+    )
     params = _params(item.get("params", {}), parts, f"{path}: {where}.params")
     if params and name == ALL:
-        raise UsageError(f"{path}: {where}.params: 'all' takes no parameters; add an entry for the "
-                         "strategy whose parameters you want to set")
+        raise UsageError(
+            f"{path}: {where}.params: 'all' takes no parameters; add an entry for the "
+            "strategy whose parameters you want to set"
+        )
     return StudyEntry(strategy=name, params=params, train_fractions=fractions, label=label, where=where)
 
 
@@ -501,11 +530,14 @@ def _params(value: Any, parts: list[str], where: str) -> dict[str, dict[str, Any
     out: dict[str, dict[str, Any]] = {}
     for part, values in value.items():
         if not isinstance(values, dict):
-            raise UsageError(f"{where}.{part}: a hybrid takes parameters per part, e.g. "
-                             f"[strategy.params.{parts[0]}]; got {_kind(values)}")
+            raise UsageError(
+                f"{where}.{part}: a hybrid takes parameters per part, e.g. "
+                f"[strategy.params.{parts[0]}]; got {_kind(values)}"
+            )
         if part not in parts:
-            raise UsageError(f"{where}.{part}: {'+'.join(parts)!r} has no part {part!r}; its parts are "
-                             f"{', '.join(parts)}")
+            raise UsageError(
+                f"{where}.{part}: {'+'.join(parts)!r} has no part {part!r}; its parts are {', '.join(parts)}"
+            )
         out[part] = {k: _scalar(v, f"{where}.{part}.{k}") for k, v in values.items()}
     return out
 
@@ -532,8 +564,14 @@ def expand_all(names: Sequence[str], registry: StrategyRegistry) -> list[str]:
 
 
 # -- trials ----------------------------------------------------------------------------------------
-def plan_trials(spec: StudySpec, preset: Preset, *, seeds: Sequence[int], dataset_fingerprint: str,
-                registry: StrategyRegistry | None = None) -> list[Trial]:
+def plan_trials(
+    spec: StudySpec,
+    preset: Preset,
+    *,
+    seeds: Sequence[int],
+    dataset_fingerprint: str,
+    registry: StrategyRegistry | None = None,
+) -> list[Trial]:
     """The trials of a validated study: every run at each of its fractions and every seed.
 
     Ordered by fraction (largest first: the full-size leaderboard is complete before the learning
@@ -549,9 +587,16 @@ def plan_trials(spec: StudySpec, preset: Preset, *, seeds: Sequence[int], datase
         registry = get_registry()
     cells: list[tuple[float, int, int, Trial]] = []
     for order, run in enumerate(spec.runs()):
-        for trial in plan_study([run.strategy], preset=preset, seeds=seeds, fractions=run.train_fractions,
-                                dataset_fingerprint=dataset_fingerprint, strategy_params=run.params,
-                                baseline=False, registry=registry):
+        for trial in plan_study(
+            [run.strategy],
+            preset=preset,
+            seeds=seeds,
+            fractions=run.train_fractions,
+            dataset_fingerprint=dataset_fingerprint,
+            strategy_params=run.params,
+            baseline=False,
+            registry=registry,
+        ):
             if run.label is not None:
                 trial.label = run.label
             cells.append((-trial.train_fraction, trial.seed, order, trial))

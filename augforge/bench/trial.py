@@ -86,12 +86,27 @@ class Trial:
         return f"{self.label or self.strategy} (seed {self.seed}{frac})"
 
 
-def make_trial(strategy: Strategy, spec: str, params: dict[str, dict[str, Any]], preset: Preset, *,
-               seed: int, train_fraction: float, dataset_fingerprint: str) -> Trial:
+def make_trial(
+    strategy: Strategy,
+    spec: str,
+    params: dict[str, dict[str, Any]],
+    preset: Preset,
+    *,
+    seed: int,
+    train_fraction: float,
+    dataset_fingerprint: str,
+) -> Trial:
     """A trial of an already validated ``strategy`` (built from ``spec`` and ``params``)."""
-    return Trial(strategy=spec, strategy_params={k: dict(v) for k, v in params.items()}, preset=preset,
-                 seed=seed, train_fraction=train_fraction, dataset_fingerprint=dataset_fingerprint,
-                 strategy_description=strategy.describe(), label=strategy.label)
+    return Trial(
+        strategy=spec,
+        strategy_params={k: dict(v) for k, v in params.items()},
+        preset=preset,
+        seed=seed,
+        train_fraction=train_fraction,
+        dataset_fingerprint=dataset_fingerprint,
+        strategy_description=strategy.describe(),
+        label=strategy.label,
+    )
 
 
 @dataclass
@@ -221,11 +236,14 @@ class _PeakMemory:
 
 
 def _environment(device: str, threads: int | None = None) -> dict[str, Any]:
-    name = torch.cuda.get_device_name(0) if device.startswith("cuda") else (platform.processor() or
-                                                                             platform.machine())
+    name = torch.cuda.get_device_name(0) if device.startswith("cuda") else (platform.processor() or platform.machine())
     return {
-        "versions": {"augforge": __version__, "torch": torch.__version__, "numpy": np.__version__,
-                     "python": platform.python_version()},
+        "versions": {
+            "augforge": __version__,
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
         "device": device,
         "device_name": name,
         "threads": threads if threads is not None else torch.get_num_threads(),
@@ -246,8 +264,10 @@ def _contract_problem(image: np.ndarray, mask: np.ndarray, shape: tuple[int, ...
         return "an image with NaN or infinite values"
     lo, hi = (float(image.min()), float(image.max())) if image.size else (0.0, 0.0)
     if lo < IMAGE_RANGE[0] or hi > IMAGE_RANGE[1]:
-        return (f"image values {lo:g}..{hi:g}, outside the network input's range [0, 1] (allowed with a "
-                f"margin: {IMAGE_RANGE[0]:g}..{IMAGE_RANGE[1]:g})")
+        return (
+            f"image values {lo:g}..{hi:g}, outside the network input's range [0, 1] (allowed with a "
+            f"margin: {IMAGE_RANGE[0]:g}..{IMAGE_RANGE[1]:g})"
+        )
     if mask.dtype != bool and not ((mask == 0) | (mask == 1)).all():
         odd = mask[(mask != 0) & (mask != 1)].flat[0].item()
         return f"a mask with values other than 0 and 1 (e.g. {odd:g}); keep it binary (nearest-neighbour)"
@@ -303,8 +323,15 @@ class _CheckedTransform:
 
 def _record_head(trial: Trial, status: str) -> dict[str, Any]:
     """The fields every trials.jsonl record starts with, finished or failed."""
-    return {"key": trial.key, "status": status, "strategy": trial.label or trial.strategy, "seed": trial.seed,
-            "train_fraction": trial.train_fraction, "preset": trial.preset.name, "config": trial.config}
+    return {
+        "key": trial.key,
+        "status": status,
+        "strategy": trial.label or trial.strategy,
+        "seed": trial.seed,
+        "train_fraction": trial.train_fraction,
+        "preset": trial.preset.name,
+        "config": trial.config,
+    }
 
 
 def run_trial(trial: Trial, dataset: Dataset, env: TrialEnv) -> TrialOutcome:
@@ -323,10 +350,17 @@ def run_trial(trial: Trial, dataset: Dataset, env: TrialEnv) -> TrialOutcome:
 
         # 2. Offline step: the strategy may add training slices (never sees the test split).
         t_prep = time.perf_counter()
-        ctx = PrepareContext(seed=trial.seed, healthy=dataset.healthy, preset=preset, cache_dir=env.cache_dir,
-                             device=env.device, log=log, progress=env.progress,
-                             dataset_fingerprint=dataset.fingerprint,
-                             intensity=str(dataset.meta.get("intensity", "HU")))
+        ctx = PrepareContext(
+            seed=trial.seed,
+            healthy=dataset.healthy,
+            preset=preset,
+            cache_dir=env.cache_dir,
+            device=env.device,
+            log=log,
+            progress=env.progress,
+            dataset_fingerprint=dataset.fingerprint,
+            intensity=str(dataset.meta.get("intensity", "HU")),
+        )
         train = list(strategy.prepare(list(real), ctx))
         if not train:
             raise ValueError(f"strategy {strategy.label!r}: prepare returned no training slices")
@@ -340,13 +374,23 @@ def run_trial(trial: Trial, dataset: Dataset, env: TrialEnv) -> TrialOutcome:
             transform = _CheckedTransform(transform, who)
         seed_everything(trial.seed)
         model = build_model(preset.model)
-        log(f"trial {trial.key} {trial.describe()}: {len(train)} training slices "
-            f"({len(real)} real), {count_parameters(model):,} parameters, {env.device}")
+        log(
+            f"trial {trial.key} {trial.describe()}: {len(train)} training slices "
+            f"({len(real)} real), {count_parameters(model):,} parameters, {env.device}"
+        )
 
         # 4. Train, then predict every test slice whole and score it.
-        result = train_model(model, [s.image for s in train], [s.mask for s in train], cfg, seed=trial.seed,
-                             transform=transform, device=env.device, progress=env.progress,
-                             description=f"train {trial.label or trial.strategy} s{trial.seed}")
+        result = train_model(
+            model,
+            [s.image for s in train],
+            [s.mask for s in train],
+            cfg,
+            seed=trial.seed,
+            transform=transform,
+            device=env.device,
+            progress=env.progress,
+            description=f"train {trial.label or trial.strategy} s{trial.seed}",
+        )
         t_eval = time.perf_counter()
         rows = evaluate(model, dataset.test, cfg, device=env.device, progress=env.progress)
         eval_s = time.perf_counter() - t_eval
@@ -356,31 +400,62 @@ def run_trial(trial: Trial, dataset: Dataset, env: TrialEnv) -> TrialOutcome:
     record = {
         **_record_head(trial, "ok"),
         "plugins": strategy_provenance(strategy),
-        "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint, "n_train": len(dataset.train),
-                    "n_test": len(dataset.test), "n_healthy": len(dataset.healthy)},
+        "dataset": {
+            "name": dataset.name,
+            "fingerprint": dataset.fingerprint,
+            "n_train": len(dataset.train),
+            "n_test": len(dataset.test),
+            "n_healthy": len(dataset.healthy),
+        },
         "metrics": {k: v for k, v in summary.items() if k != "per_class"},
         "per_class": summary["per_class"],
         "training": {
-            "n_real": len(real), "n_total": len(train), "n_preprocessed": n_preprocessed,
-            "parameters": count_parameters(model), "steps": result.steps, "batch_size": result.batch_size,
-            "final_loss": result.final_loss, "epoch_losses": [round(x, 5) for x in result.epoch_losses],
+            "n_real": len(real),
+            "n_total": len(train),
+            "n_preprocessed": n_preprocessed,
+            "parameters": count_parameters(model),
+            "steps": result.steps,
+            "batch_size": result.batch_size,
+            "final_loss": result.final_loss,
+            "epoch_losses": [round(x, 5) for x in result.epoch_losses],
             "samples_per_second": round(result.samples_per_second, 2),
             "data_wait_share": round(result.data_wait_share, 4),
         },
-        "timings_s": {"prepare": round(prepare_s, 2), "train": round(result.seconds, 2), "evaluate": round(eval_s, 2),
-                      "total": round(time.perf_counter() - t0, 2)},
+        "timings_s": {
+            "prepare": round(prepare_s, 2),
+            "train": round(result.seconds, 2),
+            "evaluate": round(eval_s, 2),
+            "total": round(time.perf_counter() - t0, 2),
+        },
         "memory": memory.as_dict(),
         **_environment(env.device, threads),
         "started_at": started,
         "finished_at": utc_stamp(),
     }
-    rows = [{"trial": trial.key, "strategy": record["strategy"], "seed": trial.seed,
-             "train_fraction": trial.train_fraction, **r} for r in rows]
+    rows = [
+        {
+            "trial": trial.key,
+            "strategy": record["strategy"],
+            "seed": trial.seed,
+            "train_fraction": trial.train_fraction,
+            **r,
+        }
+        for r in rows
+    ]
     return TrialOutcome(key=trial.key, status="ok", record=record, rows=rows)
 
 
-def failed_outcome(trial: Trial, dataset: Dataset | None, error: str, details: str, *, started: str,
-                   seconds: float, device: str = "cpu", log_lines: Sequence[str] = ()) -> TrialOutcome:
+def failed_outcome(
+    trial: Trial,
+    dataset: Dataset | None,
+    error: str,
+    details: str,
+    *,
+    started: str,
+    seconds: float,
+    device: str = "cpu",
+    log_lines: Sequence[str] = (),
+) -> TrialOutcome:
     """The outcome of a trial that raised (or whose worker died): record, and run.log lines with
     ``details`` (usually the traceback)."""
     record = {
@@ -409,9 +484,16 @@ def execute_trial(trial: Trial, dataset: Dataset, env: TrialEnv) -> TrialOutcome
     try:
         outcome = run_trial(trial, dataset, dataclasses.replace(env, log=log))
     except Exception as exc:  # noqa: BLE001 -- whatever a strategy raises fails its trial, not the study
-        out = failed_outcome(trial, dataset, f"{type(exc).__name__}: {exc}", traceback.format_exc(),
-                             started=started, seconds=time.perf_counter() - t0, device=env.device,
-                             log_lines=lines)
+        out = failed_outcome(
+            trial,
+            dataset,
+            f"{type(exc).__name__}: {exc}",
+            traceback.format_exc(),
+            started=started,
+            seconds=time.perf_counter() - t0,
+            device=env.device,
+            log_lines=lines,
+        )
         return out
     outcome.log_lines = lines
     return outcome

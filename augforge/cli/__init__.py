@@ -29,8 +29,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     """augforge: does this augmentation actually help my segmentation model?"""
 
@@ -64,12 +65,18 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except OSError as exc:  # the machine's side: a full disk, a read-only folder, a missing permission
         where = f"{exc.filename}: " if exc.filename else ""
-        err_console.print(f"error: {where}{exc.strerror or exc}; check the path, its permissions and the free "
-                          "space (finished trials are kept; rerun to resume)", markup=False)
+        err_console.print(
+            f"error: {where}{exc.strerror or exc}; check the path, its permissions and the free "
+            "space (finished trials are kept; rerun to resume)",
+            markup=False,
+        )
         return 1
     except MemoryError:
-        err_console.print("error: out of memory; use a smaller preset, fewer workers or a smaller dataset "
-                          "(finished trials are kept; rerun to resume)", markup=False)
+        err_console.print(
+            "error: out of memory; use a smaller preset, fewer workers or a smaller dataset "
+            "(finished trials are kept; rerun to resume)",
+            markup=False,
+        )
         return 1
     except Exception as exc:
         if type(exc).__name__ == "Abort":  # click's Abort (Ctrl-C inside a prompt or command)

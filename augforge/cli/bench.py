@@ -42,9 +42,11 @@ def _command_record(device: str, torch_version: str) -> str:
     from augforge import __version__
 
     argv = " ".join(shlex.quote(a) for a in ["augforge", *sys.argv[1:]])
-    return (f"```console\n$ {argv}\n```\n\n- augforge {__version__}, torch {torch_version}, "
-            f"Python {platform.python_version()}, {platform.platform()}\n- device: {device}, "
-            f"{os.cpu_count()} CPU cores\n")
+    return (
+        f"```console\n$ {argv}\n```\n\n- augforge {__version__}, torch {torch_version}, "
+        f"Python {platform.python_version()}, {platform.platform()}\n- device: {device}, "
+        f"{os.cpu_count()} CPU cores\n"
+    )
 
 
 def _check_compatible(store, trials, fingerprint: str) -> None:
@@ -53,9 +55,18 @@ def _check_compatible(store, trials, fingerprint: str) -> None:
     from augforge import __version__
     from augforge.bench.ranking import check_one_configuration
 
-    planned = [{"key": t.key, "strategy": t.label or t.strategy, "train_fraction": t.train_fraction,
-                "preset": t.preset.name, "dataset": {"fingerprint": fingerprint}, "config": t.config,
-                "versions": {"augforge": __version__}} for t in trials]
+    planned = [
+        {
+            "key": t.key,
+            "strategy": t.label or t.strategy,
+            "train_fraction": t.train_fraction,
+            "preset": t.preset.name,
+            "dataset": {"fingerprint": fingerprint},
+            "config": t.config,
+            "versions": {"augforge": __version__},
+        }
+        for t in trials
+    ]
     try:
         check_one_configuration(store.records("ok") + planned, f"{store.root} (its finished trials and this run)")
     except AugforgeError as exc:
@@ -73,13 +84,17 @@ def _changed_plugins(store, trials, registry) -> list[str]:
         rec = store.record(t.key)
         if name in seen or not store.finished(t.key) or not rec.get("plugins"):
             continue
-        changes = provenance_changes(rec["plugins"], strategy_provenance(registry.create(t.strategy, t.strategy_params)))
+        changes = provenance_changes(
+            rec["plugins"], strategy_provenance(registry.create(t.strategy, t.strategy_params))
+        )
         if changes:
             seen.add(name)
             n = sum(1 for u in trials if (u.label or u.strategy) == name and store.finished(u.key))
-            lines.append(f"strategy {name!r}: {n} finished trial(s) in {store.root} ran with another build of "
-                         f"its plugin ({'; '.join(changes)}); their results are reused: add --force to "
-                         "recompute them")
+            lines.append(
+                f"strategy {name!r}: {n} finished trial(s) in {store.root} ran with another build of "
+                f"its plugin ({'; '.join(changes)}); their results are reused: add --force to "
+                "recompute them"
+            )
     return lines
 
 
@@ -88,8 +103,9 @@ def _check_out(folder: Path) -> None:
     file system cannot hold."""
     for part in folder.parts:
         if len(part.encode()) > 255:
-            raise UsageError(f"--out: the name {part[:24]}... is {len(part.encode())} bytes long; file names "
-                             "hold at most 255")
+            raise UsageError(
+                f"--out: the name {part[:24]}... is {len(part.encode())} bytes long; file names hold at most 255"
+            )
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"--out {folder}: is a file; give a folder for the results")
     # A bench run takes the folder's lock (creating .lock) before it writes anything: a folder with
@@ -98,8 +114,10 @@ def _check_out(folder: Path) -> None:
         ours = ("report.md", "leaderboard.csv", "per_image.csv", "floors.csv", "command.md", "figures")
         found = [name for name in ours if (folder / name).exists()]
         if found:
-            raise UsageError(f"--out {folder}: holds {found[0]} but no trials.jsonl, so not results of augforge "
-                             "bench; they would be overwritten: give another --out (or an empty folder)")
+            raise UsageError(
+                f"--out {folder}: holds {found[0]} but no trials.jsonl, so not results of augforge "
+                "bench; they would be overwritten: give another --out (or an empty folder)"
+            )
 
 
 def default_out(preset: str, source: str) -> Path:
@@ -109,43 +127,80 @@ def default_out(preset: str, source: str) -> Path:
 
 
 def bench_cmd(
-    strategy: Annotated[list[str] | None, typer.Option(
-        "--strategy", "-s", metavar="NAME",
-        help="Strategy to benchmark (repeatable); 'a+b' composes strategies; 'all' is every "
-             "registered strategy.")] = None,
-    study: Annotated[Path | None, typer.Option(
-        "--study", metavar="FILE",
-        help="A study file (TOML) naming strategies, parameters, seeds, fractions (docs/studies.md).")] = None,
-    seeds: Annotated[int | None, typer.Option(
-        "--seeds", min=1, max=MAX_SEEDS, help="Seeds per strategy: trials use seeds 0..N-1 (default 1).")] = None,
-    train_fraction: Annotated[list[float] | None, typer.Option(
-        "--train-fraction", metavar="F",
-        help="Share of the real training slices to use (repeatable; class-stratified, seeded). Default 1.")] = None,
-    preset: Annotated[str | None, typer.Option(
-        "--preset", help=f"tiny (tests), quick (CPU default), paper (GPU). Default {DEFAULT_PRESET}.")] = None,
-    data: Annotated[str, typer.Option(
-        "--data", metavar="PATH|NAME", help="Dataset (default: the preset's, lidc-phantom).")] = "",
-    allow_pickle: Annotated[bool, typer.Option(
-        "--allow-pickle", help="Allow reading pickled datasets (Mendeley .pkl); they can run code.")] = False,
-    set_: Annotated[list[str] | None, typer.Option(
-        "--set", metavar="KEY=VALUE",
-        help="Override a preset field (train.epochs=5) or a strategy parameter (dcgan.epochs=50); "
-             "repeatable.")] = None,
-    out: Annotated[Path | None, typer.Option(
-        "--out", help="Study folder (default: runs/<preset>-<data>, or runs/<study> for --study).")] = None,
-    executor: Annotated[str | None, typer.Option(
-        "--executor", help="local (in-process, default), process (local process pool) or ray.")] = None,
-    workers: Annotated[int | None, typer.Option(
-        "--workers", min=0, help="Worker processes for --executor process/ray (0: one per two cores).")] = None,
-    ray_address: Annotated[str | None, typer.Option(
-        "--ray-address", metavar="ADDR",
-        help="Ray head to use with --executor ray (HOST:PORT, ray://HOST:10001 or auto); "
-             "default $RAY_ADDRESS, else a local Ray.")] = None,
-    no_baseline: Annotated[bool, typer.Option(
-        "--no-baseline", help="Do not add the baseline strategy 'none'.")] = False,
+    strategy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--strategy",
+            "-s",
+            metavar="NAME",
+            help="Strategy to benchmark (repeatable); 'a+b' composes strategies; 'all' is every registered strategy.",
+        ),
+    ] = None,
+    study: Annotated[
+        Path | None,
+        typer.Option(
+            "--study",
+            metavar="FILE",
+            help="A study file (TOML) naming strategies, parameters, seeds, fractions (docs/studies.md).",
+        ),
+    ] = None,
+    seeds: Annotated[
+        int | None,
+        typer.Option("--seeds", min=1, max=MAX_SEEDS, help="Seeds per strategy: trials use seeds 0..N-1 (default 1)."),
+    ] = None,
+    train_fraction: Annotated[
+        list[float] | None,
+        typer.Option(
+            "--train-fraction",
+            metavar="F",
+            help="Share of the real training slices to use (repeatable; class-stratified, seeded). Default 1.",
+        ),
+    ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option("--preset", help=f"tiny (tests), quick (CPU default), paper (GPU). Default {DEFAULT_PRESET}."),
+    ] = None,
+    data: Annotated[
+        str, typer.Option("--data", metavar="PATH|NAME", help="Dataset (default: the preset's, lidc-phantom).")
+    ] = "",
+    allow_pickle: Annotated[
+        bool, typer.Option("--allow-pickle", help="Allow reading pickled datasets (Mendeley .pkl); they can run code.")
+    ] = False,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Override a preset field (train.epochs=5) or a strategy parameter (dcgan.epochs=50); repeatable.",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Study folder (default: runs/<preset>-<data>, or runs/<study> for --study)."),
+    ] = None,
+    executor: Annotated[
+        str | None, typer.Option("--executor", help="local (in-process, default), process (local process pool) or ray.")
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", min=0, help="Worker processes for --executor process/ray (0: one per two cores)."),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            metavar="ADDR",
+            help="Ray head to use with --executor ray (HOST:PORT, ray://HOST:10001 or auto); "
+            "default $RAY_ADDRESS, else a local Ray.",
+        ),
+    ] = None,
+    no_baseline: Annotated[
+        bool, typer.Option("--no-baseline", help="Do not add the baseline strategy 'none'.")
+    ] = False,
     force: Annotated[bool, typer.Option("--force", help="Recompute trials already in the study folder.")] = False,
-    no_samples: Annotated[bool, typer.Option(
-        "--no-samples", help="Do not draw the report's sample grid per strategy.")] = False,
+    no_samples: Annotated[
+        bool, typer.Option("--no-samples", help="Do not draw the report's sample grid per strategy.")
+    ] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
 ) -> None:
     """Train and score the U-Net under each strategy (plus the baseline 'none') and rank them by Dice.
@@ -177,12 +232,20 @@ def bench_cmd(
     options: dict = {}
     if study is not None:
         if strategy or train_fraction or no_baseline or strategy_params:
-            raise UsageError("--study FILE names the strategies, their parameters, fractions and baseline; "
-                             "drop --strategy/--train-fraction/--no-baseline and strategy --set items, "
-                             "or drop --study")
+            raise UsageError(
+                "--study FILE names the strategies, their parameters, fractions and baseline; "
+                "drop --strategy/--train-fraction/--no-baseline and strategy --set items, "
+                "or drop --study"
+            )
         spec = load_study(study).override(
-            data=data or None, allow_pickle=allow_pickle or None, seeds=seeds, preset=preset,
-            executor=executor, set=preset_over or None, out=str(out) if out is not None else None)
+            data=data or None,
+            allow_pickle=allow_pickle or None,
+            seeds=seeds,
+            preset=preset,
+            executor=executor,
+            set=preset_over or None,
+            out=str(out) if out is not None else None,
+        )
         spec.validate(registry)
         cfg = spec.build_preset()
         check_preset(cfg)  # a bad setting is a usage error before any data is built
@@ -193,8 +256,10 @@ def bench_cmd(
         folder = Path(spec.out) if spec.out else Path("runs") / spec.name
     else:
         if not strategy:
-            raise UsageError("give at least one --strategy NAME (see `augforge strategies`), or --study FILE; "
-                             "`--strategy none` runs the baseline alone")
+            raise UsageError(
+                "give at least one --strategy NAME (see `augforge strategies`), or --study FILE; "
+                "`--strategy none` runs the baseline alone"
+            )
         strategy = expand_all(strategy, registry)
         cfg = apply_overrides(get_preset(preset or DEFAULT_PRESET), preset_over)
         if data:
@@ -202,8 +267,16 @@ def bench_cmd(
         fractions = list(dict.fromkeys(train_fraction or [])) or [1.0]
         seed_list = list(range(seeds or 1))
         executor_name, n_workers = executor or "local", workers or 0
-        plan_study(strategy, preset=cfg, seeds=seed_list, fractions=fractions, dataset_fingerprint="",
-                   strategy_params=strategy_params, baseline=not no_baseline, registry=registry)
+        plan_study(
+            strategy,
+            preset=cfg,
+            seeds=seed_list,
+            fractions=fractions,
+            dataset_fingerprint="",
+            strategy_params=strategy_params,
+            baseline=not no_baseline,
+            registry=registry,
+        )
         folder = out if out is not None else default_out(cfg.name, cfg.data.source)
     _check_out(folder)
     if ray_address is not None:
@@ -218,25 +291,36 @@ def bench_cmd(
 
     # 2. Data, then the trial grid keyed by the dataset's fingerprint.
     dataset = load_dataset(cfg.data, allow_pickle=allow_pickle, progress=progress)
-    log(f"dataset {dataset.name} ({dataset.fingerprint}): {len(dataset.train)} train, {len(dataset.test)} test, "
-        f"{len(dataset.healthy)} healthy slices")
+    log(
+        f"dataset {dataset.name} ({dataset.fingerprint}): {len(dataset.train)} train, {len(dataset.test)} test, "
+        f"{len(dataset.healthy)} healthy slices"
+    )
     if study is not None:
-        trials = plan_trials(spec, cfg, seeds=seed_list, dataset_fingerprint=dataset.fingerprint,
-                             registry=registry)
+        trials = plan_trials(spec, cfg, seeds=seed_list, dataset_fingerprint=dataset.fingerprint, registry=registry)
     else:
-        trials = plan_study(strategy, preset=cfg, seeds=seed_list, fractions=fractions,
-                            dataset_fingerprint=dataset.fingerprint, strategy_params=strategy_params,
-                            baseline=not no_baseline, registry=registry)
+        trials = plan_study(
+            strategy,
+            preset=cfg,
+            seeds=seed_list,
+            fractions=fractions,
+            dataset_fingerprint=dataset.fingerprint,
+            strategy_params=strategy_params,
+            baseline=not no_baseline,
+            registry=registry,
+        )
 
     intensity = str(dataset.meta.get("intensity", "HU"))
     if intensity != "HU":
         specs = {(t.strategy, json.dumps(t.strategy_params, sort_keys=True, default=str)): t for t in trials}
-        needs = sorted({t.label or t.strategy for t in specs.values()
-                        if registry.create(t.strategy, t.strategy_params).needs_hu})
+        needs = sorted(
+            {t.label or t.strategy for t in specs.values() if registry.create(t.strategy, t.strategy_params).needs_hu}
+        )
         if needs:
-            raise UsageError(f"{', '.join(needs)}: needs Hounsfield units, and {cfg.data.source} has {intensity} "
-                             "intensities; leave these strategies out on this data (dcgan and copy-paste "
-                             "work on it)")
+            raise UsageError(
+                f"{', '.join(needs)}: needs Hounsfield units, and {cfg.data.source} has {intensity} "
+                "intensities; leave these strategies out on this data (dcgan and copy-paste "
+                "work on it)"
+            )
 
     # 3. Run what is not finished yet; every outcome is committed as it arrives. The folder is locked
     #    for the run: a second run on it is refused, and what the first commits is never lost.
@@ -249,13 +333,41 @@ def bench_cmd(
         if not force:
             for line in _changed_plugins(store, trials, registry):
                 err.print(f"warning: {line}", markup=False)
-        _run_and_report(store, trials, dataset, cfg, device=device, progress=progress, log=log, force=force,
-                        executor_name=executor_name, allow_pickle=allow_pickle, n_workers=n_workers,
-                        options=options, no_samples=no_samples, console=console)
+        _run_and_report(
+            store,
+            trials,
+            dataset,
+            cfg,
+            device=device,
+            progress=progress,
+            log=log,
+            force=force,
+            executor_name=executor_name,
+            allow_pickle=allow_pickle,
+            n_workers=n_workers,
+            options=options,
+            no_samples=no_samples,
+            console=console,
+        )
 
 
-def _run_and_report(store, trials, dataset, cfg, *, device, progress, log, force, executor_name, allow_pickle,
-                    n_workers, options, no_samples, console) -> None:
+def _run_and_report(
+    store,
+    trials,
+    dataset,
+    cfg,
+    *,
+    device,
+    progress,
+    log,
+    force,
+    executor_name,
+    allow_pickle,
+    n_workers,
+    options,
+    no_samples,
+    console,
+) -> None:
     """Steps 3 and 4 of ``bench``, under the folder's lock."""
     import torch
 
@@ -271,16 +383,16 @@ def _run_and_report(store, trials, dataset, cfg, *, device, progress, log, force
         store.set_floors(fkey, floor_rows(dataset))
     atomic_write_text(store.command_path, _command_record(device, torch.__version__))
     env = TrialEnv(device=device, progress=progress, log=log)
-    context = ExecutionContext(dataset=dataset, data_cfg=cfg.data, allow_pickle=allow_pickle, env=env,
-                               workers=n_workers, options=options)
+    context = ExecutionContext(
+        dataset=dataset, data_cfg=cfg.data, allow_pickle=allow_pickle, env=env, workers=n_workers, options=options
+    )
     result = run_study(trials, store, make_executor(executor_name, context), force=force, log=log)
 
     # 4. A sample grid per strategy (kept across resumes), then ranking and report over the folder.
     if not no_samples:
         from augforge.cli.preview import write_study_samples
 
-        write_study_samples(trials, dataset, store.figures_dir, cache_dir=env.cache_dir, log=log,
-                            progress=progress)
+        write_study_samples(trials, dataset, store.figures_dir, cache_dir=env.cache_dir, log=log, progress=progress)
     board = write_report(store)
     print_leaderboard(board, console)
     log(f"report: {store.report_path}")

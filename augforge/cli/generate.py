@@ -63,10 +63,9 @@ def pasted_grid(slices: list, *, n: int = 12, crop: int = 64, zoom: int = 2) -> 
         side = min(crop, H, W)
         y0 = int(np.clip(r + h // 2 - side // 2, 0, H - side))
         x0 = int(np.clip(c + w // 2 - side // 2, 0, W - side))
-        grey = windowed(s.hu[y0:y0 + side, x0:x0 + side])
+        grey = windowed(s.hu[y0 : y0 + side, x0 : x0 + side])
         grey = cv2.resize(grey, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_CUBIC).clip(0, 1)
-        m = cv2.resize(s.mask[y0:y0 + side, x0:x0 + side], None, fx=zoom, fy=zoom,
-                       interpolation=cv2.INTER_NEAREST)
+        m = cv2.resize(s.mask[y0 : y0 + side, x0 : x0 + side], None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
         plain = np.repeat(grey[..., None], 3, axis=2)
         outlined = np.ascontiguousarray(plain.copy())
         contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
@@ -83,8 +82,7 @@ def _stack_rows(*grids: np.ndarray, gap: int = 8) -> np.ndarray:
     width = max(g.shape[1] for g in grids)
     parts = []
     for g in grids:
-        parts += [np.pad(g, ((0, 0), (0, width - g.shape[1])), constant_values=1.0),
-                  np.ones((gap, width), np.float32)]
+        parts += [np.pad(g, ((0, 0), (0, width - g.shape[1])), constant_values=1.0), np.ones((gap, width), np.float32)]
     return np.concatenate(parts[:-1])
 
 
@@ -104,22 +102,32 @@ def write_slices(slices: list, out: Path) -> None:
 
 def generate_cmd(
     n: Annotated[int | None, typer.Option("--n", help="Number of synthetic slices to write.")] = None,
-    out: Annotated[Path | None, typer.Option(
-        "--out", help="Output folder (written in the folder dataset format).")] = None,
-    strategy: Annotated[str, typer.Option(
-        "--strategy", "-s", metavar="NAME", help="A strategy that generates tumours (dcgan, dcgan-paper).")] = "dcgan",
-    data: Annotated[str, typer.Option(
-        "--data", metavar="PATH|NAME", help="Dataset (default: the preset's).")] = "",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (written in the folder dataset format).")
+    ] = None,
+    strategy: Annotated[
+        str,
+        typer.Option(
+            "--strategy", "-s", metavar="NAME", help="A strategy that generates tumours (dcgan, dcgan-paper)."
+        ),
+    ] = "dcgan",
+    data: Annotated[str, typer.Option("--data", metavar="PATH|NAME", help="Dataset (default: the preset's).")] = "",
     preset: Annotated[str, typer.Option("--preset", help="tiny, quick (CPU default) or paper.")] = DEFAULT_PRESET,
-    set_: Annotated[list[str] | None, typer.Option(
-        "--set", metavar="KEY=VALUE",
-        help="Override a preset field (gen.epochs=300) or a strategy parameter (dcgan.width=32); "
-             "repeatable.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Override a preset field (gen.epochs=300) or a strategy parameter (dcgan.width=32); repeatable.",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the sampled tumours and their placement.")] = 0,
-    allow_pickle: Annotated[bool, typer.Option(
-        "--allow-pickle", help="Allow reading pickled datasets (Mendeley .pkl); they can run code.")] = False,
-    force: Annotated[bool, typer.Option(
-        "--force", help="Write into an output folder that already holds slices.")] = False,
+    allow_pickle: Annotated[
+        bool, typer.Option("--allow-pickle", help="Allow reading pickled datasets (Mendeley .pkl); they can run code.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Write into an output folder that already holds slices.")
+    ] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
 ) -> None:
     """Fit or reuse a tumour generator on the training split and write N synthetic slices with grids
@@ -153,12 +161,15 @@ def generate_cmd(
     registry = get_registry()
     unknown = sorted(set(strategy_params) - {strategy})
     if unknown:
-        raise UsageError(f"--set {unknown[0]}.PARAM: generate runs one strategy ({strategy}); set its "
-                         "parameters or preset fields only")
+        raise UsageError(
+            f"--set {unknown[0]}.PARAM: generate runs one strategy ({strategy}); set its "
+            "parameters or preset fields only"
+        )
     strat = registry.create(strategy, strategy_params)
     if not callable(getattr(strat, "generate", None)):
-        raise UsageError(f"strategy {strategy!r} does not generate tumours; use one with a generator "
-                         "(dcgan, dcgan-paper)")
+        raise UsageError(
+            f"strategy {strategy!r} does not generate tumours; use one with a generator (dcgan, dcgan-paper)"
+        )
     if (out / "labels.csv").exists() and not force:
         raise UsageError(f"{out} already holds generated slices; choose another --out or add --force")
     log(f"augforge generate: strategy {strat.label}, preset {cfg.name}, data {cfg.data.source}, seed {seed}")
@@ -166,23 +177,33 @@ def generate_cmd(
     # 2. Data, then the generator (fitted on the training split only, or read from the cache).
     dataset = load_dataset(cfg.data, allow_pickle=allow_pickle, progress=not no_progress)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    ctx = PrepareContext(seed=seed, healthy=dataset.healthy, preset=cfg, cache_dir=cache_root() / "generators",
-                         device=device, log=log, progress=not no_progress,
-                         dataset_fingerprint=dataset.fingerprint,
-                         intensity=str(dataset.meta.get("intensity", "HU")))
+    ctx = PrepareContext(
+        seed=seed,
+        healthy=dataset.healthy,
+        preset=cfg,
+        cache_dir=cache_root() / "generators",
+        device=device,
+        log=log,
+        progress=not no_progress,
+        dataset_fingerprint=dataset.fingerprint,
+        intensity=str(dataset.meta.get("intensity", "HU")),
+    )
     gen = strat.generate(dataset.train, ctx, n)
 
     # 3. Slices, grids, quality summary.
     out.mkdir(parents=True, exist_ok=True)
     write_slices(gen.slices, out)
-    write_png(out / "tumours.png", _stack_rows(tumour_grid(gen.patches_hu, gen.patches_mask),
-                                               tumour_grid(gen.real_hu, gen.real_mask)))
+    write_png(
+        out / "tumours.png",
+        _stack_rows(tumour_grid(gen.patches_hu, gen.patches_mask), tumour_grid(gen.real_hu, gen.real_mask)),
+    )
     write_png(out / "pasted.png", pasted_grid(gen.slices))
     real_mix = Counter(s.label for s in dataset.train)
     syn_mix = Counter(s.label for s in gen.slices)
     try:
-        summary = quality_summary(gen.real_hu, gen.real_mask, gen.patches_hu,
-                                  gen.patches_mask.astype(np.uint8), seed=seed)
+        summary = quality_summary(
+            gen.real_hu, gen.real_mask, gen.patches_hu, gen.patches_mask.astype(np.uint8), seed=seed
+        )
     except ValueError as exc:  # too few patches to compare distributions
         (out / "quality.md").write_text(f"No quality summary: {exc}.\n")
         log(f"wrote {len(gen.slices)} synthetic slices to {out}; no quality summary ({exc})")
@@ -193,13 +214,16 @@ def generate_cmd(
         "generator": {k: v for k, v in gen.info.items() if not isinstance(v, (dict, list))},
         "generator warnings": "; ".join(gen.info.get("warnings") or []) or "none",
     }
-    (out / "quality.json").write_text(json.dumps(summary.to_dict() | {"generator": gen.info}, indent=1,
-                                                 default=str))
+    (out / "quality.json").write_text(json.dumps(summary.to_dict() | {"generator": gen.info}, indent=1, default=str))
     (out / "quality.md").write_text(summary.to_markdown())
-    log(f"wrote {len(gen.slices)} synthetic slices to {out} (images/, masks/, labels.csv); "
-        f"grids tumours.png, pasted.png; quality.md")
-    log(f"Fréchet distance {summary.frechet:.3f} (real vs real {summary.frechet_real_halves:.3f}); "
-        f"HU W1 {summary.hu_wasserstein:.1f} HU; near copies {100 * summary.near_copy_share:.1f} %")
+    log(
+        f"wrote {len(gen.slices)} synthetic slices to {out} (images/, masks/, labels.csv); "
+        f"grids tumours.png, pasted.png; quality.md"
+    )
+    log(
+        f"Fréchet distance {summary.frechet:.3f} (real vs real {summary.frechet_real_halves:.3f}); "
+        f"HU W1 {summary.hu_wasserstein:.1f} HU; near copies {100 * summary.near_copy_share:.1f} %"
+    )
 
 
 def register(app: typer.Typer) -> None:

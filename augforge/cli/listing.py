@@ -22,18 +22,34 @@ def plugins_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-read
     infos = plugin_infos()
     registry = get_registry()
     if as_json:
-        typer.echo(json.dumps([
-            {"name": i.name, "distribution": i.distribution, "version": i.version,
-             "builtin": i.builtin, "hooks": i.hooks,
-             "status": "failed" if i.name in registry.failed_plugins else "ok"} for i in infos
-        ], indent=2))
+        typer.echo(
+            json.dumps(
+                [
+                    {
+                        "name": i.name,
+                        "distribution": i.distribution,
+                        "version": i.version,
+                        "builtin": i.builtin,
+                        "hooks": i.hooks,
+                        "status": "failed" if i.name in registry.failed_plugins else "ok",
+                    }
+                    for i in infos
+                ],
+                indent=2,
+            )
+        )
     else:
         table = Table(title="augforge plugins")
         for col in ("plugin", "distribution", "version", "hooks", "status"):
             table.add_column(col)
         for i in infos:
-            table.add_row(i.name, i.distribution + (" (built-in)" if i.builtin else ""), i.version,
-                          ", ".join(i.hooks), "FAILED (see below)" if i.name in registry.failed_plugins else "ok")
+            table.add_row(
+                i.name,
+                i.distribution + (" (built-in)" if i.builtin else ""),
+                i.version,
+                ", ".join(i.hooks),
+                "FAILED (see below)" if i.name in registry.failed_plugins else "ok",
+            )
         Console().print(table)
     _report_errors(registry.errors)
 
@@ -44,13 +60,15 @@ def strategies_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-r
     rows = []
     for name in registry.names():
         entry = registry.entries[name]
-        rows.append({
-            "name": name,
-            "plugin": entry.plugin,
-            "description": entry.cls.description,
-            "needs_gpu": entry.cls.needs_gpu,
-            "params": [p.as_dict() for p in entry.cls.params],
-        })
+        rows.append(
+            {
+                "name": name,
+                "plugin": entry.plugin,
+                "description": entry.cls.description,
+                "needs_gpu": entry.cls.needs_gpu,
+                "params": [p.as_dict() for p in entry.cls.params],
+            }
+        )
     if as_json:
         typer.echo(json.dumps(rows, indent=2, default=str))
     else:

@@ -57,8 +57,11 @@ class PreviewPair:
     @property
     def unchanged(self) -> bool:
         """True when the transform left this sample as it was (an op with p < 1 did not fire)."""
-        return (self.augmented is not None and np.array_equal(self.augmented, self.image)
-                and np.array_equal(self.augmented_mask, self.mask))
+        return (
+            self.augmented is not None
+            and np.array_equal(self.augmented, self.image)
+            and np.array_equal(self.augmented_mask, self.mask)
+        )
 
 
 def load_dataset(cfg: DataConfig, *, progress: bool = True) -> Dataset:
@@ -111,9 +114,15 @@ def preview_pairs(
         import torch
 
         ctx = PrepareContext(
-            seed=seed, healthy=list(dataset.healthy), preset=preset, cache_dir=cache_dir,
-            device="cuda" if torch.cuda.is_available() else "cpu", log=log, progress=progress,
-            dataset_fingerprint=dataset.fingerprint, intensity=str(dataset.meta.get("intensity", "HU")),
+            seed=seed,
+            healthy=list(dataset.healthy),
+            preset=preset,
+            cache_dir=cache_dir,
+            device="cuda" if torch.cuda.is_available() else "cpu",
+            log=log,
+            progress=progress,
+            dataset_fingerprint=dataset.fingerprint,
+            intensity=str(dataset.meta.get("intensity", "HU")),
         )
         log(f"running {strategy.label}'s prepare step on {len(train)} training slices")
         known = {s.id for s in train}
@@ -129,8 +138,9 @@ def preview_pairs(
         if s.image is None:  # a generator may add slices in HU only: preprocess them as a trial does
             from augforge.data.preprocess import network_input
 
-            s.image = network_input(s, preset.data.window, preset.data.clahe, preset.data.input,
-                                    preset.data.field_margin_mm)
+            s.image = network_input(
+                s, preset.data.window, preset.data.clahe, preset.data.input, preset.data.field_margin_mm
+            )
         pair = PreviewPair(title=f"{s.id} ({s.label})", image=s.image, mask=s.mask)
         if transform is not None:
             pair.augmented, pair.augmented_mask = transform(s.image, s.mask)
@@ -175,9 +185,16 @@ def draw_preview(pairs: list[PreviewPair], path: Path, title: str) -> None:
 SAMPLES_PER_STRATEGY = 4
 
 
-def write_study_samples(trials: Sequence[Trial], dataset: Dataset, figures_dir: Path, *,
-                        n: int = SAMPLES_PER_STRATEGY, cache_dir: Path | None = None,
-                        log: Callable[[str], None] = print, progress: bool = False) -> dict[str, Path]:
+def write_study_samples(
+    trials: Sequence[Trial],
+    dataset: Dataset,
+    figures_dir: Path,
+    *,
+    n: int = SAMPLES_PER_STRATEGY,
+    cache_dir: Path | None = None,
+    log: Callable[[str], None] = print,
+    progress: bool = False,
+) -> dict[str, Path]:
     """One sample grid per strategy of a study, for its report: ``figures/samples/<strategy>.png``.
 
     Each grid shows what the strategy's trial at its largest train fraction (lowest seed) trains on:
@@ -208,8 +225,9 @@ def write_study_samples(trials: Sequence[Trial], dataset: Dataset, figures_dir: 
             strategy = get_registry().create(t.strategy, t.strategy_params)
             train = subsample_train(dataset.train, t.train_fraction, t.seed, t.preset.train.subsample)
             subset = dataclasses.replace(dataset, train=train)
-            pairs, caption = preview_pairs(strategy, subset, n=n, seed=t.seed, preset=t.preset,
-                                           cache_dir=cache_dir, log=log, progress=progress)
+            pairs, caption = preview_pairs(
+                strategy, subset, n=n, seed=t.seed, preset=t.preset, cache_dir=cache_dir, log=log, progress=progress
+            )
             frac = "" if t.train_fraction == 1.0 else f", train fraction {t.train_fraction:g}"
             draw_preview(pairs, path, f"{label}: {caption} (seed {t.seed}{frac})")
         except Exception as exc:  # noqa: BLE001 -- a picture must not fail a study whose trials finished
@@ -225,33 +243,42 @@ def _check_out(out: Path) -> Path:
     formats = Figure().canvas.get_supported_filetypes()
     suffix = out.suffix.lower().lstrip(".")
     if suffix not in formats:
-        raise UsageError(f"--out {out}: cannot tell the image format from the suffix; "
-                         "use .png, .pdf or .svg")
+        raise UsageError(f"--out {out}: cannot tell the image format from the suffix; use .png, .pdf or .svg")
     if out.is_dir():
         raise UsageError(f"--out {out}: is a folder; give a file name such as {out / 'preview.png'}")
     return out
 
 
 def preview_cmd(
-    strategy: Annotated[str, typer.Option(
-        "--strategy", "-s", metavar="NAME",
-        help="Strategy to preview: a name or parts joined by '+' (dcgan+affine).")],
-    out: Annotated[Path, typer.Option(
-        "--out", "-o", metavar="FILE", help="Image to write (.png, .pdf or .svg).")],
-    n: Annotated[int, typer.Option(
-        "--n", metavar="N", help=f"Number of samples (1 to {MAX_SAMPLES}).")] = 16,
-    data: Annotated[str | None, typer.Option(
-        "--data", metavar="NAME|PATH", help="Dataset name or path (default: the preset's).")] = None,
-    preset: Annotated[str, typer.Option(
-        "--preset", metavar="PRESET", help="Preset: tiny, quick or paper.")] = DEFAULT_PRESET,
-    set_: Annotated[list[str] | None, typer.Option(
-        "--set", metavar="KEY=VALUE",
-        help="Override a setting or a strategy parameter (repeatable): data.size=128, "
-             "affine.p=0.8.")] = None,
-    seed: Annotated[int, typer.Option(
-        "--seed", metavar="SEED", help="Picks the slices and seeds the augmentation.")] = 0,
-    progress: Annotated[bool, typer.Option(
-        "--progress/--no-progress", help="Show progress bars.")] = True,
+    strategy: Annotated[
+        str,
+        typer.Option(
+            "--strategy",
+            "-s",
+            metavar="NAME",
+            help="Strategy to preview: a name or parts joined by '+' (dcgan+affine).",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE", help="Image to write (.png, .pdf or .svg).")],
+    n: Annotated[int, typer.Option("--n", metavar="N", help=f"Number of samples (1 to {MAX_SAMPLES}).")] = 16,
+    data: Annotated[
+        str | None, typer.Option("--data", metavar="NAME|PATH", help="Dataset name or path (default: the preset's).")
+    ] = None,
+    preset: Annotated[
+        str, typer.Option("--preset", metavar="PRESET", help="Preset: tiny, quick or paper.")
+    ] = DEFAULT_PRESET,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Override a setting or a strategy parameter (repeatable): data.size=128, affine.p=0.8.",
+        ),
+    ] = None,
+    seed: Annotated[
+        int, typer.Option("--seed", metavar="SEED", help="Picks the slices and seeds the augmentation.")
+    ] = 0,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
 ) -> None:
     """Draw training slices beside their augmented versions, tumour outlines on both."""
     from rich.console import Console
@@ -270,8 +297,10 @@ def preview_cmd(
     parts = [p.strip() for p in strategy.split("+")]
     for section, values in strategy_params.items():
         if section not in parts:
-            raise UsageError(f"--set {section}.{next(iter(values))}: {section!r} is not a preset section "
-                             f"(data, model, train, gen) nor a part of strategy {strategy!r}")
+            raise UsageError(
+                f"--set {section}.{next(iter(values))}: {section!r} is not a preset section "
+                f"(data, model, train, gen) nor a part of strategy {strategy!r}"
+            )
     strat = registry.create(strategy, strategy_params)
 
     def log(msg: str) -> None:
@@ -279,8 +308,9 @@ def preview_cmd(
 
     log(f"augforge preview: strategy {strat.label}, seed {seed}, preset {cfg.name}, data {cfg.data.source}")
     dataset = load_dataset(cfg.data, progress=progress)
-    pairs, caption = preview_pairs(strat, dataset, n=n, seed=seed, preset=cfg,
-                                   cache_dir=default_cache_dir(), log=log, progress=progress)
+    pairs, caption = preview_pairs(
+        strat, dataset, n=n, seed=seed, preset=cfg, cache_dir=default_cache_dir(), log=log, progress=progress
+    )
     title = f"{strat.label} on {dataset.name}: {caption} (seed {seed})"
     out.parent.mkdir(parents=True, exist_ok=True)
     draw_preview(pairs, out, title)

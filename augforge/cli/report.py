@@ -34,18 +34,32 @@ def print_leaderboard(board: Leaderboard, console: Console) -> None:
         table.add_column("", min_width=8)
         for r in rows:
             c = r.vs_baseline
-            mark = "baseline" if r.is_baseline else ("" if c is None or r.significant else
-                                                     "n.s. (images only)" if r.images_only else "n.s.")
+            mark = (
+                "baseline"
+                if r.is_baseline
+                else ("" if c is None or r.significant else "n.s. (images only)" if r.images_only else "n.s.")
+            )
             if r.beats_floor is False:  # the network earned nothing a fixed rule does not score
                 mark = f"{mark}; NOT ABOVE FLOOR" if mark else "NOT ABOVE FLOOR"
-            table.add_row(str(r.rank), r.strategy, str(r.n_trials),
-                          f"{r.dice.mean:.3f} [{r.dice.low:.3f}, {r.dice.high:.3f}]",
-                          "-" if c is None else f"{c.delta:+.3f}",
-                          "-" if c is None else fmt_p(r.p_value), mark)
+            table.add_row(
+                str(r.rank),
+                r.strategy,
+                str(r.n_trials),
+                f"{r.dice.mean:.3f} [{r.dice.low:.3f}, {r.dice.high:.3f}]",
+                "-" if c is None else f"{c.delta:+.3f}",
+                "-" if c is None else fmt_p(r.p_value),
+                mark,
+            )
         for f in board.floors.get(ctx, []):
-            table.add_row("-", f"{f.kind}: {f.name}{' (best)' if f.best else ''}", "-",
-                          f"{f.dice.mean:.3f} [{f.dice.low:.3f}, {f.dice.high:.3f}]", "-", "-",
-                          "learns nothing" if f.best else ("readers agree" if f.kind == "ceiling" else ""))
+            table.add_row(
+                "-",
+                f"{f.kind}: {f.name}{' (best)' if f.best else ''}",
+                "-",
+                f"{f.dice.mean:.3f} [{f.dice.low:.3f}, {f.dice.high:.3f}]",
+                "-",
+                "-",
+                "learns nothing" if f.best else ("readers agree" if f.kind == "ceiling" else ""),
+            )
         console.print(table)
     for note in board.notes:
         console.print(f"note: {note}", markup=False)

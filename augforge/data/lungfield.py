@@ -23,8 +23,9 @@ AIR_THRESHOLD_HU = -300.0
 MIN_AREA_FRACTION = 0.0025
 
 
-def lung_field(hu: np.ndarray, threshold_hu: float = AIR_THRESHOLD_HU,
-               min_area_fraction: float = MIN_AREA_FRACTION) -> np.ndarray:
+def lung_field(
+    hu: np.ndarray, threshold_hu: float = AIR_THRESHOLD_HU, min_area_fraction: float = MIN_AREA_FRACTION
+) -> np.ndarray:
     """Lung field of one axial slice.
 
     hu: (H, W) Hounsfield units (any real dtype). Returns (H, W) bool: True inside the lungs,

@@ -44,8 +44,7 @@ def read_frame(file: Path) -> Any:
     try:
         import pandas as pd
     except ImportError:
-        raise DataError(f"{file}: reading the Mendeley pickles needs pandas; "
-                        "pip install 'augforge[pandas]'") from None
+        raise DataError(f"{file}: reading the Mendeley pickles needs pandas; pip install 'augforge[pandas]'") from None
     try:
         frame = pd.read_pickle(file)
     except Exception as exc:  # noqa: BLE001 - unpickling fails in many ways; all mean "corrupt"
@@ -54,8 +53,9 @@ def read_frame(file: Path) -> Any:
         raise DataError(f"{file}: holds a {type(frame).__name__}, not a pandas DataFrame")
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
-        raise DataError(f"{file}: missing column(s) {', '.join(missing)}; expected "
-                        f"{', '.join(COLUMNS)} (the paper's layout)")
+        raise DataError(
+            f"{file}: missing column(s) {', '.join(missing)}; expected {', '.join(COLUMNS)} (the paper's layout)"
+        )
     return frame
 
 
@@ -65,17 +65,22 @@ def build(path: Path, *, allow_pickle: bool = False, progress: bool = True) -> S
     files = {split: folder / name for split, name in FILES.items()}
     for file in files.values():
         if not file.is_file():
-            raise DataError(f"{file}: not found; the Mendeley dataset is {' and '.join(FILES.values())} "
-                            "in one folder")
+            raise DataError(f"{file}: not found; the Mendeley dataset is {' and '.join(FILES.values())} in one folder")
     if not allow_pickle:
-        raise DataError(f"{files['train']}: the Mendeley dataset is pickled, and unpickling can run "
-                        "arbitrary code; pass --allow-pickle if you trust these files "
-                        "(they are converted once to plain arrays)")
+        raise DataError(
+            f"{files['train']}: the Mendeley dataset is pickled, and unpickling can run "
+            "arbitrary code; pass --allow-pickle if you trust these files "
+            "(they are converted once to plain arrays)"
+        )
     rows: list[tuple[str, int, Any]] = []
     for split, file in files.items():
         frame = read_frame(file)
-        rows += [(split, i, r) for i, r in enumerate(frame[list(COLUMNS) + (
-            ["patient"] if "patient" in frame.columns else [])].itertuples(index=False))]
+        rows += [
+            (split, i, r)
+            for i, r in enumerate(
+                frame[list(COLUMNS) + (["patient"] if "patient" in frame.columns else [])].itertuples(index=False)
+            )
+        ]
     hu, lung, masks, records, shapes = [], [], [], [], {}
     for split, i, row in track(rows, "converting the Mendeley pickles", progress):
         where = f"{files[split]} row {i}"
@@ -89,13 +94,18 @@ def build(path: Path, *, allow_pickle: bool = False, progress: bool = True) -> S
         hu.append(full)
         lung.append(lung_only)
         masks.append(m)
-        records.append({
-            "id": sid, "label": validate.label(row.label1, f"{where} label1"), "split": split,
-            # Rows carry no patient id: each is its own group (the authors' split is kept as is).
-            "patient": str(getattr(row, "patient", f"mendeley-{sid}")), "source": "mendeley",
-            "spacing_mm": ASSUMED_SPACING_MM,
-            "provenance": {"file": files[split].name, "row": i, "spacing_assumed": True},
-        })
+        records.append(
+            {
+                "id": sid,
+                "label": validate.label(row.label1, f"{where} label1"),
+                "split": split,
+                # Rows carry no patient id: each is its own group (the authors' split is kept as is).
+                "patient": str(getattr(row, "patient", f"mendeley-{sid}")),
+                "source": "mendeley",
+                "spacing_mm": ASSUMED_SPACING_MM,
+                "provenance": {"file": files[split].name, "row": i, "spacing_assumed": True},
+            }
+        )
     validate.same_shape(shapes, str(folder))
     mask_stack = np.stack(masks) if masks else np.zeros((0, 8, 8), np.uint8)
     validate.dataset(records, mask_stack, str(folder))
@@ -103,5 +113,4 @@ def build(path: Path, *, allow_pickle: bool = False, progress: bool = True) -> S
     # The authors' non-lung value is whatever fills their hu_array outside the lungs: the corner.
     field = lung_stack != lung_stack[:, :1, :1]
     meta = {"name": "mendeley", "source": str(folder), "spacing_mm": ASSUMED_SPACING_MM}
-    return SliceStack(hu=hu_stack, field=field, mask=mask_stack, records=records, meta=meta,
-                      lung_hu=lung_stack)
+    return SliceStack(hu=hu_stack, field=field, mask=mask_stack, records=records, meta=meta, lung_hu=lung_stack)

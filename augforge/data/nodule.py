@@ -42,8 +42,9 @@ class Footprint:
         return self.coverage >= 0.5
 
 
-def _vertices_px(outline: Outline, native_spacing: float, spacing: float, scale: float
-                 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _vertices_px(
+    outline: Outline, native_spacing: float, spacing: float, scale: float
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Outline vertices relative to the inclusion centroid, in phantom pixels."""
     centre = np.concatenate(outline.inclusions).mean(axis=0)
     k = native_spacing * scale / spacing
@@ -56,9 +57,15 @@ def radius_px(outline: Outline, native_spacing: float, spacing: float, scale: fl
     return float(max(np.hypot(p[:, 0], p[:, 1]).max() for p in inc))
 
 
-def rasterise(outline: Outline, native_spacing: float, spacing: float, centre: tuple[float, float],
-              shape: tuple[int, int], scale: float = 1.0,
-              frame: tuple[int, int, int, int] | None = None) -> Footprint:
+def rasterise(
+    outline: Outline,
+    native_spacing: float,
+    spacing: float,
+    centre: tuple[float, float],
+    shape: tuple[int, int],
+    scale: float = 1.0,
+    frame: tuple[int, int, int, int] | None = None,
+) -> Footprint:
     """Coverage of ``outline`` (scaled by ``scale`` about its centroid) centred at ``centre`` = (x, y)
     phantom pixels on a slice of ``shape``; pixels are 1 x 1 squares centred on integer coordinates.
     The crop is the outline's bounding box, or ``frame`` = (row0, col0, h, w) when given."""
@@ -97,8 +104,10 @@ def visible_scale(outline: Outline, native_spacing: float, spacing: float) -> fl
         return scale  # large enough wherever it lands: skip the trial rasterisations
     shape = (10_000, 10_000)
     for _ in range(20):
-        counts = [int(rasterise(outline, native_spacing, spacing, (500 + dx, 500 + dy), shape, scale)
-                      .mask.sum()) for dx, dy in ((0.0, 0.0), (0.5, 0.5), (0.25, 0.75), (0.5, 0.0))]
+        counts = [
+            int(rasterise(outline, native_spacing, spacing, (500 + dx, 500 + dy), shape, scale).mask.sum())
+            for dx, dy in ((0.0, 0.0), (0.5, 0.5), (0.25, 0.75), (0.5, 0.0))
+        ]
         if min(counts) >= MIN_MASK_PIXELS:
             return scale
         area_px = outline.area_px * (native_spacing * scale / spacing) ** 2
@@ -106,8 +115,9 @@ def visible_scale(outline: Outline, native_spacing: float, spacing: float) -> fl
     return scale
 
 
-def choose_centre(lung: np.ndarray, radius: float, preferred: tuple[float, float],
-                  rng: np.random.Generator) -> tuple[tuple[float, float], bool]:
+def choose_centre(
+    lung: np.ndarray, radius: float, preferred: tuple[float, float], rng: np.random.Generator
+) -> tuple[tuple[float, float], bool]:
     """A centre (x, y) in pixels for a nodule of ``radius`` pixels inside ``lung`` (H, W) bool: a
     random lung pixel among those nearest to ``preferred`` where the nodule clears the pleura by 1.5
     pixels, plus a random sub-pixel offset. Returns (centre, fits); when it fits nowhere, the
@@ -129,8 +139,15 @@ def choose_centre(lung: np.ndarray, radius: float, preferred: tuple[float, float
     return (float(c) + rng.uniform(-0.5, 0.5), float(r) + rng.uniform(-0.5, 0.5)), fits
 
 
-def render(hu: np.ndarray, nodule: LidcNodule, spacing: float, centre: tuple[float, float],
-           scale: float, rng: np.random.Generator, solid_fraction: float | None) -> np.ndarray:
+def render(
+    hu: np.ndarray,
+    nodule: LidcNodule,
+    spacing: float,
+    centre: tuple[float, float],
+    scale: float,
+    rng: np.random.Generator,
+    solid_fraction: float | None,
+) -> np.ndarray:
     """Draw ``nodule`` into ``hu`` (H, W float32 HU, modified in place); return its mask (H, W) uint8.
 
     spacing:        phantom pixel spacing, mm; centre: (x, y) pixels; scale: see :func:`visible_scale`.
@@ -139,9 +156,9 @@ def render(hu: np.ndarray, nodule: LidcNodule, spacing: float, centre: tuple[flo
     fp = rasterise(nodule.outline, nodule.spacing_mm, spacing, centre, hu.shape, scale)
     h, w = fp.coverage.shape
     frame = (fp.row0, fp.col0, h, w)
-    crop = hu[fp.row0:fp.row0 + h, fp.col0:fp.col0 + w]
+    crop = hu[fp.row0 : fp.row0 + h, fp.col0 : fp.col0 + w]
     mask = np.zeros(hu.shape, np.uint8)
-    mask[fp.row0:fp.row0 + h, fp.col0:fp.col0 + w] = fp.mask
+    mask[fp.row0 : fp.row0 + h, fp.col0 : fp.col0 + w] = fp.mask
 
     def blurred(cov: np.ndarray, sigma_mm: float) -> np.ndarray:
         sigma = sigma_mm / spacing
@@ -161,8 +178,9 @@ def render(hu: np.ndarray, nodule: LidcNodule, spacing: float, centre: tuple[flo
             core = fp.coverage
         else:
             frac = 0.5 if solid_fraction is None else solid_fraction
-            core = rasterise(nodule.outline, nodule.spacing_mm, spacing, centre, hu.shape,
-                             scale * frac, frame=frame).coverage
+            core = rasterise(
+                nodule.outline, nodule.spacing_mm, spacing, centre, hu.shape, scale * frac, frame=frame
+            ).coverage
             core = np.minimum(core, fp.coverage)
         # Solid tissue replaces what lies beneath; its edge is sharp but for partial volume.
         solid = rng.uniform(10, 60) + heterogeneity(12.0)

@@ -38,11 +38,10 @@ def workers_for(n_items: int) -> int:
 
 
 def chunked(items: Sequence[A], n: int) -> list[Sequence[A]]:
-    return [items[i:i + n] for i in range(0, len(items), n)]
+    return [items[i : i + n] for i in range(0, len(items), n)]
 
 
-def map_chunks(fn: Callable[[A], R], chunks: Sequence[A], workers: int, label: str,
-               progress: bool) -> Iterator[R]:
+def map_chunks(fn: Callable[[A], R], chunks: Sequence[A], workers: int, label: str, progress: bool) -> Iterator[R]:
     """``fn(chunk)`` for every chunk, in order; ``fn`` must be a module-level function."""
     if workers <= 1 or len(chunks) <= 1:
         yield from (fn(c) for c in track(chunks, label, progress))

@@ -85,9 +85,9 @@ def candidates(seed: int) -> list[Candidate]:
     return out
 
 
-def split_by_patient(cands: list[Candidate], train_counts: dict[str, int],
-                     test_counts: dict[str, int], rng: np.random.Generator
-                     ) -> dict[str, list[tuple[Candidate, int]]]:
+def split_by_patient(
+    cands: list[Candidate], train_counts: dict[str, int], test_counts: dict[str, int], rng: np.random.Generator
+) -> dict[str, list[tuple[Candidate, int]]]:
     """Pick the annotations of each split, patients never shared: test takes patients in random
     order until every class has 1.2x its quota of distinct nodules, train takes the others. Within a
     class, first readings of distinct nodules come first; a quota larger than the supply repeats
@@ -113,8 +113,9 @@ def split_by_patient(cands: list[Candidate], train_counts: dict[str, int],
         for label, quota in counts.items():
             supply = pool[label]
             if quota and not supply:
-                raise DataError(f"{NAME}: no LIDC nodule of class {label} left for the {split} split; "
-                                "lower --n-test or --n-train")
+                raise DataError(
+                    f"{NAME}: no LIDC nodule of class {label} left for the {split} split; lower --n-test or --n-train"
+                )
             tiebreak = rng.random(len(supply))
             order = sorted(range(len(supply)), key=lambda i: (supply[i].nodule.reader_rank, tiebreak[i]))
             picks += [(supply[order[j % len(supply)]], j // len(supply)) for j in range(quota)]
@@ -122,8 +123,9 @@ def split_by_patient(cands: list[Candidate], train_counts: dict[str, int],
     return out
 
 
-def _tumour_slice(size: int, cand: Candidate, rng: np.random.Generator
-                  ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def _tumour_slice(
+    size: int, cand: Candidate, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """(hu (H, W) float32, mask (H, W) uint8, facts) of one slice showing ``cand``."""
     spacing = anatomy.FOV_MM / size
     nod = cand.nodule
@@ -131,8 +133,7 @@ def _tumour_slice(size: int, cand: Candidate, rng: np.random.Generator
     radius = nodule.radius_px(nod.outline, nod.spacing_mm, spacing, scale)
     # Near where it was in the real scan (mm from the image centre), jittered by ~1 cm.
     cx, cy = nod.centroid_px
-    pref = [((v - 255.5) * nod.spacing_mm + rng.normal(0, 10.0)) / spacing + size / 2 - 0.5
-            for v in (cx, cy)]
+    pref = [((v - 255.5) * nod.spacing_mm + rng.normal(0, 10.0)) / spacing + size / 2 - 0.5 for v in (cx, cy)]
     for _ in range(4):  # a large nodule may not fit a small (apical) lung: draw another chest
         chest = anatomy.chest_slice(size, rng)
         centre, fits = nodule.choose_centre(chest.lung, radius, (pref[0], pref[1]), rng)
@@ -140,27 +141,42 @@ def _tumour_slice(size: int, cand: Candidate, rng: np.random.Generator
             break
     # The sub-pixel position can still cost a tiny nodule a pixel: grow it until the mask is large
     # enough where it actually lands.
-    while nodule.rasterise(nod.outline, nod.spacing_mm, spacing, centre, chest.hu.shape,
-                           scale).mask.sum() < nodule.MIN_MASK_PIXELS:
+    while (
+        nodule.rasterise(nod.outline, nod.spacing_mm, spacing, centre, chest.hu.shape, scale).mask.sum()
+        < nodule.MIN_MASK_PIXELS
+    ):
         scale *= 1.1
     mask = nodule.render(chest.hu, nod, spacing, centre, scale, rng, cand.solid_fraction)
     hu = anatomy.finish(chest.hu, spacing, rng)
-    facts = {"centre_px": [round(centre[0], 2), round(centre[1], 2)], "render_scale": round(scale, 3),
-             "fits_in_lung": fits, "anatomy": chest.params}
+    facts = {
+        "centre_px": [round(centre[0], 2), round(centre[1], 2)],
+        "render_scale": round(scale, 3),
+        "fits_in_lung": fits,
+        "anatomy": chest.params,
+    }
     return hu, mask, facts
 
 
 def _provenance(cand: Candidate, repeat: int) -> dict[str, Any]:
     n = cand.nodule
     return {
-        "scan_id": n.scan_id, "patient_id": n.patient_id, "series_uid": n.series_uid,
-        "annotation_id": n.annotation_id, "texture": n.texture, "malignancy": n.malignancy,
+        "scan_id": n.scan_id,
+        "patient_id": n.patient_id,
+        "series_uid": n.series_uid,
+        "annotation_id": n.annotation_id,
+        "texture": n.texture,
+        "malignancy": n.malignancy,
         "nodule_type": lungrads.nodule_type(n.texture),
         # Mean of long and short axis (Lung-RADS), unrounded: classify() on these gives the label.
-        "diameter_mm": n.mean_diameter_mm, "solid_diameter_mm": cand.solid_diameter_mm,
-        "long_axis_mm": round(n.long_axis_mm, 2), "short_axis_mm": round(n.short_axis_mm, 2),
-        "area_mm2": round(n.area_mm2, 1), "z_mm": n.outline.z_mm, "native_spacing_mm": n.spacing_mm,
-        "reader_rank": n.reader_rank, "repeat": repeat,
+        "diameter_mm": n.mean_diameter_mm,
+        "solid_diameter_mm": cand.solid_diameter_mm,
+        "long_axis_mm": round(n.long_axis_mm, 2),
+        "short_axis_mm": round(n.short_axis_mm, 2),
+        "area_mm2": round(n.area_mm2, 1),
+        "z_mm": n.outline.z_mm,
+        "native_spacing_mm": n.spacing_mm,
+        "reader_rank": n.reader_rank,
+        "repeat": repeat,
     }
 
 
@@ -168,8 +184,7 @@ _CHUNK = 32  # slices per unit of work (and per progress step)
 _Job = tuple[str, int, "tuple[Candidate, int] | None"]
 
 
-def _render_jobs(args: tuple[int, int, list[_Job]]
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+def _render_jobs(args: tuple[int, int, list[_Job]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
     """Generate the slices of ``jobs``: (hu, field, mask) stacks and records. Module-level, so that
     worker processes can run it."""
     size, seed, jobs = args
@@ -194,13 +209,21 @@ def _render_jobs(args: tuple[int, int, list[_Job]]
             sid = f"{split}-{i:04d}-a{cand.nodule.annotation_id}"
         field[k] = lung_field(hu[k])  # from the image alone, never the mask (lungfield.py)
         prov["seed"] = [seed, seeding.PHANTOM_SPLITS[split], i]
-        records.append({"id": sid, "label": label, "split": split, "patient": patient,
-                        "source": NAME, "spacing_mm": spacing, "provenance": prov})
+        records.append(
+            {
+                "id": sid,
+                "label": label,
+                "split": split,
+                "patient": patient,
+                "source": NAME,
+                "spacing_mm": spacing,
+                "provenance": prov,
+            }
+        )
     return hu, field, mask, records
 
 
-def build(size: int, n_train: int, n_test: int, n_healthy: int, seed: int, progress: bool = True
-          ) -> SliceStack:
+def build(size: int, n_train: int, n_test: int, n_healthy: int, seed: int, progress: bool = True) -> SliceStack:
     """Generate the dataset as stacked arrays (see :class:`augforge.data.cache.SliceStack`)."""
     if size < 32:
         raise DataError(f"{NAME}: size {size} is too small for a chest slice; use 32 or more")
@@ -211,7 +234,8 @@ def build(size: int, n_train: int, n_test: int, n_healthy: int, seed: int, progr
     jobs: list[_Job] = (
         [("train", i, p) for i, p in enumerate(picks["train"])]
         + [("test", i, p) for i, p in enumerate(picks["test"])]
-        + [("healthy", i, None) for i in range(n_healthy)])
+        + [("healthy", i, None) for i in range(n_healthy)]
+    )
     n = len(jobs)
     spacing = anatomy.FOV_MM / size
     hu = np.empty((n, size, size), np.float32)
@@ -221,13 +245,21 @@ def build(size: int, n_train: int, n_test: int, n_healthy: int, seed: int, progr
     chunks = [(size, seed, chunk) for chunk in parallel.chunked(jobs, _CHUNK)]
     k = 0
     for c_hu, c_field, c_mask, c_records in parallel.map_chunks(
-            _render_jobs, chunks, parallel.workers_for(n),
-            f"building {NAME} ({n} slices, {size}x{size})", progress):
+        _render_jobs, chunks, parallel.workers_for(n), f"building {NAME} ({n} slices, {size}x{size})", progress
+    ):
         m = len(c_records)
-        hu[k:k + m], field[k:k + m], mask[k:k + m] = c_hu, c_field, c_mask
+        hu[k : k + m], field[k : k + m], mask[k : k + m] = c_hu, c_field, c_mask
         records += c_records
         k += m
-    meta = {"name": NAME, "source": NAME, "size": size, "spacing_mm": spacing, "seed": seed,
-            "n_train": n_train, "n_test": n_test, "n_healthy": n_healthy,
-            "lidc_database": str(lidc.database_path())}
+    meta = {
+        "name": NAME,
+        "source": NAME,
+        "size": size,
+        "spacing_mm": spacing,
+        "seed": seed,
+        "n_train": n_train,
+        "n_test": n_test,
+        "n_healthy": n_healthy,
+        "lidc_database": str(lidc.database_path()),
+    }
     return SliceStack(hu=hu, field=field, mask=mask, records=records, meta=meta)

@@ -51,8 +51,10 @@ def parse_window(window: str) -> tuple[float, float] | None:
     try:
         level, width = (float(v) for v in text.split(","))
     except ValueError:
-        raise UsageError(f"data.window {window!r}: expected LEVEL,WIDTH in HU (e.g. -600,1500) or "
-                         f"one of {', '.join(NAMED_WINDOWS)}; empty for per-slice min-max") from None
+        raise UsageError(
+            f"data.window {window!r}: expected LEVEL,WIDTH in HU (e.g. -600,1500) or "
+            f"one of {', '.join(NAMED_WINDOWS)}; empty for per-slice min-max"
+        ) from None
     if not width > 0:
         raise UsageError(f"data.window {window!r}: the width must be positive")
     return level, width
@@ -76,8 +78,9 @@ def check_input(mode: str, margin_mm: float = 0.0) -> str:
     """``data.input`` (and ``data.field_margin_mm``) checked: the mode, lower-cased."""
     m = mode.strip().lower()
     if m not in INPUTS:
-        raise UsageError(f"data.input={mode!r}: choose one of {', '.join(INPUTS)} (what the network sees "
-                         "of a slice; docs/data.md)")
+        raise UsageError(
+            f"data.input={mode!r}: choose one of {', '.join(INPUTS)} (what the network sees of a slice; docs/data.md)"
+        )
     if not (margin_mm >= 0.0 and np.isfinite(margin_mm)):
         raise UsageError(f"data.field_margin_mm={margin_mm}: give a distance in mm, 0 or more")
     return m
@@ -92,8 +95,14 @@ def grow_field(field: np.ndarray, margin_px: float) -> np.ndarray:
     return dist <= margin_px
 
 
-def input_hu(hu: np.ndarray, lung_hu: np.ndarray, field: np.ndarray, mode: str = "lung",
-             margin_mm: float = 0.0, spacing_mm: float = 1.0) -> np.ndarray:
+def input_hu(
+    hu: np.ndarray,
+    lung_hu: np.ndarray,
+    field: np.ndarray,
+    mode: str = "lung",
+    margin_mm: float = 0.0,
+    spacing_mm: float = 1.0,
+) -> np.ndarray:
     """(H, W) float32 HU the network sees of one slice (see the module docstring).
 
     hu: the whole slice; lung_hu: the slice's lung-only HU (the source's, e.g. the paper's
@@ -109,8 +118,9 @@ def input_hu(hu: np.ndarray, lung_hu: np.ndarray, field: np.ndarray, mode: str =
     return np.where(grown, hu, np.float32(NON_LUNG_HU)).astype(np.float32, copy=False)
 
 
-def network_input(s: Slice, window: str = "", clahe: bool = True, mode: str = "lung",
-                  margin_mm: float = 0.0) -> np.ndarray:
+def network_input(
+    s: Slice, window: str = "", clahe: bool = True, mode: str = "lung", margin_mm: float = 0.0
+) -> np.ndarray:
     """The (H, W) float32 [0, 1] network input of a :class:`~augforge.data.records.Slice`: what the
     data layer stores as ``Slice.image``, and what a strategy's new slices get."""
     field = s.lung_field if s.lung_field is not None else lung_field(s.hu)

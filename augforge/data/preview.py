@@ -23,8 +23,7 @@ def pick(ds: Dataset, per_class: int) -> dict[str, list[Slice]]:
     ``{class: [slices]}`` for the classes present."""
     rows: dict[str, list[Slice]] = {}
     for label in LUNG_RADS_CLASSES:
-        pool = [s for s in (ds.healthy + ds.train if label == "LR1" else ds.test + ds.train)
-                if s.label == label]
+        pool = [s for s in (ds.healthy + ds.train if label == "LR1" else ds.test + ds.train) if s.label == label]
         # One of each nodule type (solid, part-solid, ground glass) first, when the class has them.
         firsts: dict[str, Slice] = {}
         for s in pool:
@@ -91,10 +90,10 @@ def save_preview(ds: Dataset, out: Path, per_class: int = 4, title: str | None =
         raise DataError(f"dataset {ds.name!r} has no slices to preview")
     ncol = max(len(v) for v in rows.values())
     tile = 2.0  # inches per panel
-    fig, axes = plt.subplots(len(rows), 2 * ncol, figsize=(tile * 2 * ncol, tile * len(rows) + 0.4),
-                             squeeze=False)
-    fig.subplots_adjust(left=0.005, right=0.995, bottom=0.005, top=1 - 0.4 / (tile * len(rows) + 0.4),
-                        wspace=0.02, hspace=0.04)
+    fig, axes = plt.subplots(len(rows), 2 * ncol, figsize=(tile * 2 * ncol, tile * len(rows) + 0.4), squeeze=False)
+    fig.subplots_adjust(
+        left=0.005, right=0.995, bottom=0.005, top=1 - 0.4 / (tile * len(rows) + 0.4), wspace=0.02, hspace=0.04
+    )
     fig.patch.set_facecolor("black")
     for ax in axes.ravel():
         ax.set_axis_off()
@@ -114,25 +113,40 @@ def save_preview(ds: Dataset, out: Path, per_class: int = 4, title: str | None =
             if s.readers is not None:  # every reader's own outline, thin, one colour each
                 for k, rm in enumerate(np.asarray(s.readers)):
                     if rm[crop].any():
-                        zoom.contour(rm[crop].astype(float), levels=[0.5], linewidths=0.6,
-                                     colors=[reader_colours[k % len(reader_colours)]])
-            full.add_patch(matplotlib.patches.Rectangle((c0 - 0.5, r0 - 0.5), side, side, fill=False,
-                                                        edgecolor="#ffd23f", linewidth=0.7))
+                        zoom.contour(
+                            rm[crop].astype(float),
+                            levels=[0.5],
+                            linewidths=0.6,
+                            colors=[reader_colours[k % len(reader_colours)]],
+                        )
+            full.add_patch(
+                matplotlib.patches.Rectangle(
+                    (c0 - 0.5, r0 - 0.5), side, side, fill=False, edgecolor="#ffd23f", linewidth=0.7
+                )
+            )
             prov = s.provenance
             note = label
             if "diameter_mm" in prov:
                 note += f"  {prov['diameter_mm']:.1f} mm {prov.get('nodule_type', '')}"
-            full.text(0.03, 0.97, note, transform=full.transAxes, color="white", fontsize=7,
-                      va="top", ha="left")
-            zoom.text(0.03, 0.97, f"{s.shape[0] / side:.1f}x", transform=zoom.transAxes,
-                      color="#ffd23f", fontsize=6, va="top")
+            full.text(0.03, 0.97, note, transform=full.transAxes, color="white", fontsize=7, va="top", ha="left")
+            zoom.text(
+                0.03, 0.97, f"{s.shape[0] / side:.1f}x", transform=zoom.transAxes, color="#ffd23f", fontsize=6, va="top"
+            )
     shown = "lung window L-600 W1500" if hu_data else f"{ds.meta.get('intensity')} intensities, min-max"
     names = ["blue", "yellow", "green", "pink", "white", "orange"]
-    readers = (f"; zoom: each reader's outline ({', '.join(names[:int(ds.meta.get('readers', 0))])})"
-               if any(s.readers is not None for v in rows.values() for s in v) else "")
-    fig.suptitle(title or f"{ds.name}: {len(ds.train)} train / {len(ds.test)} test / "
-                 f"{len(ds.healthy)} healthy; {shown}; red = tumour mask (label){readers}",
-                 color="white", fontsize=9, y=1 - 0.08 / (tile * len(rows) + 0.4))
+    readers = (
+        f"; zoom: each reader's outline ({', '.join(names[: int(ds.meta.get('readers', 0))])})"
+        if any(s.readers is not None for v in rows.values() for s in v)
+        else ""
+    )
+    fig.suptitle(
+        title
+        or f"{ds.name}: {len(ds.train)} train / {len(ds.test)} test / "
+        f"{len(ds.healthy)} healthy; {shown}; red = tumour mask (label){readers}",
+        color="white",
+        fontsize=9,
+        y=1 - 0.08 / (tile * len(rows) + 0.4),
+    )
     out = check_output(out)
     fig.savefig(out, dpi=110, facecolor=fig.get_facecolor())
     plt.close(fig)

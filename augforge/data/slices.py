@@ -64,8 +64,10 @@ def _numbered(folder: Path, pattern: re.Pattern[str], what: str) -> dict[int, Pa
     for p in _visible(folder):
         m = pattern.fullmatch(p.name)
         if m is None:
-            raise DataError(f"{p}: unexpected {'folder' if p.is_dir() else 'file'} in {folder}; "
-                            f"expected only {what} (move it out of the dataset)")
+            raise DataError(
+                f"{p}: unexpected {'folder' if p.is_dir() else 'file'} in {folder}; "
+                f"expected only {what} (move it out of the dataset)"
+            )
         out[int(m.group(1))] = p
     return dict(sorted(out.items()))
 
@@ -75,8 +77,9 @@ def _read_png(path: Path, what: str) -> np.ndarray:
     if a is None:
         raise DataError(f"{path}: not a readable PNG")
     if a.ndim != 2:
-        raise DataError(f"{path}: {a.ndim}-D PNG with {a.shape[-1]} channels; the export's {what} are "
-                        "single-channel grayscale")
+        raise DataError(
+            f"{path}: {a.ndim}-D PNG with {a.shape[-1]} channels; the export's {what} are single-channel grayscale"
+        )
     if a.dtype != np.uint8:
         raise DataError(f"{path}: {a.dtype} PNG; the export's {what} are 8-bit")
     return a
@@ -88,8 +91,10 @@ def offset(slice_id: str, max_offset: int) -> tuple[int, int]:
         return 0, 0
     digest = hashlib.sha256(slice_id.encode()).digest()
     span = 2 * max_offset + 1
-    return (int.from_bytes(digest[:4], "little") % span - max_offset,
-            int.from_bytes(digest[4:8], "little") % span - max_offset)
+    return (
+        int.from_bytes(digest[:4], "little") % span - max_offset,
+        int.from_bytes(digest[4:8], "little") % span - max_offset,
+    )
 
 
 def _cut(a: np.ndarray, shift: tuple[int, int], margin: int) -> np.ndarray:
@@ -97,7 +102,7 @@ def _cut(a: np.ndarray, shift: tuple[int, int], margin: int) -> np.ndarray:
     the nodule, at the crop's centre, moves by ``-shift`` in the window."""
     h, w = a.shape[-2:]
     r0, c0 = margin + shift[0], margin + shift[1]
-    return a[..., r0:h - 2 * margin + r0, c0:w - 2 * margin + c0]
+    return a[..., r0 : h - 2 * margin + r0, c0 : w - 2 * margin + c0]
 
 
 def build(path: Path, *, consensus: int = 2, offset_px: int = 16, progress: bool = True) -> SliceStack:
@@ -127,8 +132,10 @@ def build(path: Path, *, consensus: int = 2, offset_px: int = 16, progress: bool
             if n_readers is None:
                 n_readers = len(masks)
             if sorted(masks) != list(range(n_readers)):
-                raise DataError(f"{nod}: reader folders {', '.join(p.name for p in masks.values())}; "
-                                f"expected mask-0 .. mask-{n_readers - 1} as in the rest of the export")
+                raise DataError(
+                    f"{nod}: reader folders {', '.join(p.name for p in masks.values())}; "
+                    f"expected mask-0 .. mask-{n_readers - 1} as in the rest of the export"
+                )
             slice_files = _numbered(entries["images"], _SLICE, "slice-<n>.png files")
             if not slice_files:
                 raise DataError(f"{entries['images']}: no slice-<n>.png files")
@@ -136,8 +143,9 @@ def build(path: Path, *, consensus: int = 2, offset_px: int = 16, progress: bool
                 have = _numbered(mdir, _SLICE, "slice-<n>.png files")
                 missing = sorted(set(slice_files) - set(have))
                 if missing:
-                    raise DataError(f"{mdir}: {len(have)} slices for {len(slice_files)} images; "
-                                    f"slice-{missing[0]}.png is missing")
+                    raise DataError(
+                        f"{mdir}: {len(have)} slices for {len(slice_files)} images; slice-{missing[0]}.png is missing"
+                    )
                 extra = sorted(set(have) - set(slice_files))
                 if extra:
                     raise DataError(f"{have[extra[0]]}: a mask without an image in {entries['images']}")
@@ -153,17 +161,25 @@ def build(path: Path, *, consensus: int = 2, offset_px: int = 16, progress: bool
                 shapes[str(file)] = img.shape
                 images.append(img)
                 readers.append(np.stack(rm))
-                records.append({"id": f"{patient.name}/n{k}/s{n}", "patient": patient.name, "nodule": k,
-                                "file": str(file.relative_to(path))})
+                records.append(
+                    {
+                        "id": f"{patient.name}/n{k}/s{n}",
+                        "patient": patient.name,
+                        "nodule": k,
+                        "file": str(file.relative_to(path)),
+                    }
+                )
     if n_readers is None or not images:
         raise DataError(f"{path}: no slices found")
     if not 1 <= consensus <= n_readers:
-        raise DataError(f"{path}: data.consensus={consensus}, but the export has {n_readers} readers; "
-                        f"choose 1 to {n_readers}")
+        raise DataError(
+            f"{path}: data.consensus={consensus}, but the export has {n_readers} readers; choose 1 to {n_readers}"
+        )
     shape = validate.same_shape(shapes, str(path))
     if min(shape) - 2 * offset_px < 16:
-        raise DataError(f"{path}: data.offset_px={offset_px} leaves less than 16 pixels of a {shape[0]}x{shape[1]} "
-                        "crop; lower it")
+        raise DataError(
+            f"{path}: data.offset_px={offset_px} leaves less than 16 pixels of a {shape[0]}x{shape[1]} crop; lower it"
+        )
     reader_stack = np.stack(readers).astype(np.uint8)  # (N, R, H, W)
     label_stack = (reader_stack.sum(axis=1) >= consensus).astype(np.uint8)
     # A nodule's size class: its largest consensus outline, at the assumed spacing, as a solid nodule.
@@ -179,15 +195,25 @@ def build(path: Path, *, consensus: int = 2, offset_px: int = 16, progress: bool
         rec = records[i]
         d = diameters[(rec["patient"], rec["nodule"])]
         shift = offset(rec["id"], offset_px)
-        out_records.append({
-            "id": rec["id"], "label": lungrads.classify(d, 5), "patient": rec["patient"],
-            "split": "test" if rec["patient"] in test else "train", "source": KIND,
-            "spacing_mm": ASSUMED_SPACING_MM,
-            "provenance": {"file": rec["file"], "nodule": f"{rec['patient']}/nodule-{rec['nodule']}",
-                           "nodule_diameter_mm": round(d, 2), "spacing_assumed": True,
-                           "readers_marking": int(sum(bool(r.any()) for r in reader_stack[i])),
-                           "consensus": f">= {consensus} of {n_readers}", "offset_px": list(shift)},
-        })
+        out_records.append(
+            {
+                "id": rec["id"],
+                "label": lungrads.classify(d, 5),
+                "patient": rec["patient"],
+                "split": "test" if rec["patient"] in test else "train",
+                "source": KIND,
+                "spacing_mm": ASSUMED_SPACING_MM,
+                "provenance": {
+                    "file": rec["file"],
+                    "nodule": f"{rec['patient']}/nodule-{rec['nodule']}",
+                    "nodule_diameter_mm": round(d, 2),
+                    "spacing_assumed": True,
+                    "readers_marking": int(sum(bool(r.any()) for r in reader_stack[i])),
+                    "consensus": f">= {consensus} of {n_readers}",
+                    "offset_px": list(shift),
+                },
+            }
+        )
     cut = [_cut(images[i], offset(records[i]["id"], offset_px), offset_px) for i in keep]
     cut_readers = [_cut(reader_stack[i], offset(records[i]["id"], offset_px), offset_px) for i in keep]
     mask_list = [(r.sum(axis=0) >= consensus).astype(np.uint8) for r in cut_readers]
@@ -199,11 +225,19 @@ def build(path: Path, *, consensus: int = 2, offset_px: int = 16, progress: bool
     mask = np.stack([mask_list[j] for j in inside])
     validate.dataset(out_records, mask, str(path))
     meta: dict[str, Any] = {
-        "name": path.name or KIND, "source": str(path), "intensity": INTENSITY, "readers": n_readers,
-        "consensus": consensus, "offset_px": offset_px, "spacing_mm": ASSUMED_SPACING_MM,
-        "slices_read": len(records), "dropped_no_consensus": len(records) - len(keep),
+        "name": path.name or KIND,
+        "source": str(path),
+        "intensity": INTENSITY,
+        "readers": n_readers,
+        "consensus": consensus,
+        "offset_px": offset_px,
+        "spacing_mm": ASSUMED_SPACING_MM,
+        "slices_read": len(records),
+        "dropped_no_consensus": len(records) - len(keep),
         "dropped_outside_window": len(keep) - len(inside),
-        "nodules": len({(r["patient"], r["nodule"]) for r in records}), "patients": len(patients),
+        "nodules": len({(r["patient"], r["nodule"]) for r in records}),
+        "patients": len(patients),
     }
-    return SliceStack(hu=hu, field=np.zeros(hu.shape, bool), mask=mask, records=out_records, meta=meta,
-                      readers=readers_out)
+    return SliceStack(
+        hu=hu, field=np.zeros(hu.shape, bool), mask=mask, records=out_records, meta=meta, readers=readers_out
+    )

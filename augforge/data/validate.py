@@ -11,8 +11,11 @@ import numpy as np
 from augforge.data.records import LUNG_RADS_CLASSES
 from augforge.errors import DataError
 
-_LABEL_ALIASES = {c: c for c in LUNG_RADS_CLASSES} | {c[2:]: c for c in LUNG_RADS_CLASSES} | {
-    f"LUNG-RADS {c[2:]}": c for c in LUNG_RADS_CLASSES}
+_LABEL_ALIASES = (
+    {c: c for c in LUNG_RADS_CLASSES}
+    | {c[2:]: c for c in LUNG_RADS_CLASSES}
+    | {f"LUNG-RADS {c[2:]}": c for c in LUNG_RADS_CLASSES}
+)
 
 
 def label(value: Any, where: str) -> str:
@@ -22,8 +25,7 @@ def label(value: Any, where: str) -> str:
     try:
         return _LABEL_ALIASES[text]
     except KeyError:
-        raise DataError(f"{where}: label {value!r} is not a Lung-RADS class "
-                        f"({', '.join(LUNG_RADS_CLASSES)})") from None
+        raise DataError(f"{where}: label {value!r} is not a Lung-RADS class ({', '.join(LUNG_RADS_CLASSES)})") from None
 
 
 def hu_slice(hu: Any, where: str) -> np.ndarray:
@@ -71,13 +73,14 @@ def dataset(records: Sequence[dict[str, Any]], masks: np.ndarray, where: str) ->
         raise DataError(f"{where}: no training slices")
     test = [i for i, r in enumerate(records) if r["split"] == "test"]
     if not test or not any(masks[i].any() for i in test):
-        raise DataError(f"{where}: the test split has no slice with a tumour; "
-                        "evaluation needs at least one")
+        raise DataError(f"{where}: the test split has no slice with a tumour; evaluation needs at least one")
     train_patients = {r["patient"] for r in records if r["split"] == "train"}
     both = sorted(train_patients & {r["patient"] for r in records if r["split"] == "test"})
     if both:
-        raise DataError(f"{where}: patient {both[0]!r} is in both train and test"
-                        + (f" (and {len(both) - 1} more)" if len(both) > 1 else ""))
+        raise DataError(
+            f"{where}: patient {both[0]!r} is in both train and test"
+            + (f" (and {len(both) - 1} more)" if len(both) > 1 else "")
+        )
 
 
 def same_shape(shapes: dict[str, tuple[int, ...]], where: str) -> tuple[int, ...]:
@@ -87,6 +90,5 @@ def same_shape(shapes: dict[str, tuple[int, ...]], where: str) -> tuple[int, ...
         distinct.setdefault(shape, name)
     if len(distinct) > 1:
         (s1, n1), (s2, n2) = list(distinct.items())[:2]
-        raise DataError(f"{where}: slices differ in shape ({n1}: {s1}, {n2}: {s2}); "
-                        "resample them to one size")
+        raise DataError(f"{where}: slices differ in shape ({n1}: {s1}, {n2}: {s2}); resample them to one size")
     return next(iter(distinct)) if distinct else (0, 0)

@@ -32,8 +32,9 @@ def build_model(cfg: ModelConfig, in_channels: int = 1, classes: int = 1) -> nn.
             raise UsageError(f"model.depth={cfg.depth}: choose 1 to 7 down-sampling steps")
         if cfg.base_width < 1:
             raise UsageError(f"model.base_width={cfg.base_width}: must be at least 1")
-        return UNet(in_channels, classes, base_width=cfg.base_width, depth=cfg.depth,
-                    bilinear=cfg.upsample == "bilinear")
+        return UNet(
+            in_channels, classes, base_width=cfg.base_width, depth=cfg.depth, bilinear=cfg.upsample == "bilinear"
+        )
     if cfg.arch in ("unet-vgg11", "unet-vgg11-bn"):
         return VGG11UNet(in_channels, classes, encoder_batchnorm=cfg.arch.endswith("-bn"))
     raise UsageError(f"model.arch={cfg.arch!r}: choose one of {', '.join(ARCHITECTURES)}")

@@ -68,8 +68,9 @@ class Generator(nn.Module):
     paper's width 64 at size 64).
     """
 
-    def __init__(self, latent_dim: int = 128, width: int = 64, size: int = 64, channels: int = 1,
-                 upsample: str = "transposed"):
+    def __init__(
+        self, latent_dim: int = 128, width: int = 64, size: int = 64, channels: int = 1, upsample: str = "transposed"
+    ):
         super().__init__()
         if upsample not in UPSAMPLING:
             raise ValueError(f"upsample must be one of {UPSAMPLING}, got {upsample!r}")
@@ -95,8 +96,11 @@ class Generator(nn.Module):
         if self.upsample == "transposed":
             return nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False)
         return nn.Sequential(
-            nn.Upsample(scale_factor=2, mode=self.upsample, **({"align_corners": False} if self.upsample == "bilinear" else {})),
-            nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False))
+            nn.Upsample(
+                scale_factor=2, mode=self.upsample, **({"align_corners": False} if self.upsample == "bilinear" else {})
+            ),
+            nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False),
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
@@ -117,8 +121,11 @@ class Discriminator(nn.Module):
         c_in = channels
         for i in range(n):
             c_out = width * 2**i
-            layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out),
-                       nn.LeakyReLU(0.2, inplace=True)]
+            layers += [
+                nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
             c_in = c_out
         layers += [nn.Conv2d(c_in, 1, 4, 1, 0, bias=False)]  # 4x4 -> 1x1
         self.net = nn.Sequential(*layers)
@@ -265,15 +272,16 @@ def train_dcgan(
     steps = len(data) // batch  # drop the last partial batch: BatchNorm on 1 sample is degenerate
     warned: set[str] = {w.split(":")[0] for w in result.warnings}
     t0 = time.perf_counter()
-    with progress_bar("dcgan", (cfg.epochs - start) * steps, enabled=progress, fields={"stats": ""},
-                      columns=["{task.fields[stats]}"]) as bar:
+    with progress_bar(
+        "dcgan", (cfg.epochs - start) * steps, enabled=progress, fields={"stats": ""}, columns=["{task.fields[stats]}"]
+    ) as bar:
         for epoch in range(start, cfg.epochs):
             G.train()
             D.train()
             sums = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0}
             order = torch.randperm(len(data), generator=gen_rng)
             for step in range(steps):
-                real = data[order[step * batch:(step + 1) * batch]]
+                real = data[order[step * batch : (step + 1) * batch]]
                 if cfg.augment:
                     real = _dihedral(real, gen_rng)
                 real = real.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
@@ -298,15 +306,22 @@ def train_dcgan(
                 opt_g.step()
 
                 # 3. statistics: D(x) near 1 and D(G(z)) near 0 means D is winning
-                now = {"loss_d": loss_d.item(), "loss_g": loss_g.item(),
-                       "d_real": torch.sigmoid(out_real.detach()).mean().item(),
-                       "d_fake": torch.sigmoid(out_fake.detach()).mean().item()}
+                now = {
+                    "loss_d": loss_d.item(),
+                    "loss_g": loss_g.item(),
+                    "d_real": torch.sigmoid(out_real.detach()).mean().item(),
+                    "d_fake": torch.sigmoid(out_fake.detach()).mean().item(),
+                }
                 for k, v in now.items():
                     sums[k] += v
                 if bar.shown:
-                    bar.advance(1, stats=(
-                        f"epoch {epoch + 1}/{cfg.epochs}  loss D {now['loss_d']:.3f} G {now['loss_g']:.3f}"
-                        f"  D(x) {now['d_real']:.2f}  D(G(z)) {now['d_fake']:.2f}"))
+                    bar.advance(
+                        1,
+                        stats=(
+                            f"epoch {epoch + 1}/{cfg.epochs}  loss D {now['loss_d']:.3f} G {now['loss_g']:.3f}"
+                            f"  D(x) {now['d_real']:.2f}  D(G(z)) {now['d_fake']:.2f}"
+                        ),
+                    )
 
             # 4. end of epoch: record, look for collapse, write a grid and a checkpoint
             row = {k: v / steps for k, v in sums.items()}
@@ -319,12 +334,22 @@ def train_dcgan(
             # An untrained generator is not diverse yet: judge collapse after a tenth of the fit.
             judge = epoch + 1 >= max(2, cfg.epochs // 10)
             for kind, bad, msg in (
-                ("d-loss", judge and row["loss_d"] - loss_floor < D_LOSS_COLLAPSE,
-                 (f"discriminator loss {row['loss_d']:.4f} at its floor at epoch {epoch + 1}: D has won "
-                  "and G learns nothing; try fewer epochs, a smaller dcgan.width or more data")),
-                ("diversity", judge and row["diversity"] < DIVERSITY_COLLAPSE,
-                 (f"sample diversity {row['diversity']:.3f} of the data's at epoch {epoch + 1}: the "
-                  "generator is collapsing to a few outputs; try another dcgan.gen_seed or fewer epochs")),
+                (
+                    "d-loss",
+                    judge and row["loss_d"] - loss_floor < D_LOSS_COLLAPSE,
+                    (
+                        f"discriminator loss {row['loss_d']:.4f} at its floor at epoch {epoch + 1}: D has won "
+                        "and G learns nothing; try fewer epochs, a smaller dcgan.width or more data"
+                    ),
+                ),
+                (
+                    "diversity",
+                    judge and row["diversity"] < DIVERSITY_COLLAPSE,
+                    (
+                        f"sample diversity {row['diversity']:.3f} of the data's at epoch {epoch + 1}: the "
+                        "generator is collapsing to a few outputs; try another dcgan.gen_seed or fewer epochs"
+                    ),
+                ),
             ):
                 if bad and kind not in warned:
                     warned.add(kind)
@@ -332,15 +357,25 @@ def train_dcgan(
                     log(f"warning: dcgan {msg}")
             last = epoch + 1 == cfg.epochs
             if out_dir is not None and (last or (cfg.sample_every and (epoch + 1) % cfg.sample_every == 0)):
-                write_png(out_dir / "samples" / f"epoch-{epoch + 1:04d}.png",
-                          image_grid(to_display(samples.cpu().numpy())))
+                write_png(
+                    out_dir / "samples" / f"epoch-{epoch + 1:04d}.png", image_grid(to_display(samples.cpu().numpy()))
+                )
             if ckpt_path is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
                 ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-                _save_atomic({
-                    "config": asdict(cfg), "epoch": epoch + 1, "G": G.state_dict(), "D": D.state_dict(),
-                    "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": gen_rng.get_state(),
-                    "history": result.history, "warnings": result.warnings,
-                }, ckpt_path)
+                _save_atomic(
+                    {
+                        "config": asdict(cfg),
+                        "epoch": epoch + 1,
+                        "G": G.state_dict(),
+                        "D": D.state_dict(),
+                        "opt_g": opt_g.state_dict(),
+                        "opt_d": opt_d.state_dict(),
+                        "rng": gen_rng.get_state(),
+                        "history": result.history,
+                        "warnings": result.warnings,
+                    },
+                    ckpt_path,
+                )
     result.seconds = time.perf_counter() - t0 if start < cfg.epochs else 0.0
     result.generator = G.cpu().eval()
     return result
@@ -366,11 +401,18 @@ def save_generator(generator: Generator, path: Path, meta: dict | None = None) -
     """Write the generator's weights and shape (plain tensors and numbers: loadable without pickle),
     then ``<path>.sha256``, the file's checksum that :func:`load_generator` verifies."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    _save_atomic({
-        "latent_dim": generator.latent_dim, "width": generator.width, "size": generator.size,
-        "channels": generator.channels, "upsample": generator.upsample, "state": generator.state_dict(),
-        "meta": meta or {},
-    }, path)
+    _save_atomic(
+        {
+            "latent_dim": generator.latent_dim,
+            "width": generator.width,
+            "size": generator.size,
+            "channels": generator.channels,
+            "upsample": generator.upsample,
+            "state": generator.state_dict(),
+            "meta": meta or {},
+        },
+        path,
+    )
     atomic_write_text(_digest_path(path), file_sha256(path) + "\n")
 
 
@@ -387,18 +429,23 @@ def load_generator(path: Path) -> tuple[Generator, dict]:
     try:
         expected = digest.read_text().strip()
     except OSError:
-        raise DataError(f"{path}: no checksum beside it ({digest.name}); delete it to fit the generator again") from None
+        raise DataError(
+            f"{path}: no checksum beside it ({digest.name}); delete it to fit the generator again"
+        ) from None
     if file_sha256(path) != expected:
-        raise DataError(f"{path}: changed since it was written (checksum mismatch); delete it to fit the "
-                        "generator again")
+        raise DataError(
+            f"{path}: changed since it was written (checksum mismatch); delete it to fit the generator again"
+        )
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
         g = Generator(blob["latent_dim"], blob["width"], blob["size"], blob["channels"], blob["upsample"])
         g.load_state_dict(blob["state"])
         return g.eval(), dict(blob["meta"])
     except Exception as exc:  # noqa: BLE001 -- whatever torch says, the file is not a generator we wrote
-        raise DataError(f"{path}: not a generator this version of augforge can read ({type(exc).__name__}); "
-                        "delete it to fit the generator again") from None
+        raise DataError(
+            f"{path}: not a generator this version of augforge can read ({type(exc).__name__}); "
+            "delete it to fit the generator again"
+        ) from None
 
 
 def image_grid(images: np.ndarray, ncols: int = 8, pad: int = 2, pad_value: float = 1.0) -> np.ndarray:
@@ -409,7 +456,7 @@ def image_grid(images: np.ndarray, ncols: int = 8, pad: int = 2, pad_value: floa
     grid = np.full((rows * (h + pad) + pad, ncols * (w + pad) + pad), pad_value, np.float32)
     for i, img in enumerate(images):
         r, c = divmod(i, ncols)
-        grid[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = img
+        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = img
     return grid
 
 

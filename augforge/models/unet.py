@@ -91,8 +91,9 @@ class UNet(nn.Module):
     forward: (N, in_channels, H, W) float -> (N, classes, H, W) logits.
     """
 
-    def __init__(self, in_channels: int = 1, classes: int = 1, base_width: int = 16, depth: int = 4,
-                 bilinear: bool = True):
+    def __init__(
+        self, in_channels: int = 1, classes: int = 1, base_width: int = 16, depth: int = 4, bilinear: bool = True
+    ):
         super().__init__()
         if depth < 1 or base_width < 1:
             raise ValueError(f"UNet needs depth >= 1 and base_width >= 1, got {depth=} {base_width=}")
@@ -102,9 +103,7 @@ class UNet(nn.Module):
         self.downs = nn.ModuleList(
             nn.Sequential(nn.MaxPool2d(2), DoubleConv(widths[i], widths[i + 1])) for i in range(depth)
         )
-        self.ups = nn.ModuleList(
-            _Up(widths[i + 1], widths[i], bilinear) for i in reversed(range(depth))
-        )
+        self.ups = nn.ModuleList(_Up(widths[i + 1], widths[i], bilinear) for i in reversed(range(depth)))
         self.head = nn.Conv2d(widths[0], classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -132,8 +131,13 @@ class VGG11UNet(nn.Module):
     forward: (N, in_channels, H, W) float -> (N, classes, H, W) logits.
     """
 
-    def __init__(self, in_channels: int = 1, classes: int = 1, encoder_batchnorm: bool = False,
-                 decoder_widths: tuple[int, ...] = (256, 128, 64, 32, 16)):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        classes: int = 1,
+        encoder_batchnorm: bool = False,
+        decoder_widths: tuple[int, ...] = (256, 128, 64, 32, 16),
+    ):
         super().__init__()
         self.stride = 32
         # Split the VGG feature list into stages at each max pooling, as smp's VGG encoder does.

@@ -100,21 +100,26 @@ def paste_scale(intensity: str, slices: Sequence[Slice]) -> PasteScale:
         return HU_SCALE
     real = [s for s in slices if not s.source.startswith("synthetic:")]
     if not real:
-        raise DataError(f"paste-in on {intensity} intensities learns where lung and tissue lie from the "
-                        "training slices, and there are none")
+        raise DataError(
+            f"paste-in on {intensity} intensities learns where lung and tissue lie from the "
+            "training slices, and there are none"
+        )
     step = max(1, len(real) // _POOL_SLICES)
     pooled = np.concatenate([np.asarray(s.hu, np.float32)[::2, ::2].ravel() for s in real[::step]])
     try:
         t = otsu_threshold(pooled)
     except ValueError:
-        raise DataError(f"the training slices are uniform ({intensity} value {float(pooled[0]):g}): "
-                        "no lung or tissue to paste tumours into") from None
+        raise DataError(
+            f"the training slices are uniform ({intensity} value {float(pooled[0]):g}): "
+            "no lung or tissue to paste tumours into"
+        ) from None
     dark = pooled[pooled < t]
     return PasteScale(intensity, float(pooled.min()), float(pooled.max()), float(np.median(dark)), t, t)
 
 
-def canvas_site(canvas: Slice, scale: PasteScale, *, clearance_px: float, max_row: int | None = None,
-                match_noise: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
+def canvas_site(
+    canvas: Slice, scale: PasteScale, *, clearance_px: float, max_row: int | None = None, match_noise: bool = False
+) -> tuple[np.ndarray, np.ndarray, float]:
     """(lung, allowed region, noise) of one canvas for :func:`augforge.synthesis.paste_into_canvases`.
 
     Allowed: lung pixels below the scale's dense threshold, ``clearance_px`` from anything else
@@ -132,8 +137,9 @@ def canvas_site(canvas: Slice, scale: PasteScale, *, clearance_px: float, max_ro
     return lung, allowed, noise
 
 
-def paste_canvases(train: Sequence[Slice], healthy: Sequence[Slice], choice: str, *, who: str,
-                   log: Callable[[str], None] = print) -> list[Slice]:
+def paste_canvases(
+    train: Sequence[Slice], healthy: Sequence[Slice], choice: str, *, who: str, log: Callable[[str], None] = print
+) -> list[Slice]:
     """The slices tumours are pasted into.
 
     choice "healthy": the dataset's healthy slices; where it has none (crop exports such as the LIDC
@@ -148,6 +154,8 @@ def paste_canvases(train: Sequence[Slice], healthy: Sequence[Slice], choice: str
         raise ValueError(f"canvases must be 'healthy' or 'train', got {choice!r}")
     if healthy:
         return list(healthy)
-    log(f"{who}: the dataset has no healthy slices; pasting into the {len(real)} real training slices, "
-        "clear of the tumour each already has")
+    log(
+        f"{who}: the dataset has no healthy slices; pasting into the {len(real)} real training slices, "
+        "clear of the tumour each already has"
+    )
     return real

@@ -97,8 +97,9 @@ def _mean_diameter_px(mask: np.ndarray) -> float:
     return 0.5 * (long_axis + short_axis) + 1.0
 
 
-def measure_nodule(hu: np.ndarray, mask: np.ndarray, spacing_mm: float, *,
-                   solid_hu: float = SOLID_HU) -> NoduleMeasurements:
+def measure_nodule(
+    hu: np.ndarray, mask: np.ndarray, spacing_mm: float, *, solid_hu: float = SOLID_HU
+) -> NoduleMeasurements:
     """Mean diameter, solid-part diameter, texture and Lung-RADS class of the nodule ``mask``.
 
     hu: (h, w) HU; mask: (h, w) bool, non-empty; spacing_mm: pixel side in mm. Texture is read from
@@ -160,9 +161,9 @@ def blend_tumour(
     p = math.ceil(feather_px / 2) + 1
     R0, R1, C0, C1 = max(r - p, 0), min(r + h + p, H), max(c - p, 0), min(c + w + p, W)
     big = np.zeros((R1 - R0, C1 - C0), bool)
-    big[r - R0:r - R0 + h, c - C0:c - C0 + w] = m
+    big[r - R0 : r - R0 + h, c - C0 : c - C0 + w] = m
     values = np.zeros(big.shape, np.float32)
-    values[r - R0:r - R0 + h, c - C0:c - C0 + w] = tumour_hu
+    values[r - R0 : r - R0 + h, c - C0 : c - C0 + w] = tumour_hu
     # Outside the mask the ramp needs tumour values too: copy the nearest tumour pixel's.
     dist_out, (ri, ci) = ndimage.distance_transform_edt(~big, return_indices=True)
     values = values[ri, ci]
@@ -215,11 +216,12 @@ def paste_tumour(
     preprocesses the new slice like any other.
     """
     lung = canvas_lung(canvas) if lung is None else np.asarray(lung, bool)
-    hu, placed = blend_tumour(canvas.hu, tumour_hu, tumour_mask, position, feather_px=feather_px,
-                              noise_hu=noise_hu, rng=rng)
+    hu, placed = blend_tumour(
+        canvas.hu, tumour_hu, tumour_mask, position, feather_px=feather_px, noise_hu=noise_hu, rng=rng
+    )
     r, c = position
     h, w = np.shape(tumour_mask)
-    nodule = measure_nodule(hu[r:r + h, c:c + w], tumour_mask, canvas.spacing_mm, solid_hu=solid_hu)
+    nodule = measure_nodule(hu[r : r + h, c : c + w], tumour_mask, canvas.spacing_mm, solid_hu=solid_hu)
     label = max(canvas.label, nodule.label, key=LUNG_RADS_CLASSES.index)
     facts = {
         "canvas": canvas.id,
@@ -281,7 +283,18 @@ def paste_into_canvases(
         pos = pick_position(valid_positions(allowed, t_mask), rng)
         if pos is None:
             continue
-        return paste_tumour(canvas, t_hu, t_mask, pos, slice_id=slice_id, source=source, lung=lung,
-                            feather_px=feather_px, noise_hu=noise_hu, rng=paste_rng, provenance=provenance,
-                            solid_hu=solid_hu)
+        return paste_tumour(
+            canvas,
+            t_hu,
+            t_mask,
+            pos,
+            slice_id=slice_id,
+            source=source,
+            lung=lung,
+            feather_px=feather_px,
+            noise_hu=noise_hu,
+            rng=paste_rng,
+            provenance=provenance,
+            solid_hu=solid_hu,
+        )
     return None

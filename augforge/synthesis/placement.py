@@ -42,13 +42,13 @@ def allowed_region(
     """
     ok = np.asarray(lung, bool) & (np.asarray(hu) < vessel_hu)
     if max_row is not None:
-        ok[max(0, max_row):] = False
+        ok[max(0, max_row) :] = False
     if clearance_px > 0 and ok.any():
         # Keep the pixels farther than clearance_px from every forbidden pixel centre (the same set
         # as a Euclidean distance transform > clearance_px): an erosion by a disc, ~20x faster. The
         # image border counts as forbidden, so the clearance holds at the edge too.
         r = int(np.floor(clearance_px))
-        yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+        yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
         disc = (yy**2 + xx**2 <= clearance_px**2).astype(np.uint8)
         ok = cv2.erode(ok.astype(np.uint8), disc, borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
     return ok
@@ -82,10 +82,11 @@ def valid_positions(allowed: np.ndarray, mask: np.ndarray) -> np.ndarray:
     # which OpenCV computes directly for small masks and by DFT for large ones. With the anchor at
     # the kernel's top-left corner, the first (box - mask + 1) rows/columns are the positions where
     # the mask lies inside the box. Counts are integers: < 0.5 absorbs the DFT's rounding.
-    overlap = cv2.filter2D(forbidden, cv2.CV_32F, mask.astype(np.float32), anchor=(0, 0),
-                           borderType=cv2.BORDER_CONSTANT)
+    overlap = cv2.filter2D(
+        forbidden, cv2.CV_32F, mask.astype(np.float32), anchor=(0, 0), borderType=cv2.BORDER_CONSTANT
+    )
     n_r, n_c = forbidden.shape[0] - h + 1, forbidden.shape[1] - w + 1
-    out[r0:r0 + n_r, c0:c0 + n_c] = overlap[:n_r, :n_c] < 0.5
+    out[r0 : r0 + n_r, c0 : c0 + n_c] = overlap[:n_r, :n_c] < 0.5
     return out
 
 

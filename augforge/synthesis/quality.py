@@ -50,16 +50,25 @@ class _AutoEncoder(nn.Module):
         super().__init__()
         s = size // 8
         self.encoder = nn.Sequential(
-            nn.Conv2d(1, width, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Conv2d(2 * width, 4 * width, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Flatten(), nn.Linear(4 * width * s * s, dim),
+            nn.Conv2d(1, width, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(width, 2 * width, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * width, 4 * width, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.Flatten(),
+            nn.Linear(4 * width * s * s, dim),
         )
         self.decoder = nn.Sequential(
-            nn.Linear(dim, 4 * width * s * s), nn.Unflatten(1, (4 * width, s, s)), nn.LeakyReLU(0.2),
-            nn.ConvTranspose2d(4 * width, 2 * width, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.ConvTranspose2d(width, 1, 4, 2, 1), nn.Tanh(),
+            nn.Linear(dim, 4 * width * s * s),
+            nn.Unflatten(1, (4 * width, s, s)),
+            nn.LeakyReLU(0.2),
+            nn.ConvTranspose2d(4 * width, 2 * width, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.ConvTranspose2d(width, 1, 4, 2, 1),
+            nn.Tanh(),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -168,14 +177,20 @@ class QualitySummary:
             "",
             "| measure | generated | reference |",
             "|---|---|---|",
-            (f"| Fréchet distance (self-trained autoencoder features) | {self.frechet:.3f} | "
-             f"{self.frechet_real_halves:.3f} (real half vs real half) |"),
+            (
+                f"| Fréchet distance (self-trained autoencoder features) | {self.frechet:.3f} | "
+                f"{self.frechet_real_halves:.3f} (real half vs real half) |"
+            ),
             f"| HU 1-Wasserstein distance to the real tumour pixels | {self.hu_wasserstein:.1f} HU | 0 |",
             f"| mean tumour HU | {self.hu_mean_generated:.1f} | {self.hu_mean_real:.1f} (real) |",
-            (f"| median distance to the nearest training patch | {self.nn_median_generated:.3f} | "
-             f"{self.nn_median_real:.3f} (real, leave-one-out) |"),
-            (f"| near copies of a training patch | {100 * self.near_copy_share:.1f} % | "
-             f"{100 * _COPY_QUANTILE:.0f} % by construction |"),
+            (
+                f"| median distance to the nearest training patch | {self.nn_median_generated:.3f} | "
+                f"{self.nn_median_real:.3f} (real, leave-one-out) |"
+            ),
+            (
+                f"| near copies of a training patch | {100 * self.near_copy_share:.1f} % | "
+                f"{100 * _COPY_QUANTILE:.0f} % by construction |"
+            ),
             "",
             "| shape (mean) | generated | real |",
             "|---|---|---|",
@@ -208,8 +223,9 @@ def quality_summary(
     S must be a multiple of 8. Same inputs and seed, same summary.
     """
     if real_hu.shape[1:] != gen_hu.shape[1:] or real_hu.shape != real_mask.shape or gen_hu.shape != gen_mask.shape:
-        raise ValueError(f"patch shapes differ: real {real_hu.shape}/{real_mask.shape}, "
-                         f"generated {gen_hu.shape}/{gen_mask.shape}")
+        raise ValueError(
+            f"patch shapes differ: real {real_hu.shape}/{real_mask.shape}, generated {gen_hu.shape}/{gen_mask.shape}"
+        )
     if len(real_hu) < 4 or len(gen_hu) < 2:
         raise ValueError(f"need at least 4 real and 2 generated patches, got {len(real_hu)} and {len(gen_hu)}")
     real = _canonical(real_hu, real_mask)
@@ -222,7 +238,7 @@ def quality_summary(
     f_real, f_gen = _features(net, real), _features(net, gen)
     order = rng.permutation(len(real))
     k = min(len(real) // 2, len(gen))
-    a, b = f_real[order[:k]], f_real[order[len(real) // 2:len(real) // 2 + k]]
+    a, b = f_real[order[:k]], f_real[order[len(real) // 2 : len(real) // 2 + k]]
     g = f_gen[rng.permutation(len(gen))[:k]]
     fd_gen, fd_ref = frechet_distance(g, b), frechet_distance(a, b)
 
@@ -239,11 +255,16 @@ def quality_summary(
     cut = np.quantile(nn_real, _COPY_QUANTILE)
 
     return QualitySummary(
-        n_real=len(real), n_generated=len(gen),
-        frechet=fd_gen, frechet_real_halves=fd_ref,
-        hu_wasserstein=w1, hu_mean_real=float(hu_r.mean()),
+        n_real=len(real),
+        n_generated=len(gen),
+        frechet=fd_gen,
+        frechet_real_halves=fd_ref,
+        hu_wasserstein=w1,
+        hu_mean_real=float(hu_r.mean()),
         hu_mean_generated=float(hu_g.mean()) if hu_g.size else float("nan"),
-        shape_real=shape_statistics(real_mask), shape_generated=shape_statistics(gen_mask),
-        nn_median_generated=float(np.median(nn_gen)), nn_median_real=float(np.median(nn_real)),
+        shape_real=shape_statistics(real_mask),
+        shape_generated=shape_statistics(gen_mask),
+        nn_median_generated=float(np.median(nn_gen)),
+        nn_median_real=float(np.median(nn_real)),
         near_copy_share=float((nn_gen < cut).mean()),
     )

@@ -122,8 +122,8 @@ def extract_rois(
             # The crop may extend past the slice's edge: read it with zero padding (the mask is 0
             # there, and outside the mask only the background value survives).
             pad = max(0, -r0, -c0, r1 - s.shape[0], c1 - s.shape[1])
-            m = np.pad(comps == k, pad)[r0 + pad:r1 + pad, c0 + pad:c1 + pad]
-            hu = np.pad(s.hu.astype(np.float32), pad, mode="edge")[r0 + pad:r1 + pad, c0 + pad:c1 + pad]
+            m = np.pad(comps == k, pad)[r0 + pad : r1 + pad, c0 + pad : c1 + pad]
+            hu = np.pad(s.hu.astype(np.float32), pad, mode="edge")[r0 + pad : r1 + pad, c0 + pad : c1 + pad]
             hu = _extend_inside_values(hu, m)
             shrink = (r1 - r0) > size or (c1 - c0) > size
             interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
@@ -141,9 +141,16 @@ def extract_rois(
             ids.append(s.id)
             labels.append(s.label)
     if not his:
-        raise DataError("the training split holds no tumour of at least "
-                        f"{min_pixels} pixels: a tumour generator has nothing to learn from")
+        raise DataError(
+            "the training split holds no tumour of at least "
+            f"{min_pixels} pixels: a tumour generator has nothing to learn from"
+        )
     return TumourROIs(
-        hu=np.stack(his), mask=np.stack(masks), coverage=np.stack(covers), crop_mm=np.asarray(crops, np.float64),
-        slice_ids=tuple(ids), labels=tuple(labels), background_hu=float(background_hu),
+        hu=np.stack(his),
+        mask=np.stack(masks),
+        coverage=np.stack(covers),
+        crop_mm=np.asarray(crops, np.float64),
+        slice_ids=tuple(ids),
+        labels=tuple(labels),
+        background_hu=float(background_hu),
     )

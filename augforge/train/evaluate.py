@@ -32,9 +32,17 @@ def _same_shape_runs(shapes: Sequence[tuple[int, ...]], max_len: int) -> list[tu
 
 
 @torch.inference_mode()
-def predict_masks(model: nn.Module, images: Sequence[np.ndarray], *, batch_size: int = 16,
-                  threshold: float = 0.5, device: str = "cpu", channels_last: bool = True,
-                  amp: bool = True, progress: bool = False) -> list[np.ndarray]:
+def predict_masks(
+    model: nn.Module,
+    images: Sequence[np.ndarray],
+    *,
+    batch_size: int = 16,
+    threshold: float = 0.5,
+    device: str = "cpu",
+    channels_last: bool = True,
+    amp: bool = True,
+    progress: bool = False,
+) -> list[np.ndarray]:
     """Tumour masks for whole slices: sigmoid(logits) >= threshold.
 
     images: (H, W) float32 in [0, 1]; consecutive slices of one shape share a batch.
@@ -43,8 +51,11 @@ def predict_masks(model: nn.Module, images: Sequence[np.ndarray], *, batch_size:
     dev = torch.device(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.to(dev, memory_format=memory_format).eval()
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-                if amp and dev.type == "cuda" else contextlib.nullcontext())
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+        if amp and dev.type == "cuda"
+        else contextlib.nullcontext()
+    )
     # A logit threshold avoids a sigmoid over every pixel: sigmoid(z) >= t  <=>  z >= logit(t).
     t = min(max(threshold, 1e-6), 1 - 1e-6)
     logit_threshold = float(np.log(t / (1 - t)))
@@ -61,23 +72,32 @@ def predict_masks(model: nn.Module, images: Sequence[np.ndarray], *, batch_size:
     return out
 
 
-def evaluate(model: nn.Module, slices: Sequence[Slice], cfg: TrainConfig, *, device: str = "cpu",
-             progress: bool = False) -> list[dict[str, Any]]:
+def evaluate(
+    model: nn.Module, slices: Sequence[Slice], cfg: TrainConfig, *, device: str = "cpu", progress: bool = False
+) -> list[dict[str, Any]]:
     """Predict every slice whole and score it: one row per slice with ``image`` (id), ``class``
     (Lung-RADS label), ``spacing_mm`` and the metrics of :data:`augforge.metrics.METRIC_NAMES`
     plus ``true_px``/``pred_px``. Slices need ``.image`` set (preprocessed input)."""
     missing = [s.id for s in slices if s.image is None]
     if missing:
         raise ValueError(f"{len(missing)} test slices have no preprocessed image (first: {missing[0]})")
-    preds = predict_masks(model, [s.image for s in slices], batch_size=cfg.eval_batch_size,
-                          threshold=cfg.threshold, device=device, channels_last=cfg.channels_last,
-                          amp=cfg.amp, progress=progress)
+    preds = predict_masks(
+        model,
+        [s.image for s in slices],
+        batch_size=cfg.eval_batch_size,
+        threshold=cfg.threshold,
+        device=device,
+        channels_last=cfg.channels_last,
+        amp=cfg.amp,
+        progress=progress,
+    )
     rows: list[dict[str, Any]] = []
     # Score in runs of equal shape so segmentation_metrics gets (N, H, W) stacks.
     for start, stop in _same_shape_runs([s.mask.shape for s in slices], len(slices)):
         chunk = slices[start:stop]
-        m = segmentation_metrics(np.stack(preds[start:stop]), np.stack([s.mask for s in chunk]).astype(bool),
-                                 [s.spacing_mm for s in chunk])
+        m = segmentation_metrics(
+            np.stack(preds[start:stop]), np.stack([s.mask for s in chunk]).astype(bool), [s.spacing_mm for s in chunk]
+        )
         for k, s in enumerate(chunk):
             row: dict[str, Any] = {"image": s.id, "class": s.label, "spacing_mm": float(s.spacing_mm)}
             row.update({name: float(m[name][k]) for name in METRIC_NAMES})

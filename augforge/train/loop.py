@@ -64,8 +64,9 @@ def make_optimizer(params: Sequence[nn.Parameter] | object, cfg: TrainConfig) ->
     raise UsageError(f"train.optimizer={cfg.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
 
 
-def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig,
-                  total_steps: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+def make_schedule(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
     """``train.schedule``: "constant" (the paper: None) or "cosine" (from ``train.lr`` down to 0 at the
     last step; stepped once per training step)."""
     if cfg.schedule == "constant":
@@ -75,7 +76,9 @@ def make_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig,
     raise UsageError(f"train.schedule={cfg.schedule!r}: choose one of {', '.join(SCHEDULES)}")
 
 
-def _autocast(device: torch.device, enabled: bool) -> tuple[contextlib.AbstractContextManager, torch.amp.GradScaler | None]:
+def _autocast(
+    device: torch.device, enabled: bool
+) -> tuple[contextlib.AbstractContextManager, torch.amp.GradScaler | None]:
     """Mixed precision on CUDA only: bfloat16 where supported (no loss scaling needed), else float16
     with a gradient scaler. On CPU, a no-op context (full float32)."""
     if not (enabled and device.type == "cuda"):
@@ -85,9 +88,18 @@ def _autocast(device: torch.device, enabled: bool) -> tuple[contextlib.AbstractC
     return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
 
 
-def train_model(model: nn.Module, images: Sequence[np.ndarray], masks: Sequence[np.ndarray],
-                cfg: TrainConfig, *, seed: int, transform: Transform | None = None,
-                device: str = "cpu", progress: bool = True, description: str = "training") -> TrainResult:
+def train_model(
+    model: nn.Module,
+    images: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    cfg: TrainConfig,
+    *,
+    seed: int,
+    transform: Transform | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    description: str = "training",
+) -> TrainResult:
     """Train ``model`` in place on slices and their masks under the budget of ``cfg``.
 
     images: (H, W) float32 in [0, 1] (preprocessed network inputs); masks: (H, W) uint8 {0, 1}.
@@ -97,8 +109,10 @@ def train_model(model: nn.Module, images: Sequence[np.ndarray], masks: Sequence[
     # 1. Budget and seeds: everything random below derives from `seed`.
     steps_per_epoch, total_steps = plan_steps(cfg, len(images))
     if cfg.patch_size < 0 or not 0.0 <= cfg.fg_fraction <= 1.0:
-        raise UsageError(f"train.patch_size={cfg.patch_size}, train.fg_fraction={cfg.fg_fraction}: "
-                         "patch size must be >= 0 and the foreground share in [0, 1]")
+        raise UsageError(
+            f"train.patch_size={cfg.patch_size}, train.fg_fraction={cfg.fg_fraction}: "
+            "patch size must be >= 0 and the foreground share in [0, 1]"
+        )
     seed_everything(seed)
     dev = torch.device(device)
 
@@ -111,8 +125,16 @@ def train_model(model: nn.Module, images: Sequence[np.ndarray], masks: Sequence[
     autocast, scaler = _autocast(dev, cfg.amp)
 
     # 3. Batches: a seeded stream built in a background thread while the network computes.
-    sampler = BatchSampler(images, masks, batch_size=cfg.batch_size, steps=total_steps, seed=seed,
-                           patch_size=cfg.patch_size, fg_fraction=cfg.fg_fraction, transform=transform)
+    sampler = BatchSampler(
+        images,
+        masks,
+        batch_size=cfg.batch_size,
+        steps=total_steps,
+        seed=seed,
+        patch_size=cfg.patch_size,
+        fg_fraction=cfg.fg_fraction,
+        transform=transform,
+    )
     batches = Prefetcher(sampler, depth=3)
 
     # 4. The loop: forward, loss, backward, update; one progress line with step, loss and ETA.
@@ -120,8 +142,16 @@ def train_model(model: nn.Module, images: Sequence[np.ndarray], masks: Sequence[
     running, in_epoch = 0.0, 0
     t_start = time.perf_counter()
     try:
-        with deterministic(), progress_bar(description, total_steps, enabled=progress, fields={"loss": float("nan")},
-                                                columns=["loss {task.fields[loss]:.4f}"]) as bar:
+        with (
+            deterministic(),
+            progress_bar(
+                description,
+                total_steps,
+                enabled=progress,
+                fields={"loss": float("nan")},
+                columns=["loss {task.fields[loss]:.4f}"],
+            ) as bar,
+        ):
             for step, (x_np, y_np) in enumerate(batches, start=1):
                 x = torch.from_numpy(x_np).to(dev, non_blocking=True).contiguous(memory_format=memory_format)
                 y = torch.from_numpy(y_np).to(dev, non_blocking=True).contiguous(memory_format=memory_format)
@@ -140,8 +170,10 @@ def train_model(model: nn.Module, images: Sequence[np.ndarray], masks: Sequence[
                     schedule.step()
                 value = float(loss.detach())
                 if not math.isfinite(value):
-                    raise FloatingPointError(f"training loss became {value} at step {step}; "
-                                             f"lower train.lr (now {cfg.lr}) or check the training data")
+                    raise FloatingPointError(
+                        f"training loss became {value} at step {step}; "
+                        f"lower train.lr (now {cfg.lr}) or check the training data"
+                    )
                 running += value
                 in_epoch += 1
                 if in_epoch == steps_per_epoch or step == total_steps:
@@ -154,7 +186,11 @@ def train_model(model: nn.Module, images: Sequence[np.ndarray], masks: Sequence[
 
     # 5. Summary of the run.
     return TrainResult(
-        steps=total_steps, steps_per_epoch=steps_per_epoch, batch_size=cfg.batch_size,
-        final_loss=epoch_losses[-1] if epoch_losses else float("nan"), epoch_losses=epoch_losses,
-        seconds=seconds, data_wait_seconds=batches.wait_seconds,
+        steps=total_steps,
+        steps_per_epoch=steps_per_epoch,
+        batch_size=cfg.batch_size,
+        final_loss=epoch_losses[-1] if epoch_losses else float("nan"),
+        epoch_losses=epoch_losses,
+        seconds=seconds,
+        data_wait_seconds=batches.wait_seconds,
     )

@@ -23,8 +23,7 @@ __all__ = ["BatchSampler", "Prefetcher", "crop_patch"]
 Batch = tuple[np.ndarray, np.ndarray]
 
 
-def crop_patch(image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator,
-               foreground: bool) -> Batch:
+def crop_patch(image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator, foreground: bool) -> Batch:
     """A ``size`` x ``size`` patch of (H, W) ``image`` and ``mask``.
 
     foreground: centre the patch on a random tumour pixel (jittered by up to a quarter patch so the
@@ -45,7 +44,7 @@ def crop_patch(image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Ge
     else:
         y0 = int(rng.integers(0, h - size + 1))
         x0 = int(rng.integers(0, w - size + 1))
-    return image[y0:y0 + size, x0:x0 + size], mask[y0:y0 + size, x0:x0 + size]
+    return image[y0 : y0 + size, x0 : x0 + size], mask[y0 : y0 + size, x0 : x0 + size]
 
 
 class BatchSampler:
@@ -61,9 +60,18 @@ class BatchSampler:
     largest slice side in the batch for whole-slice training, smaller slices zero-padded).
     """
 
-    def __init__(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], *, batch_size: int,
-                 steps: int, seed: int, patch_size: int = 0, fg_fraction: float = 0.0,
-                 transform: Transform | None = None):
+    def __init__(
+        self,
+        images: Sequence[np.ndarray],
+        masks: Sequence[np.ndarray],
+        *,
+        batch_size: int,
+        steps: int,
+        seed: int,
+        patch_size: int = 0,
+        fg_fraction: float = 0.0,
+        transform: Transform | None = None,
+    ):
         if len(images) != len(masks) or not images:
             raise ValueError(f"need as many masks as images, and at least one: {len(images)} vs {len(masks)}")
         self.images, self.masks = images, masks
@@ -122,8 +130,9 @@ class Prefetcher:
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self.wait_seconds = 0.0
-        self._thread = threading.Thread(target=self._produce, args=(iter(iterable),), daemon=True,
-                                        name="augforge-batches")
+        self._thread = threading.Thread(
+            target=self._produce, args=(iter(iterable),), daemon=True, name="augforge-batches"
+        )
         self._thread.start()
 
     def _produce(self, it: Iterator[Batch]) -> None:
