@@ -30,6 +30,7 @@ from augforge.data.records import LUNG_RADS_CLASSES, Dataset, Slice
 from augforge.errors import AugforgeError, DataError, UnknownStrategyError, UsageError
 from augforge.hookspecs import hookimpl, hookspec
 from augforge.strategy import (
+    BASELINE,
     Composite,
     Param,
     PrepareContext,
@@ -63,6 +64,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "BASELINE",
     "LUNG_RADS_CLASSES",
     "PUBLIC_MODULES",
     "AugforgeError",

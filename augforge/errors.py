@@ -28,9 +28,3 @@ class PluginError(AugforgeError):
 
 class DataError(AugforgeError):
     """A dataset could not be read, or its content is not usable."""
-
-
-class NotBuiltYet(AugforgeError):
-    """A command group that exists in the interface but is not implemented in this version."""
-
-    exit_code = 2

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
@@ -36,6 +36,9 @@ __all__ = [
     "Strategy",
     "Transform",
 ]
+
+#: The baseline strategy's name: no augmentation, the reference every other strategy is compared with.
+BASELINE = "none"
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -197,7 +200,6 @@ class PrepareContext:
     log: Callable[[str], None] = print
     progress: bool = True
     dataset_fingerprint: str = ""
-    extras: dict[str, Any] = field(default_factory=dict)
     intensity: str = "HU"
 
 
@@ -315,8 +317,8 @@ class Composite(Strategy):
         names = [p.name for p in parts]
         if len(set(names)) != len(names):
             raise UsageError(f"strategy {'+'.join(names)!r} names a part twice")
-        if "none" in names:
-            raise UsageError("'none' cannot be part of a composite strategy: it is the baseline")
+        if BASELINE in names:
+            raise UsageError(f"{BASELINE!r} cannot be part of a composite strategy: it is the baseline")
         self.parts = list(parts)
         self.name = "+".join(names)  # type: ignore[misc]
         self.config = {p.name: dict(p.config) for p in parts}

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from augforge import Strategy, hookimpl
+from augforge import BASELINE, Strategy, hookimpl
 
 
 class NoAugmentation(Strategy):
-    name = "none"
+    name = BASELINE
     description = "No augmentation: the baseline every other strategy is compared with."
 
 

@@ -114,7 +114,7 @@ class CopyPaste(Strategy):
         Synthetic slices (an earlier part of a hybrid may have added some) are never donors.
         Raises DataError when the training split holds no tumour.
         """
-        real = [s for s in train if s.has_tumour and not s.source.startswith("synthetic:")]
+        real = [s for s in train if s.has_tumour and not s.is_synthetic]
         try:
             return extract_rois(
                 real,
@@ -213,7 +213,7 @@ class CopyPaste(Strategy):
                 ),
                 rng=rng,
                 slice_id=f"{self.name}-s{seed}-{i:05d}",
-                source=f"synthetic:{self.name}",
+                source=Slice.synthetic_source(self.name),
                 feather_px=c["feather_px"],
                 # A real tumour carries its scanner noise already: adding the canvas's would double it.
                 provenance={
@@ -260,7 +260,7 @@ class CopyPaste(Strategy):
         )
 
     def prepare(self, train: list[Slice], ctx: PrepareContext) -> list[Slice]:
-        real = sum(1 for s in train if not s.source.startswith("synthetic:"))
+        real = sum(1 for s in train if not s.is_synthetic)
         n = round(self.config["ratio"] * real)
         if n == 0:
             return list(train)

@@ -195,7 +195,7 @@ class TumourGAN(Strategy):
 
     def tumour_patches(self, train: list[Slice], size: int, variant: Variant | None = None) -> TumourROIs:
         """The training tumours as ``size`` x ``size`` patches (real tumour slices only)."""
-        real = [s for s in train if s.has_tumour and not s.source.startswith("synthetic:")]
+        real = [s for s in train if s.has_tumour and not s.is_synthetic]
         v = variant or self.variant
         return extract_rois(
             real,
@@ -369,7 +369,7 @@ class TumourGAN(Strategy):
                     shape=shape,
                     rng=rng,
                     slice_id=f"{self.name}-{fitted.key[:8]}-s{seed}-{i:05d}",
-                    source=f"synthetic:{self.name}",
+                    source=Slice.synthetic_source(self.name),
                     feather_px=c["feather_px"],
                     paste_rng=rng,
                     provenance={"strategy": self.name, "generator": fitted.key, "sample": i, "seed": seed},
@@ -410,7 +410,7 @@ class TumourGAN(Strategy):
 
     def prepare(self, train: list[Slice], ctx: PrepareContext) -> list[Slice]:
         """``train`` followed by ``ratio`` synthetic slices per real training slice."""
-        real = sum(1 for s in train if not s.source.startswith("synthetic:"))
+        real = sum(1 for s in train if not s.is_synthetic)
         n = round(self.config["ratio"] * real)
         return list(train) + self.generate(train, ctx, n).slices
 

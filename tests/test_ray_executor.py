@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ray = pytest.importorskip("ray")  # before augforge.bench.ray_executor is imported below
+ray = pytest.importorskip("ray")  # before augforge.bench.executors.ray_cluster is imported below
 
 from augforge import Param, Strategy, hookimpl
 from augforge.bench.executors import EXECUTORS, ExecutionContext, make_executor
@@ -244,7 +244,7 @@ def test_a_group_shares_one_fit_and_workers_can_load_the_data(ray_instance, plug
 def test_the_fit_travels_by_reference_to_a_node_without_it(ray_instance, plugin, dataset, short, tmp_path):
     """Two cache folders stand for the disks of two nodes: the group's first trial fits on node A, and
     what it cached reaches node B through the object store, not through the disk."""
-    from augforge.bench.ray_executor import _remote_trial
+    from augforge.bench.executors.ray_cluster import _remote_trial
 
     first, second = plan(dataset, short, ["ray-test-cached-fit"], seeds=(0, 1))
     env = TrialEnv(progress=False, log=lambda m: None)
@@ -339,14 +339,14 @@ def test_options_are_validated(dataset, preset, tmp_path):
 
 def test_without_ray_the_error_says_how_to_install_it(dataset, preset, tmp_path, monkeypatch):
     monkeypatch.delitem(EXECUTORS, "ray", raising=False)
-    monkeypatch.delitem(sys.modules, "augforge.bench.ray_executor", raising=False)
+    monkeypatch.delitem(sys.modules, "augforge.bench.executors.ray_cluster", raising=False)
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(UsageError, match=r"pip install 'augforge\[ray\]'"):
         make_executor("ray", context(dataset, preset, tmp_path))
 
 
 def test_a_wrong_cluster_address_fails_fast():
-    from augforge.bench.ray_executor import _check_reachable
+    from augforge.bench.executors.ray_cluster import _check_reachable
 
     with pytest.raises(UsageError, match="--ray-address 127.0.0.1:1: nothing answers there"):
         _check_reachable("127.0.0.1:1")

@@ -24,12 +24,12 @@ from matplotlib.ticker import FixedLocator, NullLocator
 from scipy import stats as sstats
 
 from augforge.fileio import atomic_write_bytes
+from augforge.strategy import BASELINE
 
 __all__ = ["CurvePoint", "curve_points", "curve_rows", "learning_curve_figure", "seed_interval"]
 
 _DPI = 120
 #: The baseline is drawn in black, dashed, so every other line reads against it.
-_BASELINE = "none"
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ def learning_curve_figure(rows: Iterable[Mapping[str, Any]], path: Path | str, *
     points = {s: p for s, p in curve_points(rows).items() if len(p) >= min_fractions}
     if not points:
         return []
-    order = sorted(points, key=lambda s: (s != _BASELINE, s))
+    order = sorted(points, key=lambda s: (s != BASELINE, s))
     fractions = sorted({p.train_fraction for ps in points.values() for p in ps})
 
     fig = Figure(figsize=(7.5, 4.6))
@@ -128,7 +128,7 @@ def learning_curve_figure(rows: Iterable[Mapping[str, Any]], path: Path | str, *
         err = np.nan_to_num(err, nan=0.0)  # one seed: a point without a bar
         seeds = sorted({p.n_seeds for p in ps})
         n = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
-        baseline = strategy == _BASELINE
+        baseline = strategy == BASELINE
         colour = "black" if baseline else next(colours)
         ax.errorbar(
             x,

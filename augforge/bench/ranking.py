@@ -29,9 +29,9 @@ from augforge.bench.stats import (
 )
 from augforge.bench.store import ResultsStore, json_default
 from augforge.errors import DataError
+from augforge.strategy import BASELINE
 
 __all__ = [
-    "BASELINE",
     "LEADERBOARD_COLUMNS",
     "FloorRow",
     "Leaderboard",
@@ -42,7 +42,6 @@ __all__ = [
     "trial_context",
 ]
 
-BASELINE = "none"
 #: Strategy rows are ranked; floor rows have ``rank`` "floor" and ``strategy`` "floor:<name>".
 LEADERBOARD_COLUMNS: tuple[str, ...] = (
     "rank",

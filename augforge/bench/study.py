@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from augforge.bench.executors import Executor
-from augforge.bench.ranking import BASELINE
 from augforge.bench.store import ResultsStore
 from augforge.bench.trial import Trial, TrialOutcome, make_trial
 from augforge.config import SECTIONS, Preset
 from augforge.errors import UsageError
+from augforge.strategy import BASELINE
 
 __all__ = ["StudyResult", "check_preset", "plan_study", "run_study"]
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from augforge.config import PRESETS, SECTIONS, Preset, apply_overrides, get_preset
 from augforge.errors import UsageError
+from augforge.strategy import BASELINE
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -49,8 +50,6 @@ __all__ = [
 
 #: The strategy name that stands for every registered strategy except the baseline.
 ALL = "all"
-#: The baseline strategy (augforge.bench.ranking.BASELINE; repeated here to keep this module light).
-_BASELINE = "none"
 
 _STUDY_KEYS = (
     "preset",
@@ -228,9 +227,9 @@ class StudySpec:
             raise UsageError(f"{self.setting('data')}: no such file or folder; {hint}")
 
     def _check_executor(self) -> None:
-        from augforge.bench.executors import EXECUTORS
+        from augforge.bench.executors import executor_names
 
-        known = sorted({*EXECUTORS, "ray"})  # Ray registers itself when first used
+        known = executor_names()
         if self.executor not in known:
             raise UsageError(f"{self.setting('executor')}: choose one of {', '.join(known)}")
 
@@ -275,10 +274,10 @@ class StudySpec:
             StudyRun(e.strategy, e.params, tuple(e.train_fractions or self.train_fractions), e.label)
             for e in self.entries
         ]
-        base = [r for r in runs if r.strategy == _BASELINE and r.label is None]
+        base = [r for r in runs if r.strategy == BASELINE and r.label is None]
         if self.baseline:
             every = {f for r in runs for f in r.train_fractions} | set(self.train_fractions)
-            merged = StudyRun(_BASELINE, base[0].params if base else {}, tuple(sorted(every, reverse=True)))
+            merged = StudyRun(BASELINE, base[0].params if base else {}, tuple(sorted(every, reverse=True)))
             runs = [merged] + [r for r in runs if r not in base]
         elif base:
             runs = base + [r for r in runs if r not in base]
@@ -504,7 +503,7 @@ def _entry(item: Any, n: int, path: Path) -> StudyEntry:
             )
         if name == ALL:
             raise UsageError(f"{path}: {where}.label: 'all' stands for many strategies and takes no label")
-        if label == _BASELINE and name != _BASELINE:
+        if label == BASELINE and name != BASELINE:
             raise UsageError(f"{path}: {where}.label: 'none' is the baseline's name")
     fractions = (
         _fractions(item["train_fractions"], f"{path}: {where}.train_fractions") if "train_fractions" in item else None
@@ -554,7 +553,7 @@ def expand_all(names: Sequence[str], registry: StrategyRegistry) -> list[str]:
     for raw in names:
         name = _normalise(raw)
         if name == ALL:
-            items = [s for s in registry.names() if s != _BASELINE]
+            items = [s for s in registry.names() if s != BASELINE]
         elif ALL in name.split("+"):
             raise UsageError(f"strategy {raw!r}: 'all' cannot be part of a composite")
         else:

@@ -64,10 +64,15 @@ class Trial:
     label: str = ""  # Strategy.label
 
     @property
+    def name(self) -> str:
+        """What reports call this trial's strategy: its label (a named hybrid), else the spec as written."""
+        return self.label or self.strategy
+
+    @property
     def config(self) -> dict[str, Any]:
         """Everything that determines the trial's result, as JSON-able data."""
         return {
-            "strategy": self.label or self.strategy,
+            "strategy": self.name,
             "strategy_spec": self.strategy_description,
             "preset": self.preset.name,
             "settings": self.preset.trial_settings(),
@@ -83,7 +88,7 @@ class Trial:
 
     def describe(self) -> str:
         frac = "" if self.train_fraction == 1.0 else f", train fraction {self.train_fraction:g}"
-        return f"{self.label or self.strategy} (seed {self.seed}{frac})"
+        return f"{self.name} (seed {self.seed}{frac})"
 
 
 def make_trial(
@@ -326,7 +331,7 @@ def _record_head(trial: Trial, status: str) -> dict[str, Any]:
     return {
         "key": trial.key,
         "status": status,
-        "strategy": trial.label or trial.strategy,
+        "strategy": trial.name,
         "seed": trial.seed,
         "train_fraction": trial.train_fraction,
         "preset": trial.preset.name,
@@ -389,7 +394,7 @@ def run_trial(trial: Trial, dataset: Dataset, env: TrialEnv) -> TrialOutcome:
             transform=transform,
             device=env.device,
             progress=env.progress,
-            description=f"train {trial.label or trial.strategy} s{trial.seed}",
+            description=f"train {trial.name} s{trial.seed}",
         )
         t_eval = time.perf_counter()
         rows = evaluate(model, dataset.test, cfg, device=env.device, progress=env.progress)

@@ -58,7 +58,7 @@ def _check_compatible(store, trials, fingerprint: str) -> None:
     planned = [
         {
             "key": t.key,
-            "strategy": t.label or t.strategy,
+            "strategy": t.name,
             "train_fraction": t.train_fraction,
             "preset": t.preset.name,
             "dataset": {"fingerprint": fingerprint},
@@ -80,7 +80,7 @@ def _changed_plugins(store, trials, registry) -> list[str]:
 
     lines, seen = [], set()
     for t in trials:
-        name = t.label or t.strategy
+        name = t.name
         rec = store.record(t.key)
         if name in seen or not store.finished(t.key) or not rec.get("plugins"):
             continue
@@ -89,7 +89,7 @@ def _changed_plugins(store, trials, registry) -> list[str]:
         )
         if changes:
             seen.add(name)
-            n = sum(1 for u in trials if (u.label or u.strategy) == name and store.finished(u.key))
+            n = sum(1 for u in trials if u.name == name and store.finished(u.key))
             lines.append(
                 f"strategy {name!r}: {n} finished trial(s) in {store.root} ran with another build of "
                 f"its plugin ({'; '.join(changes)}); their results are reused: add --force to "
@@ -312,9 +312,7 @@ def bench_cmd(
     intensity = str(dataset.meta.get("intensity", "HU"))
     if intensity != "HU":
         specs = {(t.strategy, json.dumps(t.strategy_params, sort_keys=True, default=str)): t for t in trials}
-        needs = sorted(
-            {t.label or t.strategy for t in specs.values() if registry.create(t.strategy, t.strategy_params).needs_hu}
-        )
+        needs = sorted({t.name for t in specs.values() if registry.create(t.strategy, t.strategy_params).needs_hu})
         if needs:
             raise UsageError(
                 f"{', '.join(needs)}: needs Hounsfield units, and {cfg.data.source} has {intensity} "

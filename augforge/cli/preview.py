@@ -210,7 +210,7 @@ def write_study_samples(
 
     chosen: dict[str, Trial] = {}
     for t in trials:
-        label = t.label or t.strategy
+        label = t.name
         best = chosen.get(label)
         if best is None or (t.train_fraction, -t.seed) > (best.train_fraction, -best.seed):
             chosen[label] = t

@@ -11,6 +11,9 @@ import numpy as np
 #: Lung-RADS classes used as slice labels. LR1 = healthy (no nodule): canvases for paste-in synthesis.
 LUNG_RADS_CLASSES: tuple[str, ...] = ("LR1", "LR2", "LR3", "LR4A", "LR4B")
 
+#: ``Slice.source`` of a slice a strategy made: this prefix, then the strategy's name.
+SYNTHETIC_PREFIX = "synthetic:"
+
 #: Value given to non-lung pixels in ``Slice.lung_hu`` (air; the paper's ``hu_array`` did the same).
 NON_LUNG_HU: float = -1024.0
 
@@ -60,6 +63,16 @@ class Slice:
     @property
     def has_tumour(self) -> bool:
         return bool(self.mask.any())
+
+    @property
+    def is_synthetic(self) -> bool:
+        """Made by a strategy (``source`` is ``synthetic:<strategy>``), not read from the dataset."""
+        return self.source.startswith(SYNTHETIC_PREFIX)
+
+    @staticmethod
+    def synthetic_source(strategy: str) -> str:
+        """The ``source`` of a slice that ``strategy`` made."""
+        return SYNTHETIC_PREFIX + strategy
 
 
 @dataclass

@@ -98,7 +98,7 @@ def paste_scale(intensity: str, slices: Sequence[Slice]) -> PasteScale:
     contrast to learn from."""
     if intensity == "HU":
         return HU_SCALE
-    real = [s for s in slices if not s.source.startswith("synthetic:")]
+    real = [s for s in slices if not s.is_synthetic]
     if not real:
         raise DataError(
             f"paste-in on {intensity} intensities learns where lung and tissue lie from the "
@@ -147,7 +147,7 @@ def paste_canvases(
     tumour each already has is kept clear of, see :func:`canvas_site`). "train": the real training
     slices. Never a test slice: both come from what a trial's ``prepare`` receives.
     """
-    real = [s for s in train if not s.source.startswith("synthetic:")]
+    real = [s for s in train if not s.is_synthetic]
     if choice == "train":
         return real
     if choice != "healthy":

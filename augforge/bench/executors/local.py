@@ -1,109 +1,25 @@
-"""Executors: where the trials of a study run. One small interface, a registry by name.
-
-An executor receives planned trials and calls ``on_result(outcome)`` in the calling process, once per
-trial, as each finishes (in any order); only the caller writes the results store. A trial that
-raises comes back as a failed outcome; it never stops the others.
+"""The executors that need nothing beyond augforge: ``local`` and ``process``.
 
 ``local``    in this process, one trial after another (the default; progress bars shown).
 ``process``  a pool of local worker processes; each loads the dataset itself (from the data cache)
              and checks its fingerprint, so no arrays are shipped between processes.
-
-``ray``      a Ray cluster (``augforge.bench.ray_executor``, imported on demand; docs/distributed.md).
 """
 
 from __future__ import annotations
 
-import abc
 import concurrent.futures as cf
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from dataclasses import replace
 
+from augforge.bench.executors.base import Executor, OnResult, register_executor
 from augforge.bench.trial import Trial, TrialEnv, TrialOutcome, execute_trial, failed_outcome
 from augforge.clock import utc_stamp
 from augforge.config import DataConfig
 from augforge.data.records import Dataset
-from augforge.errors import UsageError
 
-__all__ = [
-    "EXECUTORS",
-    "ExecutionContext",
-    "Executor",
-    "LocalExecutor",
-    "ProcessExecutor",
-    "executor_class",
-    "make_executor",
-    "register_executor",
-    "run_in_worker",
-]
-
-OnResult = Callable[[TrialOutcome], None]
-
-
-@dataclass
-class ExecutionContext:
-    """What an executor needs besides the trials.
-
-    dataset:      the dataset, loaded in this process (the local executor uses it directly).
-    data_cfg:     how another process loads the same dataset (``load_dataset(data_cfg, ...)``).
-    allow_pickle: passed on to ``load_dataset`` in workers (the user's explicit flag).
-    env:          device, generator cache, progress, log.
-    workers:      worker processes (0 = one per two CPU cores, at least one).
-    options:      executor-specific settings (``ray_address`` for the Ray executor).
-    """
-
-    dataset: Dataset
-    data_cfg: DataConfig
-    allow_pickle: bool
-    env: TrialEnv
-    workers: int = 0
-    options: dict[str, Any] = field(default_factory=dict)  # executor-specific, e.g. {"ray_address": ...}
-
-
-class Executor(abc.ABC):
-    """Runs trials and reports each outcome through ``on_result`` in the calling process."""
-
-    name: ClassVar[str] = ""
-
-    def __init__(self, context: ExecutionContext):
-        self.context = context
-
-    @abc.abstractmethod
-    def run(self, trials: Sequence[Trial], on_result: OnResult) -> None:
-        """Run every trial; call ``on_result`` once per trial as soon as it is done."""
-
-
-EXECUTORS: dict[str, type[Executor]] = {}
-
-
-def register_executor(cls: type[Executor]) -> type[Executor]:
-    """Class decorator: make an executor available under ``cls.name`` (``--executor NAME``)."""
-    if not cls.name:
-        raise ValueError(f"executor {cls.__qualname__} has no name")
-    EXECUTORS[cls.name] = cls
-    return cls
-
-
-def executor_class(name: str) -> type[Executor]:
-    """The executor registered as ``name``; a UsageError naming the choices when there is none."""
-    if name == "ray" and name not in EXECUTORS:
-        # Imported on demand: Ray is an optional extra, and importing it takes a second.
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise UsageError("--executor ray needs Ray: pip install 'augforge[ray]'") from None
-        import augforge.bench.ray_executor  # noqa: F401  (registers "ray")
-    try:
-        return EXECUTORS[name]
-    except KeyError:
-        known = ", ".join(sorted({*EXECUTORS, "ray"}))
-        raise UsageError(f"--executor {name!r}: choose one of {known}") from None
-
-
-def make_executor(name: str, context: ExecutionContext) -> Executor:
-    return executor_class(name)(context)
+__all__ = ["LocalExecutor", "ProcessExecutor", "run_in_worker"]
 
 
 @register_executor

@@ -64,7 +64,7 @@ from typing import Any
 
 import ray
 
-from augforge.bench.executors import ExecutionContext, Executor, OnResult, register_executor
+from augforge.bench.executors.base import ExecutionContext, Executor, OnResult, register_executor
 from augforge.bench.trial import Trial, TrialEnv, TrialOutcome, execute_trial, failed_outcome
 from augforge.config import DataConfig
 from augforge.data.records import Dataset
@@ -509,7 +509,7 @@ class RayExecutor(Executor):
         for t in trials:
             group, needs_gpu = _share_group(t, registry)
             planned.append(_Planned(t, group if opts.share_generators else None, needs_gpu))
-        for label in sorted({p.trial.label or p.trial.strategy for p in planned if p.needs_gpu and not gpus}):
+        for label in sorted({p.trial.name for p in planned if p.needs_gpu and not gpus}):
             log(f"ray: strategy {label!r} needs a GPU to be practical and its trials get none; they run on CPU")
 
         if opts.dataset == "object-store":
