@@ -45,8 +45,8 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="augforge-bench-data-")
     os.environ["AUGFORGE_CACHE"] = tmp  # before augforge computes any cache path
     from augforge.config import get_preset
-    from augforge.data import lidc, parallel
-    from augforge.data.sources import load_dataset
+    from augforge.data.processing import parallel
+    from augforge.data.sources import lidc, load_dataset
 
     cfg = get_preset(args.preset).data
     cfg = dataclasses.replace(cfg, seed=args.seed, **({"size": args.size} if args.size else {}))

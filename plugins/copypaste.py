@@ -4,7 +4,7 @@ The control for the DCGAN strategies. Everything but the tumour's origin is shar
 same positions (:func:`augforge.synthesis.allowed_region`, :func:`~augforge.synthesis.valid_positions`:
 every tumour pixel on lung parenchyma, clear of vessels and of the lung wall), the same soft-edged
 blending (:func:`~augforge.synthesis.paste_tumour`), the same labels (the pasted nodule's measured mean
-diameter and texture, classified by :func:`augforge.data.lungrads.classify`), the same number of
+diameter and texture, classified by :func:`augforge.data.processing.lungrads.classify`), the same number of
 added slices (``ratio`` per real training slice). Only the tumour differs: a real tumour of the
 training split, mirrored, turned and rescaled at random, instead of a generated one. If a DCGAN beats
 this, it is because its tumours are new, not because pasting tumours into healthy lungs helps.

@@ -95,7 +95,7 @@ def write_ct_dicom(path, hu, *, patient: str, series_uid: str, z_mm: float, spac
 def solid_lidc_nodules(n: int = 2):
     """The first ``n`` first-reader annotations of solid 8-20 mm nodules, one per patient: real LIDC
     geometry for synthetic DICOM series."""
-    from augforge.data import lidc
+    from augforge.data.sources import lidc
 
     picks, seen = [], set()
     for nod in lidc.read_nodules():

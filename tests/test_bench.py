@@ -909,7 +909,7 @@ def test_cache_folders_and_files_follow_the_umask(tmp_path, monkeypatch):
     import os
     import stat
 
-    from augforge.data import cache
+    from augforge.data.processing import cache
     from augforge.fileio import temporary_dir
 
     umask = os.umask(0o022)

@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from augforge import PrepareContext
 from augforge.config import get_preset
-from augforge.data.lungrads import classify
+from augforge.data.processing.lungrads import classify
 from augforge.data.records import LUNG_RADS_CLASSES, Slice
 from augforge.data.sources import load_dataset
 from augforge.errors import DataError, UsageError

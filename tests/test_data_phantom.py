@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from augforge.config import get_preset
-from augforge.data import anatomy, lungrads, nodule, phantom
-from augforge.data.lungfield import lung_field
+from augforge.data.processing import lungrads
+from augforge.data.processing.lungfield import lung_field
 from augforge.data.records import NON_LUNG_HU, fingerprint_slices
-from augforge.data.sources import load_dataset
+from augforge.data.sources import anatomy, load_dataset, nodule, phantom
 from augforge.errors import DataError
 
 
@@ -174,7 +174,7 @@ def test_worker_processes_give_the_same_arrays(monkeypatch):
 
 
 def test_image_is_the_network_input_of_the_slice(tiny):
-    from augforge.data.preprocess import network_input, preprocess
+    from augforge.data.processing.preprocess import network_input, preprocess
 
     for s in tiny.test + tiny.healthy[:3]:
         assert np.array_equal(s.image, network_input(s, mode="whole"))  # what new slices get too

@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from augforge.data import cache
-from augforge.data.lungfield import fill_holes, lung_field, lung_only
-from augforge.data.preprocess import normalise, parse_window, preprocess
+from augforge.data.processing import cache
+from augforge.data.processing.lungfield import fill_holes, lung_field, lung_only
+from augforge.data.processing.preprocess import normalise, parse_window, preprocess
 from augforge.data.records import NON_LUNG_HU
 from augforge.errors import DataError, UsageError
 

@@ -321,7 +321,7 @@ def test_generate_command_writes_a_dataset_grids_and_a_quality_summary(tmp_path,
     quality = json.loads((out / "quality.json").read_text())
     assert quality["n_generated"] == 6 and quality["generator"]["made"] == 6
     # The files are in the folder dataset format (a training-only part, to merge with a dataset).
-    from augforge.data.folder import read_array
+    from augforge.data.sources.folder import read_array
 
     assert (out / "labels.csv").read_text().splitlines()[0] == "id,label,split,patient,spacing_mm"
     np.testing.assert_array_equal(
@@ -338,7 +338,7 @@ def test_generate_command_writes_a_dataset_grids_and_a_quality_summary(tmp_path,
 
 @pytest.mark.slow
 def test_bench_runs_dcgan_and_fits_the_generator_once_across_seeds(tmp_path, capsys):
-    from augforge.data.cache import cache_root
+    from augforge.data.processing.cache import cache_root
 
     generators = cache_root() / "generators"
     before = set(generators.glob("dcgan-*")) if generators.exists() else set()

@@ -11,7 +11,7 @@ import pytest
 from augforge.bench.floors import floor_rows, reader_agreement
 from augforge.cli import main
 from augforge.config import DataConfig
-from augforge.data.cache import cache_root
+from augforge.data.processing.cache import cache_root
 from augforge.data.sources import detect, load_dataset
 from augforge.errors import DataError, UsageError
 

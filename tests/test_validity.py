@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 
 from augforge.config import DataConfig
-from augforge.data import anatomy
-from augforge.data.lungfield import lung_field
-from augforge.data.sources import SOURCE_KINDS, load_dataset
+from augforge.data.processing.lungfield import lung_field
+from augforge.data.sources import SOURCE_KINDS, anatomy, load_dataset
 
 SIZE = 48
 #: Ways to change a mask without touching its image: moved sideways, grown, moved and flipped.
@@ -79,7 +78,7 @@ def _dicom(root: Path, edit: Callable[[np.ndarray], np.ndarray], monkeypatch) ->
     pytest.importorskip("pydicom", reason="the DICOM loader needs pydicom")
     from conftest import solid_lidc_nodules, write_ct_dicom
 
-    from augforge.data import dicom
+    from augforge.data.sources import dicom
 
     rasterise = dicom._polygon_mask
     monkeypatch.setattr(dicom, "_polygon_mask", lambda outline, shape: edit(rasterise(outline, shape)))
@@ -102,7 +101,7 @@ def _dicom(root: Path, edit: Callable[[np.ndarray], np.ndarray], monkeypatch) ->
 
 
 def _phantom(root: Path, edit: Callable[[np.ndarray], np.ndarray], monkeypatch) -> str:
-    from augforge.data import phantom
+    from augforge.data.sources import phantom
 
     render = phantom._tumour_slice
 

@@ -26,7 +26,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from augforge.data.lungfield import lung_field
+from augforge.data.processing.lungfield import lung_field
 from augforge.data.records import Dataset, Slice
 from augforge.metrics import METRIC_NAMES, segmentation_metrics
 

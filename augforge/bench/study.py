@@ -21,7 +21,7 @@ __all__ = ["StudyResult", "check_preset", "plan_study", "run_study"]
 def check_preset(preset: Preset) -> None:
     """Catch a bad ``model.*``/``train.*`` value once, as a UsageError, before any trial starts
     (otherwise every trial of the study would fail with the same message)."""
-    from augforge.data.preprocess import check_input, parse_window
+    from augforge.data.processing.preprocess import check_input, parse_window
     from augforge.models import ARCHITECTURES, downsampling_factor
     from augforge.train.loop import OPTIMIZERS, SCHEDULES
     from augforge.train.losses import get_loss

@@ -28,7 +28,7 @@ import torch
 from augforge import __version__, seeding
 from augforge.clock import utc_stamp
 from augforge.config import DataConfig, Preset
-from augforge.data.cache import cache_root
+from augforge.data.processing.cache import cache_root
 from augforge.data.records import Dataset, Slice
 from augforge.metrics import METRIC_NAMES
 from augforge.models import build_model, count_parameters
@@ -296,7 +296,7 @@ def _ensure_images(slices: list[Slice], data: DataConfig, who: str, shape: tuple
     preprocessed here."""
     todo = [s for s in slices if s.image is None]
     if todo:
-        from augforge.data.preprocess import network_input
+        from augforge.data.processing.preprocess import network_input
 
         for s in todo:
             s.image = network_input(s, data.window, data.clahe, data.input, data.field_margin_mm)

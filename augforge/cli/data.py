@@ -105,7 +105,7 @@ def info_cmd(
     seed: int | None = _SEED,
 ) -> None:
     """Counts per split and class, shapes, spacing, HU ranges and provenance of a dataset."""
-    from augforge.data.summary import slice_records, summarize
+    from augforge.data.display.summary import slice_records, summarize
 
     cfg = data_config(source, preset, size, n_train, n_test, n_healthy, seed)
     ds = _load(cfg, allow_pickle)
@@ -175,7 +175,7 @@ def preview_cmd(
     seed: int | None = _SEED,
 ) -> None:
     """A PNG grid: a row per Lung-RADS class, lung window, tumour outlines and a zoom on each."""
-    from augforge.data.preview import check_output, save_preview
+    from augforge.data.display.preview import check_output, save_preview
 
     check_output(out)
     cfg = data_config(source, preset, size=size, seed=seed)

@@ -38,7 +38,7 @@ def tumour_grid(hu: np.ndarray, mask: np.ndarray, *, n: int = 64, zoom: int = 2)
     """(N, S, S) tumour patches -> one grey grid: each tumour on a plain parenchyma background."""
     import cv2
 
-    from augforge.data.preview import windowed
+    from augforge.data.display.preview import windowed
     from augforge.models.dcgan import image_grid
     from augforge.synthesis import PARENCHYMA_HU
 
@@ -52,7 +52,7 @@ def pasted_grid(slices: list, *, n: int = 12, crop: int = 64, zoom: int = 2) -> 
     outline in red: (H, W, 3) RGB in [0, 1], two pairs per row."""
     import cv2
 
-    from augforge.data.preview import windowed
+    from augforge.data.display.preview import windowed
     from augforge.models.dcgan import image_grid
 
     tiles = []
@@ -134,7 +134,7 @@ def generate_cmd(
     and a quality summary. The fitted generator is cached and shared with `augforge bench`."""
     import torch
 
-    from augforge.data.cache import cache_root
+    from augforge.data.processing.cache import cache_root
     from augforge.data.sources import load_dataset
     from augforge.models.dcgan import write_png
     from augforge.plugins import get_registry

@@ -136,7 +136,7 @@ def preview_pairs(
     pairs = []
     for s in _pick(source, n, seed):
         if s.image is None:  # a generator may add slices in HU only: preprocess them as a trial does
-            from augforge.data.preprocess import network_input
+            from augforge.data.processing.preprocess import network_input
 
             s.image = network_input(
                 s, preset.data.window, preset.data.clahe, preset.data.input, preset.data.field_margin_mm

@@ -35,7 +35,7 @@ class Slice:
     image:      (H, W) float32 in [0, 1], the preprocessed network input, filled by the data layer.
     lung_field: (H, W) bool, the lung field ``lung_hu`` was cut with (vessels and enclosed nodules
                 included), computed from the image alone by the data layer; None when unknown
-                (then recompute it with ``augforge.data.lungfield.lung_field(hu)``).
+                (then recompute it with ``augforge.data.processing.lungfield.lung_field(hu)``).
     readers:    (R, H, W) uint8 {0, 1}, each reader's own mask where the source has several readers
                 (``mask`` is then their consensus); None otherwise.
 

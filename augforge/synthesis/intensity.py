@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from augforge.data.preview import windowed
+from augforge.data.display.preview import windowed
 from augforge.data.records import Slice
 from augforge.errors import DataError
 from augforge.synthesis.paste import SOLID_HU, canvas_lung, estimate_noise_hu

@@ -4,7 +4,7 @@ Generic over where the tumour comes from (a generator's sample, a real tumour cu
 slice): it takes a tumour HU patch and its mask. The edge is a linear ramp of ``feather_px`` pixels
 centred on the mask's boundary, so no square patch edge and no hard cut-out rim remains; the label is
 the mask itself, so image and mask stay aligned to the pixel. The slice's Lung-RADS class follows from
-the pasted nodule's mean diameter and texture (:func:`augforge.data.lungrads.classify`).
+the pasted nodule's mean diameter and texture (:func:`augforge.data.processing.lungrads.classify`).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from augforge.data.lidc import axes_px
-from augforge.data.lungfield import lung_field
-from augforge.data.lungrads import classify
+from augforge.data.processing.lungfield import lung_field
+from augforge.data.processing.lungrads import classify
 from augforge.data.records import LUNG_RADS_CLASSES, NON_LUNG_HU, Slice
+from augforge.data.sources.lidc import axes_px
 from augforge.synthesis.placement import pick_position, valid_positions
 
 __all__ = [

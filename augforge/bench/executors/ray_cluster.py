@@ -194,7 +194,7 @@ def _node_cache_dir(wanted: Path) -> tuple[Path, str]:
         wanted.mkdir(parents=True, exist_ok=True)
         return wanted, ""
     except OSError as exc:
-        from augforge.data.cache import cache_root
+        from augforge.data.processing.cache import cache_root
 
         own = cache_root() / "generators"
         own.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,9 @@
 """``lidc-phantom``: the embedded default dataset. Synthetic chest anatomy, real LIDC nodule outlines.
 
 Each tumour slice takes one LIDC-IDRI annotation (one radiologist's outline of one nodule, on the
-slice where it is largest), draws a fresh procedural chest (:mod:`augforge.data.anatomy`), places
-the outline in a lung near where it was in the real scan (:mod:`augforge.data.nodule`), and
-labels the slice with the Lung-RADS class of the measured nodule (:mod:`augforge.data.lungrads`).
+slice where it is largest), draws a fresh procedural chest (:mod:`augforge.data.sources.anatomy`), places
+the outline in a lung near where it was in the real scan (:mod:`augforge.data.sources.nodule`), and
+labels the slice with the Lung-RADS class of the measured nodule (:mod:`augforge.data.processing.lungrads`).
 
 - Class mix: the seed paper's test set (LR2 35, LR3 37, LR4A 97, LR4B 95 of 264), scaled to
   ``n_test`` and to ``n_train`` by largest remainders.
@@ -26,9 +26,10 @@ from typing import Any
 import numpy as np
 
 from augforge import seeding
-from augforge.data import anatomy, lidc, lungrads, nodule, parallel
-from augforge.data.cache import SliceStack
-from augforge.data.lungfield import lung_field
+from augforge.data.processing import lungrads, parallel
+from augforge.data.processing.cache import SliceStack
+from augforge.data.processing.lungfield import lung_field
+from augforge.data.sources import anatomy, lidc, nodule
 from augforge.errors import DataError
 
 NAME = "lidc-phantom"
@@ -224,7 +225,7 @@ def _render_jobs(args: tuple[int, int, list[_Job]]) -> tuple[np.ndarray, np.ndar
 
 
 def build(size: int, n_train: int, n_test: int, n_healthy: int, seed: int, progress: bool = True) -> SliceStack:
-    """Generate the dataset as stacked arrays (see :class:`augforge.data.cache.SliceStack`)."""
+    """Generate the dataset as stacked arrays (see :class:`augforge.data.processing.cache.SliceStack`)."""
     if size < 32:
         raise DataError(f"{NAME}: size {size} is too small for a chest slice; use 32 or more")
     if min(n_train, n_test, n_healthy) < 0 or n_test < 1:

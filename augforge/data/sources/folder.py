@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from augforge.data import lungrads, validate
-from augforge.data import split as splitting
-from augforge.data.cache import SliceStack
-from augforge.data.lidc import axes_px
+from augforge.data.processing import lungrads, validate
+from augforge.data.processing import split as splitting
+from augforge.data.processing.cache import SliceStack
+from augforge.data.sources.lidc import axes_px
 from augforge.errors import DataError
 from augforge.progress import track
 

@@ -308,7 +308,7 @@ def _load_index(source: Path) -> list[LidcNodule]:
 def read_nodules(path: Path | None = None) -> tuple[LidcNodule, ...]:
     """Every annotation with at least one enclosing contour, on the slice of its largest area,
     ordered by annotation id. Parsed once per database file and kept in the augforge cache."""
-    from augforge.data.cache import cache_root
+    from augforge.data.processing.cache import cache_root
 
     db = path or database_path()
     st = db.stat()

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from augforge.data import validate
-from augforge.data.cache import SliceStack
+from augforge.data.processing import validate
+from augforge.data.processing.cache import SliceStack
 from augforge.errors import DataError
 from augforge.progress import track
 

@@ -21,7 +21,7 @@ What is kept and how (docs/data.md, "The LIDC-IDRI per-slice export"):
   scores well without looking. Every slice is therefore cut to ``side - 2 * data.offset_px`` pixels
   at an offset of up to ``data.offset_px`` in each direction, drawn from a hash of the slice's id
   (never from its mask): the nodule lands anywhere within that range, the same way on every run.
-- Split by patient (``augforge.data.split``), never by slice.
+- Split by patient (``augforge.data.processing.split``), never by slice.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from augforge.data import lungrads, validate
-from augforge.data import split as splitting
-from augforge.data.cache import SliceStack
-from augforge.data.folder import mean_diameter_mm
+from augforge.data.processing import lungrads, validate
+from augforge.data.processing import split as splitting
+from augforge.data.processing.cache import SliceStack
+from augforge.data.sources.folder import mean_diameter_mm
 from augforge.errors import DataError
 from augforge.progress import track
 

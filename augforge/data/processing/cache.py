@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from augforge.data import parallel
-from augforge.data.lungfield import lung_fields
-from augforge.data.preprocess import check_input, input_hu, parse_window, preprocess
+from augforge.data.processing import parallel
+from augforge.data.processing.lungfield import lung_fields
+from augforge.data.processing.preprocess import check_input, input_hu, parse_window, preprocess
 from augforge.data.records import NON_LUNG_HU, Dataset, Slice, fingerprint_slices
 from augforge.errors import DataError
 from augforge.fileio import (
@@ -76,7 +76,7 @@ class SliceStack:
 
     hu:      (N, H, W) float32 HU.           mask: (N, H, W) uint8 {0, 1}.
     field:   (N, H, W) bool lung field. Sources leave it None and it is computed here from ``hu``
-             alone (:func:`augforge.data.lungfield.lung_field`), so that no source can let the mask
+             alone (:func:`augforge.data.processing.lungfield.lung_field`), so that no source can let the mask
              into it; a source whose data carry their own lung-only image (Mendeley's ``hu_array``)
              passes the field of that image.
     lung_hu: (N, H, W) float32, or None = ``hu`` in ``field``.

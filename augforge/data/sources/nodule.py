@@ -6,7 +6,7 @@ covered by the radiologist's outline (holes cut out). HU follow the LIDC texture
 
 - 5 solid: 10..60 HU, sharp edge; 4 solid/mixed: the same with a thin ground-glass halo.
 - 3 part-solid: a ground-glass body with a solid core, a scaled copy of the outline whose mean
-  diameter sets the Lung-RADS class (see :func:`augforge.data.lungrads.classify`).
+  diameter sets the Lung-RADS class (see :func:`augforge.data.processing.lungrads.classify`).
 - 1, 2 ground glass: -650..-250 HU, soft edge, and only ever brightening what lies beneath, so
   vessels stay visible through it.
 """
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from augforge.data.anatomy import smooth_noise
-from augforge.data.lidc import LidcNodule, Outline
+from augforge.data.sources.anatomy import smooth_noise
+from augforge.data.sources.lidc import LidcNodule, Outline
 
 #: A tumour mask never has fewer pixels: smaller nodules are drawn enlarged (``render_scale > 1``).
 MIN_MASK_PIXELS = 4

@@ -5,7 +5,7 @@ What the network sees (``data.input``) is computed from the image and nothing el
 tumour mask (see docs/data.md, "What reaches the network"):
 
 - ``whole``: the whole slice;
-- ``lung``: the lung field (:func:`augforge.data.lungfield.lung_field`, thresholded from the image)
+- ``lung``: the lung field (:func:`augforge.data.processing.lungfield.lung_field`, thresholded from the image)
   grown by ``data.field_margin_mm``, ``NON_LUNG_HU`` elsewhere: the paper's ``hu_array``. A tumour
   that the thresholded field misses is cut away with the rest, as in the paper's pipeline.
 
@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from skimage.exposure import equalize_adapthist
 
-from augforge.data.lungfield import lung_field
+from augforge.data.processing.lungfield import lung_field
 from augforge.data.records import NON_LUNG_HU, Slice
 from augforge.errors import UsageError
 

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from augforge.config import DataConfig
-from augforge.data import cache, phantom
+from augforge.data.processing import cache
 from augforge.data.records import Dataset
+from augforge.data.sources import phantom
 from augforge.errors import DataError, UsageError
 
 #: Names accepted by ``--data`` besides paths.
@@ -52,13 +53,13 @@ def _phantom_key(cfg: DataConfig) -> dict[str, Any]:
 
 def detect(path: Path) -> str:
     """Which kind of dataset ``path`` holds: "mendeley", "folder" or "lidc-dicom"."""
-    from augforge.data import mendeley
+    from augforge.data.sources import mendeley
 
     if not path.exists():
         close = difflib.get_close_matches(str(path).lower(), NAMES, n=1)
         hint = f" (did you mean {close[0]}?)" if close else f"; give a path or one of: {', '.join(NAMES)}"
         raise DataError(f"{path}: no such file or folder{hint}")
-    from augforge.data import slices
+    from augforge.data.sources import slices
 
     if mendeley.is_mendeley(path):
         return "mendeley"
@@ -108,7 +109,7 @@ def load_dataset(cfg: DataConfig, *, allow_pickle: bool = False, progress: bool 
         kind = detect(path)
         name = kind
         if kind == "mendeley":
-            from augforge.data import mendeley
+            from augforge.data.sources import mendeley
 
             path = mendeley.folder_of(path)  # either pickle names the same dataset
             files = [path / f for f in mendeley.FILES.values() if (path / f).is_file()]
@@ -159,18 +160,18 @@ def _build_path(
     kind: str, path: Path, *, allow_pickle: bool, progress: bool, cfg: DataConfig | None = None
 ) -> cache.SliceStack:
     if kind == "lidc-slices":
-        from augforge.data import slices
+        from augforge.data.sources import slices
 
         cfg = cfg or DataConfig()
         return slices.build(path, consensus=cfg.consensus, offset_px=cfg.offset_px, progress=progress)
     if kind == "mendeley":
-        from augforge.data import mendeley
+        from augforge.data.sources import mendeley
 
         return mendeley.build(path, allow_pickle=allow_pickle, progress=progress)
     if kind == "folder":
-        from augforge.data import folder
+        from augforge.data.sources import folder
 
         return folder.build(path, progress=progress)
-    from augforge.data import dicom
+    from augforge.data.sources import dicom
 
     return dicom.build(path, progress=progress)

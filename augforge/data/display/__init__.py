@@ -1,0 +1,1 @@
+"""What a dataset looks like to a person: counts per split and class, and preview figures."""
