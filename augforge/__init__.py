@@ -29,15 +29,7 @@ from augforge.config import Preset
 from augforge.data.records import LUNG_RADS_CLASSES, Dataset, Slice
 from augforge.errors import AugforgeError, DataError, UnknownStrategyError, UsageError
 from augforge.hookspecs import hookimpl, hookspec
-from augforge.strategy import (
-    BASELINE,
-    Composite,
-    Param,
-    PrepareContext,
-    Strategy,
-    Transform,
-    resolve_params,
-)
+from augforge.strategy import BASELINE, Composite, Param, PrepareContext, Strategy, Transform, resolve_params
 
 if TYPE_CHECKING:
     from augforge.plugins import StrategyRegistry, get_registry

@@ -25,16 +25,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = [
-    "METRIC_NAMES",
-    "confusion_counts",
-    "dice",
-    "hd95",
-    "iou",
-    "precision",
-    "recall",
-    "segmentation_metrics",
-]
+__all__ = ["METRIC_NAMES", "confusion_counts", "dice", "hd95", "iou", "precision", "recall", "segmentation_metrics"]
 
 #: The per-image metrics :func:`segmentation_metrics` returns, in report order.
 METRIC_NAMES: tuple[str, ...] = ("dice", "iou", "precision", "recall", "hd95_mm")

@@ -28,15 +28,7 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-__all__ = [
-    "deterministic",
-    "part_seed",
-    "seed_everything",
-    "sequence",
-    "stream",
-    "torch_generator",
-    "torch_threads",
-]
+__all__ = ["deterministic", "part_seed", "seed_everything", "sequence", "stream", "torch_generator", "torch_threads"]
 
 #: Stream keys of the core's purposes (plugins keep their own, e.g. ``copy-paste``'s 0xC0B7).
 SUBSAMPLE = 0xF2AC  # which training slices or patients a train fraction keeps

@@ -28,14 +28,7 @@ if TYPE_CHECKING:
     from augforge.config import Preset
     from augforge.data.records import Slice
 
-__all__ = [
-    "ComposedTransform",
-    "Composite",
-    "Param",
-    "PrepareContext",
-    "Strategy",
-    "Transform",
-]
+__all__ = ["ComposedTransform", "Composite", "Param", "PrepareContext", "Strategy", "Transform"]
 
 #: The baseline strategy's name: no augmentation, the reference every other strategy is compared with.
 BASELINE = "none"

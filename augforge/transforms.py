@@ -56,12 +56,7 @@ if TYPE_CHECKING:
 
     PipelineLike = A.BaseCompose | Sequence[A.BasicTransform | A.BaseCompose]
 
-__all__ = [
-    "AlbumentationsStrategy",
-    "AlbumentationsTransform",
-    "load_albumentations",
-    "seed_pipeline",
-]
+__all__ = ["AlbumentationsStrategy", "AlbumentationsTransform", "load_albumentations", "seed_pipeline"]
 
 #: Values this far outside [0, 1] in an input image mean it is not the preprocessed image.
 _RANGE_TOLERANCE = 1e-3

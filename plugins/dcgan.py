@@ -318,13 +318,7 @@ class TumourGAN(Strategy):
         return np.maximum(np.round(px), 3).astype(int)
 
     def synthesize(
-        self,
-        fitted: FittedGenerator,
-        canvases: list[Slice],
-        n: int,
-        *,
-        seed: int,
-        log: Any = print,
+        self, fitted: FittedGenerator, canvases: list[Slice], n: int, *, seed: int, log: Any = print
     ) -> GeneratedSet:
         """Paste ``n`` generated tumours into ``canvases`` (cycled in a seeded order), one per slice."""
         if n > 0 and not canvases:

@@ -8,13 +8,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from augforge.bench.curves import (
-    CurvePoint,
-    curve_points,
-    curve_rows,
-    learning_curve_figure,
-    seed_interval,
-)
+from augforge.bench.curves import CurvePoint, curve_points, curve_rows, learning_curve_figure, seed_interval
 
 
 def test_seed_interval_is_the_student_t_interval():

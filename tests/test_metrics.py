@@ -8,16 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from augforge.metrics import (
-    METRIC_NAMES,
-    confusion_counts,
-    dice,
-    hd95,
-    iou,
-    precision,
-    recall,
-    segmentation_metrics,
-)
+from augforge.metrics import METRIC_NAMES, confusion_counts, dice, hd95, iou, precision, recall, segmentation_metrics
 
 
 def square(top: int, left: int, side: int, shape=(48, 48)) -> np.ndarray:

@@ -1,12 +1,6 @@
 """The benchmark harness: trials, executors, the results store, statistics, ranking and the report."""
 
-from augforge.bench.executors import (
-    EXECUTORS,
-    ExecutionContext,
-    Executor,
-    make_executor,
-    register_executor,
-)
+from augforge.bench.executors import EXECUTORS, ExecutionContext, Executor, make_executor, register_executor
 from augforge.bench.ranking import Leaderboard, LeaderboardRow, build_leaderboard
 from augforge.bench.report import write_report
 from augforge.bench.store import ResultsStore

@@ -19,14 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from augforge.bench.stats import (
-    ALPHA,
-    Comparison,
-    Estimate,
-    bootstrap_mean,
-    compare_paired,
-    holm_adjust,
-)
+from augforge.bench.stats import ALPHA, Comparison, Estimate, bootstrap_mean, compare_paired, holm_adjust
 from augforge.bench.store import ResultsStore, json_default
 from augforge.errors import DataError
 from augforge.strategy import BASELINE
@@ -418,18 +411,15 @@ def build_leaderboard(store: ResultsStore, *, n_boot: int = 10_000) -> Leaderboa
     # adjusted within its own family; a difference needs both (LeaderboardRow.significant).
     for ctx in board.contexts:
         rows = [r for r in board.rows if r.context == ctx]
-        with_base = [r for r in rows if r.vs_baseline is not None]
-        for r, p, pb in zip(
-            with_base,
-            holm_adjust([r.vs_baseline.p_wilcoxon for r in with_base]),
-            holm_adjust([r.vs_baseline.p_bootstrap for r in with_base]),
-        ):
-            r.p_adjusted, r.p_boot_adjusted = float(p), float(pb)
-        with_next = [r for r in rows if r.vs_next is not None]
-        for r, p, pb in zip(
-            with_next,
-            holm_adjust([r.vs_next.p_wilcoxon for r in with_next]),
-            holm_adjust([r.vs_next.p_bootstrap for r in with_next]),
-        ):
-            r.p_next_adjusted, r.p_next_boot_adjusted = float(p), float(pb)
+        for comparison, adjusted in [
+            ("vs_baseline", ("p_adjusted", "p_boot_adjusted")),
+            ("vs_next", ("p_next_adjusted", "p_next_boot_adjusted")),
+        ]:
+            family = [r for r in rows if getattr(r, comparison) is not None]
+            tests = [getattr(r, comparison) for r in family]
+            wilcoxon = holm_adjust([c.p_wilcoxon for c in tests])
+            bootstrap = holm_adjust([c.p_bootstrap for c in tests])
+            for r, p, pb in zip(family, wilcoxon, bootstrap):
+                setattr(r, adjusted[0], float(p))
+                setattr(r, adjusted[1], float(pb))
     return board

@@ -12,13 +12,7 @@ from typing import Any
 
 from augforge.bench.curves import curve_rows, learning_curve_figure
 from augforge.bench.figures import sample_grid_path, write_figures
-from augforge.bench.ranking import (
-    LEADERBOARD_COLUMNS,
-    FloorRow,
-    Leaderboard,
-    build_leaderboard,
-    trial_context,
-)
+from augforge.bench.ranking import LEADERBOARD_COLUMNS, FloorRow, Leaderboard, build_leaderboard, trial_context
 from augforge.bench.stats import ALPHA, fmt_p
 from augforge.bench.store import ResultsStore
 from augforge.fileio import atomic_write_text

@@ -34,36 +34,10 @@ from augforge.fileio import atomic_write_text
 
 __all__ = ["FLOOR_COLUMNS", "PER_IMAGE_COLUMNS", "ResultsStore"]
 
-PER_IMAGE_COLUMNS: tuple[str, ...] = (
-    "trial",
-    "strategy",
-    "seed",
-    "train_fraction",
-    "image",
-    "class",
-    "spacing_mm",
-    "dice",
-    "iou",
-    "precision",
-    "recall",
-    "hd95_mm",
-    "true_px",
-    "pred_px",
-)
-FLOOR_COLUMNS: tuple[str, ...] = (
-    "key",
-    "floor",
-    "image",
-    "class",
-    "spacing_mm",
-    "dice",
-    "iou",
-    "precision",
-    "recall",
-    "hd95_mm",
-    "true_px",
-    "pred_px",
-)
+#: An image's columns in both tables: which image, then its metrics (augforge.metrics.METRIC_NAMES).
+_IMAGE_COLUMNS = ("image", "class", "spacing_mm", "dice", "iou", "precision", "recall", "hd95_mm", "true_px", "pred_px")
+PER_IMAGE_COLUMNS: tuple[str, ...] = ("trial", "strategy", "seed", "train_fraction", *_IMAGE_COLUMNS)
+FLOOR_COLUMNS: tuple[str, ...] = ("key", "floor", *_IMAGE_COLUMNS)
 _INT_COLUMNS = {"seed", "true_px", "pred_px"}
 _FLOAT_COLUMNS = {"train_fraction", "spacing_mm", "dice", "iou", "precision", "recall", "hd95_mm"}
 

@@ -38,15 +38,7 @@ if TYPE_CHECKING:
     from augforge.bench.trial import Trial
     from augforge.plugins import StrategyRegistry
 
-__all__ = [
-    "ALL",
-    "StudyEntry",
-    "StudyRun",
-    "StudySpec",
-    "expand_all",
-    "load_study",
-    "plan_trials",
-]
+__all__ = ["ALL", "StudyEntry", "StudyRun", "StudySpec", "expand_all", "load_study", "plan_trials"]
 
 #: The strategy name that stands for every registered strategy except the baseline.
 ALL = "all"

@@ -15,13 +15,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from augforge.config import (
-    DEFAULT_PRESET,
-    apply_overrides,
-    get_preset,
-    parse_set_options,
-    split_overrides,
-)
+from augforge.config import DEFAULT_PRESET, apply_overrides, get_preset, parse_set_options, split_overrides
 from augforge.errors import AugforgeError, UsageError
 from augforge.fileio import atomic_write_text, remove_stale_temporaries
 

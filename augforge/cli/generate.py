@@ -24,13 +24,7 @@ import numpy as np
 import typer
 from rich.console import Console
 
-from augforge.config import (
-    DEFAULT_PRESET,
-    apply_overrides,
-    get_preset,
-    parse_set_options,
-    split_overrides,
-)
+from augforge.config import DEFAULT_PRESET, apply_overrides, get_preset, parse_set_options, split_overrides
 from augforge.errors import UsageError
 
 

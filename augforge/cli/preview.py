@@ -21,14 +21,7 @@ import numpy as np
 import typer
 
 from augforge import seeding
-from augforge.config import (
-    DEFAULT_PRESET,
-    Preset,
-    apply_overrides,
-    get_preset,
-    parse_set_options,
-    split_overrides,
-)
+from augforge.config import DEFAULT_PRESET, Preset, apply_overrides, get_preset, parse_set_options, split_overrides
 from augforge.errors import DataError, UsageError
 from augforge.fileio import atomic_write_bytes
 from augforge.plugins import get_registry

@@ -14,14 +14,7 @@ from typing import Any
 import numpy as np
 
 from augforge.data.records import Slice
-from augforge.synthesis.intensity import (
-    HU_SCALE,
-    PasteScale,
-    canvas_site,
-    otsu_threshold,
-    paste_canvases,
-    paste_scale,
-)
+from augforge.synthesis.intensity import HU_SCALE, PasteScale, canvas_site, otsu_threshold, paste_canvases, paste_scale
 from augforge.synthesis.paste import (
     CANVAS_TRIES,
     NoduleMeasurements,

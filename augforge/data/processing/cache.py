@@ -40,13 +40,7 @@ from augforge.data.processing.lungfield import lung_fields
 from augforge.data.processing.preprocess import check_input, input_hu, parse_window, preprocess
 from augforge.data.records import NON_LUNG_HU, Dataset, Slice, fingerprint_slices
 from augforge.errors import DataError
-from augforge.fileio import (
-    atomic_write_text,
-    atomic_write_with,
-    file_sha256,
-    remove_stale_temporaries,
-    temporary_dir,
-)
+from augforge.fileio import atomic_write_text, atomic_write_with, file_sha256, remove_stale_temporaries, temporary_dir
 
 #: Bump when the cached layout or the content of any built dataset changes.
 #: 2: the lung field is computed from the image alone (format 1 added the tumour mask to it).

@@ -33,10 +33,7 @@ from augforge.errors import UsageError
 #: What the network may see of a slice (``data.input``).
 INPUTS: tuple[str, ...] = ("whole", "lung")
 
-NAMED_WINDOWS: dict[str, tuple[float, float]] = {
-    "lung": (-600.0, 1500.0),
-    "mediastinum": (40.0, 400.0),
-}
+NAMED_WINDOWS: dict[str, tuple[float, float]] = {"lung": (-600.0, 1500.0), "mediastinum": (40.0, 400.0)}
 CLAHE_CLIP_LIMIT = 0.01
 
 
