@@ -377,6 +377,19 @@ BENCHMARKS: tuple[Benchmark, ...] = (
                 goal=Goal("value", "<=", 180),
             ),
             Metric(
+                "lidc_generator_fit",
+                "the one-time DCGAN fit inside the first dcgan trial (cached: later trials on the same "
+                "training set reuse it)",
+                "s",
+                lambda j: j["generator_fit_s"],
+            ),
+            Metric(
+                "lidc_quick_trial_without_fit",
+                "the longest `quick` trial of the same job with the one-time generator fit taken out",
+                "s",
+                lambda j: j["max_trial_without_fit_s"],
+            ),
+            Metric(
                 "lidc_job_wall_time",
                 "the same job from process start to exit, cold cache (dataset build included)",
                 "s",

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from augforge.bench.curves import CurvePoint, curve_points, curve_rows, learning_curve_figure, seed_interval
+from augforge.bench.curves import (
+    CurvePoint,
+    curve_points,
+    curve_rows,
+    learning_curve_figure,
+    seed_interval,
+    subsample_unit,
+)
 
 
 def test_seed_interval_is_the_student_t_interval():
@@ -75,3 +82,13 @@ def test_no_curve_no_figure(tmp_path):
     assert learning_curve_figure(rows_for("none", [1.0]) + rows_for("flip", [1.0]), path) == []
     assert not path.exists()
     assert learning_curve_figure([], path) == []
+
+
+def test_the_axis_says_what_a_fraction_counts():
+    def record(unit):
+        train = {} if unit is None else {"subsample": unit}
+        return {"config": {"settings": {"train": train}}}
+
+    assert subsample_unit([record(None), record(None)]) == "slices"  # the default is left out of records
+    assert subsample_unit([record("patients")] * 2) == "patients"
+    assert subsample_unit([record("patients"), record(None)]) == "training data"

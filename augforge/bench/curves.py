@@ -98,12 +98,24 @@ def curve_points(rows: Iterable[Mapping[str, Any]]) -> dict[str, list[CurvePoint
     return dict(points)
 
 
-def learning_curve_figure(rows: Iterable[Mapping[str, Any]], path: Path | str, *, min_fractions: int = 2) -> list[str]:
+def subsample_unit(records: Iterable[Mapping[str, Any]]) -> str:
+    """What a study's train fractions count (``train.subsample``): "slices", "patients", or "training
+    data" when its trials differ."""
+    units = {
+        ((r.get("config") or {}).get("settings") or {}).get("train", {}).get("subsample", "slices") for r in records
+    }
+    return units.pop() if len(units) == 1 else "training data"
+
+
+def learning_curve_figure(
+    rows: Iterable[Mapping[str, Any]], path: Path | str, *, min_fractions: int = 2, unit: str = "slices"
+) -> list[str]:
     """Draw Dice against train fraction, one line per strategy with at least ``min_fractions``
     fractions, and write it to ``path`` (PNG).
 
     rows: per-trial records, each with ``strategy``, ``train_fraction`` (0, 1], ``seed`` and
         ``dice_mean`` (the trial's mean per-image Dice); see :func:`curve_rows` for store records.
+    unit: what a fraction counts, for the axis ("slices" or "patients"; :func:`subsample_unit`).
     Returns the strategies drawn, baseline first; when none has enough fractions, nothing is written
     and the list is empty (a study without a learning curve has no figure).
     """
@@ -146,7 +158,8 @@ def learning_curve_figure(rows: Iterable[Mapping[str, Any]], path: Path | str, *
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xticklabels([f"{100 * f:g}%" for f in fractions])
     ax.set_xlim(fractions[0] * 0.8, fractions[-1] * 1.25)
-    ax.set_xlabel("share of the real training slices (log scale)")
+    what = "the real training data" if unit == "training data" else f"the real training {unit}"
+    ax.set_xlabel(f"share of {what} (log scale)")
     ax.set_ylabel("mean per-image Dice")
     ax.set_title("Learning curves: mean over seeds, 95% t-interval over seeds")
     ax.grid(alpha=0.3)

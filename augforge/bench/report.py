@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from augforge.bench.curves import curve_rows, learning_curve_figure
+from augforge.bench.curves import curve_rows, learning_curve_figure, subsample_unit
 from augforge.bench.figures import sample_grid_path, write_figures
 from augforge.bench.ranking import LEADERBOARD_COLUMNS, FloorRow, Leaderboard, build_leaderboard, trial_context
 from augforge.bench.stats import ALPHA, fmt_p
@@ -364,7 +364,7 @@ def write_report(store: ResultsStore | Path | str, *, n_boot: int = 10_000) -> L
     atomic_write_text(store.leaderboard_path, leaderboard_csv(board))
     figures = write_figures(board, store.figures_dir)
     curve = store.figures_dir / "learning_curve.png"
-    if learning_curve_figure(curve_rows(board.records), curve):
+    if learning_curve_figure(curve_rows(board.records), curve, unit=subsample_unit(board.records)):
         figures["learning curve"] = curve
     samples: dict[str, Path] = {}
     for label in dict.fromkeys(r.label for r in board.rows):  # every finished strategy, in ranked order
