@@ -105,3 +105,46 @@ def solid_lidc_nodules(n: int = 2):
         if len(picks) == n:
             break
     return picks
+
+
+def commit_fake_trial(store, name: str, seed: int, values, *, config: dict | None = None) -> None:
+    """Commit a finished trial ``NAME-SEED`` of strategy ``name`` to ``store`` whose per-image Dice are
+    ``values`` (hand-made results for ranking and report tests: image i has class LR2..LR4B in turn)."""
+    import numpy as np
+
+    labels = ("LR2", "LR3", "LR4A", "LR4B")
+    key = f"{name}-{seed}"
+    rows = [
+        {
+            "trial": key,
+            "strategy": name,
+            "seed": seed,
+            "train_fraction": 1.0,
+            "image": f"img{i:03d}",
+            "class": labels[i % 4],
+            "spacing_mm": 1.0,
+            "dice": float(v),
+            "iou": float(v) / 2,
+            "precision": 0.9,
+            "recall": float(v),
+            "hd95_mm": 3.0,
+            "true_px": 10,
+            "pred_px": 9,
+        }
+        for i, v in enumerate(values)
+    ]
+    record = {
+        "key": key,
+        "status": "ok",
+        "strategy": name,
+        "seed": seed,
+        "train_fraction": 1.0,
+        "preset": "tiny",
+        "config": config or {},
+        "dataset": {"name": "fake", "fingerprint": "f" * 16},
+        "metrics": {"dice": float(np.mean(values))},
+        "timings_s": {"total": 1.0},
+        "memory": {"peak_rss_mb": 100.0},
+        "training": {"n_total": 10, "data_wait_share": 0.01},
+    }
+    store.commit(record, rows)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import commit_fake_trial
 
 from augforge import Param, Strategy, hookimpl
 from augforge.bench.executors import ExecutionContext, make_executor
@@ -396,43 +397,9 @@ def _fake_study(tmp_path: Path, gains: dict[str, float], seeds=(0, 1), n_images:
     store = ResultsStore(tmp_path)
     for g, (name, gain) in enumerate(gains.items()):
         for si, seed in enumerate(seeds):
-            key = f"{name}-{seed}"
             shift = gain[si] if isinstance(gain, (list, tuple)) else gain  # a gain per seed, or one for all
             values = base[si] + shift + (0 if name == "none" else noise[g, si])
-            rows = [
-                {
-                    "trial": key,
-                    "strategy": name,
-                    "seed": seed,
-                    "train_fraction": 1.0,
-                    "image": f"img{i:03d}",
-                    "class": LABELS[i % 4],
-                    "spacing_mm": 1.0,
-                    "dice": float(v),
-                    "iou": float(v) / 2,
-                    "precision": 0.9,
-                    "recall": float(v),
-                    "hd95_mm": 3.0,
-                    "true_px": 10,
-                    "pred_px": 9,
-                }
-                for i, v in enumerate(values)
-            ]
-            rec = {
-                "key": key,
-                "status": "ok",
-                "strategy": name,
-                "seed": seed,
-                "train_fraction": 1.0,
-                "preset": "tiny",
-                "config": {},
-                "dataset": {"name": "fake", "fingerprint": "f" * 16},
-                "metrics": {"dice": float(values.mean())},
-                "timings_s": {"total": 1.0},
-                "memory": {"peak_rss_mb": 100.0},
-                "training": {"n_total": 10, "data_wait_share": 0.01},
-            }
-            store.commit(rec, rows)
+            commit_fake_trial(store, name, seed, values)
     return store
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import commit_fake_trial
 
 from augforge.bench.floors import FLOORS, floor_key, floor_masks, floor_rows, median_tumour_area
 from augforge.bench.report import write_report
@@ -93,42 +94,10 @@ def _store(tmp_path: Path, strategies: dict[str, float], floor_dice: dict[str, f
     store.set_floors(key, floors)
     for name, level in strategies.items():
         for seed in (0, 1):
-            k = f"{name}-{seed}"
             values = np.clip(level + rng.normal(0, 0.05, n), 0, 1)
-            rows = [
-                {
-                    "trial": k,
-                    "strategy": name,
-                    "seed": seed,
-                    "train_fraction": 1.0,
-                    "image": f"img{i:03d}",
-                    "class": LABELS[i % 4],
-                    "spacing_mm": 1.0,
-                    "dice": float(v),
-                    "iou": float(v) / 2,
-                    "precision": 0.9,
-                    "recall": float(v),
-                    "hd95_mm": 3.0,
-                    "true_px": 10,
-                    "pred_px": 9,
-                }
-                for i, v in enumerate(values)
-            ]
-            rec = {
-                "key": k,
-                "status": "ok",
-                "strategy": name,
-                "seed": seed,
-                "train_fraction": 1.0,
-                "preset": "tiny",
-                "dataset": {"name": "fake", "fingerprint": "f" * 16},
-                "metrics": {"dice": float(values.mean())},
-                "config": {"settings": {"data": {"input": "lung", "field_margin_mm": 0.0}}},
-                "timings_s": {"total": 1.0},
-                "memory": {"peak_rss_mb": 100.0},
-                "training": {"n_total": 10, "data_wait_share": 0.01},
-            }
-            store.commit(rec, rows)
+            commit_fake_trial(
+                store, name, seed, values, config={"settings": {"data": {"input": "lung", "field_margin_mm": 0.0}}}
+            )
     return store
 
 
