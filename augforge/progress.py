@@ -59,7 +59,7 @@ def bar(
     spinner: bool = False,
     transient: bool = False,
 ) -> Iterator[Bar]:
-    """A bar: [spinner] [prefix] description, the bar, done/total, ``columns``, elapsed [, eta].
+    """A bar: [spinner] [prefix] description, the bar, done/total, elapsed [, eta], then ``columns``.
 
     ``columns`` are rich text templates of the bar's ``fields`` (e.g. ``"loss {task.fields[loss]:.4f}"``),
     ``fields`` their first values. With ``enabled=False`` nothing is drawn.
@@ -81,11 +81,10 @@ def bar(
     parts: list[Any] = [SpinnerColumn()] if spinner else []
     if prefix:
         parts.append(TextColumn(prefix))
-    parts += [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
-    parts += [TextColumn(c) for c in columns]
-    parts.append(TimeElapsedColumn())
+    parts += [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     if eta:
         parts += [TextColumn("eta"), TimeRemainingColumn()]
+    parts += [TextColumn(c) for c in columns]  # last: a narrow terminal cuts these, not the times
     with Progress(*parts, console=Console(stderr=True), transient=transient) as progress:
         task = progress.add_task(description, total=total, **(fields or {}))
         yield Bar(progress, task)

@@ -318,8 +318,8 @@ def train_dcgan(
                     bar.advance(
                         1,
                         stats=(
-                            f"epoch {epoch + 1}/{cfg.epochs}  loss D {now['loss_d']:.3f} G {now['loss_g']:.3f}"
-                            f"  D(x) {now['d_real']:.2f}  D(G(z)) {now['d_fake']:.2f}"
+                            f"epoch {epoch + 1}/{cfg.epochs} loss D {now['loss_d']:.2f} G {now['loss_g']:.2f}"
+                            f" D(x) {now['d_real']:.2f} D(G(z)) {now['d_fake']:.2f}"
                         ),
                     )
 
