@@ -6,6 +6,7 @@ leaderboard, report.md and run.log); 1 when every trial failed; 2 for a usage er
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -261,7 +262,7 @@ def bench_cmd(
         fractions = list(dict.fromkeys(train_fraction or [])) or [1.0]
         seed_list = list(range(seeds or 1))
         executor_name, n_workers = executor or "local", workers or 0
-        plan_study(
+        planned = plan_study(
             strategy,
             preset=cfg,
             seeds=seed_list,
@@ -291,17 +292,8 @@ def bench_cmd(
     )
     if study is not None:
         trials = plan_trials(spec, cfg, seeds=seed_list, dataset_fingerprint=dataset.fingerprint, registry=registry)
-    else:
-        trials = plan_study(
-            strategy,
-            preset=cfg,
-            seeds=seed_list,
-            fractions=fractions,
-            dataset_fingerprint=dataset.fingerprint,
-            strategy_params=strategy_params,
-            baseline=not no_baseline,
-            registry=registry,
-        )
+    else:  # planned and checked before the data were loaded; now keyed by the dataset
+        trials = [dataclasses.replace(t, dataset_fingerprint=dataset.fingerprint) for t in planned]
 
     intensity = str(dataset.meta.get("intensity", "HU"))
     if intensity != "HU":
