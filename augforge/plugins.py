@@ -278,13 +278,22 @@ def _call_register_hook(registry: StrategyRegistry) -> None:
 _built: tuple[tuple[object, ...], StrategyRegistry] | None = None
 
 
+def _same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
+    """Same load-error count and the same (name, plugin object) pairs, in order."""
+    if len(a) != len(b) or a[0] != b[0]:
+        return False
+    return all(x[0] == y[0] and x[1] is y[1] for x, y in zip(a[1:], b[1:]))  # type: ignore[index]
+
+
 def get_registry() -> StrategyRegistry:
     """Every loaded plugin's strategies. Built once and shared; registering or unregistering a plugin
     (tests do, in-process) builds it anew on the next call."""
     global _built
     load_plugins()
-    plugins = (len(_load_errors), *((name, id(plugin)) for name, plugin in pm.list_name_plugin()))
-    if _built is not None and _built[0] == plugins:
+    # The plugin objects themselves, compared by identity: the key holds them, so a plugin that was
+    # unregistered cannot be freed and its id() reused by a new one.
+    plugins = (len(_load_errors), *pm.list_name_plugin())
+    if _built is not None and _same(_built[0], plugins):
         return _built[1]
     registry = StrategyRegistry()
     registry.errors.extend(_load_errors)

@@ -308,3 +308,23 @@ def test_load_plugins_filter_naming_nothing_installed_warns():
     [warning] = unknown_filter_names({"x"}, set())
     assert "no external plugin is installed" in str(warning)
     assert unknown_filter_names({"gamma"}, {"gamma"}) == [] and unknown_filter_names(None, set()) == []
+
+
+def test_the_registry_is_rebuilt_for_each_new_plugin_under_a_reused_name(register_plugin):
+    """The registry is built once and shared; a plugin registered under a name that another plugin
+    had still gets its own registry (the cache holds and compares the plugin objects themselves: an
+    id() alone can be passed on to a new object once the old one is freed)."""
+    assert get_registry() is get_registry()  # built once
+
+    class Named:
+        def __init__(self, strategy):
+            self.strategy = strategy
+
+        @hookimpl
+        def register_strategies(self, register):
+            register(type("S", (Strategy,), {"name": self.strategy, "description": "x"}))
+
+    for k in range(6):
+        with register_plugin(Named(f"test-reused-{k}"), "test-reused"):
+            assert f"test-reused-{k}" in get_registry().names()
+        assert f"test-reused-{k}" not in get_registry().names()
