@@ -15,7 +15,7 @@ from augforge.config import SECTIONS, Preset
 from augforge.errors import UsageError
 from augforge.strategy import BASELINE
 
-__all__ = ["StudyResult", "check_preset", "plan_study", "run_study"]
+__all__ = ["StudyResult", "check_param_sections", "check_preset", "plan_study", "run_study"]
 
 
 def check_preset(preset: Preset) -> None:
@@ -79,6 +79,20 @@ def _strategy_parts(spec: str) -> list[str]:
     return [p.strip() for p in spec.split("+")]
 
 
+def check_param_sections(params: dict[str, dict[str, Any]], specs: Sequence[str], registry: Any) -> None:
+    """Every ``--set SECTION.*`` that is not a preset section must name a strategy of the study."""
+    used_parts = {p for s in specs for p in _strategy_parts(s)}
+    for section in params:
+        if section in used_parts:
+            continue
+        if section in registry.entries:
+            raise UsageError(f"--set {section}.*: strategy {section!r} is not part of this study ({', '.join(specs)})")
+        raise UsageError(
+            f"--set {section}.*: {section!r} is neither a preset section "
+            f"({', '.join(SECTIONS)}) nor a registered strategy (see `augforge strategies`)"
+        )
+
+
 def plan_study(
     strategies: Sequence[str],
     *,
@@ -113,16 +127,7 @@ def plan_study(
             specs.append(s)
     if not specs:
         raise UsageError("no strategy to run: give --strategy NAME (or drop --no-baseline)")
-    used_parts = {p for s in specs for p in _strategy_parts(s)}
-    for section in params:
-        if section in used_parts:
-            continue
-        if section in registry.entries:
-            raise UsageError(f"--set {section}.*: strategy {section!r} is not part of this study ({', '.join(specs)})")
-        raise UsageError(
-            f"--set {section}.*: {section!r} is neither a preset section "
-            f"({', '.join(SECTIONS)}) nor a registered strategy (see `augforge strategies`)"
-        )
+    check_param_sections(params, specs, registry)
     built = {s: registry.create(s, params) for s in specs}
     return [
         make_trial(

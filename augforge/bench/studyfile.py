@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from augforge.bench.trial import Trial
     from augforge.plugins import StrategyRegistry
 
-__all__ = ["ALL", "StudyEntry", "StudyRun", "StudySpec", "expand_all", "load_study", "plan_trials"]
+__all__ = ["ALL", "StudyEntry", "StudyRun", "StudySpec", "expand_all", "flags_study", "load_study", "plan_trials"]
 
 #: The strategy name that stands for every registered strategy except the baseline.
 ALL = "all"
@@ -118,6 +118,8 @@ class StudySpec:
     path: Path | None = None
     #: Fields replaced by command-line options (see :meth:`override`): messages name the option.
     from_cli: frozenset[str] = frozenset()
+    #: Made from ``--strategy`` flags, not read from a file (:func:`flags_study`): messages say no file.
+    from_flags: bool = False
 
     # -- messages ------------------------------------------------------------------------------
     def where(self, key: str) -> str:
@@ -134,6 +136,8 @@ class StudySpec:
         return f"{self.where(key)} = {value!r}"
 
     def _entry_error(self, entry: StudyEntry, message: str) -> UsageError:
+        if self.from_flags:
+            return UsageError(message)
         return UsageError(f"{self.path or '<study>'}: {entry.where}: {message}")
 
     # -- command-line options on top of the file ---------------------------------------------------
@@ -249,6 +253,8 @@ class StudySpec:
         try:
             preset = apply_overrides(get_preset(self.preset), overrides)
         except UsageError as exc:
+            if self.from_flags:
+                raise
             raise UsageError(f"{self.where('set')}: {str(exc).removeprefix('--set ')}") from None
         preset.data.source = self.data
         return preset
@@ -552,6 +558,48 @@ def expand_all(names: Sequence[str], registry: StrategyRegistry) -> list[str]:
             items = [name]
         out.extend(s for s in items if s not in out)
     return out
+
+
+def flags_study(
+    strategies: Sequence[str],
+    *,
+    registry: StrategyRegistry,
+    strategy_params: dict[str, dict[str, Any]] | None = None,
+    train_fractions: Sequence[float] = (),
+    baseline: bool = True,
+    seeds: int | None = None,
+    preset: str | None = None,
+    data: str | None = None,
+    executor: str | None = None,
+    overrides: dict[str, str] | None = None,
+) -> StudySpec:
+    """The study that ``augforge bench --strategy ...`` flags describe, so that flags and study files
+    are planned, checked and run the same way. ``all`` is expanded; ``strategy_params`` (``--set
+    flip.p=1``) go to every strategy with that part; each of ``train_fractions`` applies to every
+    strategy. Raises UsageError for a ``--set`` section that names no strategy of the study."""
+    from augforge.bench.study import check_param_sections
+    from augforge.config import DEFAULT_PRESET
+
+    names = expand_all(strategies, registry)
+    params = strategy_params or {}
+    check_param_sections(params, ([BASELINE] if baseline else []) + names, registry)
+    fractions = list(dict.fromkeys(float(f) for f in train_fractions)) or [1.0]
+    entries = [StudyEntry(s, {p: params[p] for p in s.split("+") if p in params}) for s in names]
+    preset_name = preset or DEFAULT_PRESET
+    given = {"seeds": seeds, "preset": preset, "data": data, "executor": executor, "set": overrides or None}
+    source = data or (get_preset(preset_name).data.source if preset_name in PRESETS else "lidc-phantom")
+    return StudySpec(
+        entries=entries,
+        seeds=1 if seeds is None else seeds,
+        train_fractions=fractions,
+        preset=preset_name,
+        data=source,
+        executor=executor or "local",
+        set=dict(overrides or {}),
+        baseline=baseline,
+        from_cli=frozenset(k for k, v in given.items() if v is not None),
+        from_flags=True,
+    )
 
 
 # -- trials ----------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from augforge.config import DEFAULT_PRESET, apply_overrides, get_preset, parse_set_options, split_overrides
+from augforge.config import DEFAULT_PRESET, parse_set_options, split_overrides
 from augforge.errors import AugforgeError, UsageError
 from augforge.fileio import atomic_write_text, remove_stale_temporaries
 
@@ -206,8 +206,8 @@ def bench_cmd(
 
     from augforge.bench.executors import executor_class
     from augforge.bench.store import ResultsStore
-    from augforge.bench.study import check_preset, plan_study
-    from augforge.bench.studyfile import expand_all, load_study, plan_trials
+    from augforge.bench.study import check_preset
+    from augforge.bench.studyfile import flags_study, load_study, plan_trials
     from augforge.data.sources import load_dataset
     from augforge.plugins import get_registry
 
@@ -241,37 +241,36 @@ def bench_cmd(
             set=preset_over or None,
             out=str(out) if out is not None else None,
         )
-        spec.validate(registry)
-        cfg = spec.build_preset()
-        check_preset(cfg)  # a bad setting is a usage error before any data is built
-        seed_list = list(range(spec.seeds))
-        executor_name, allow_pickle = spec.executor, spec.allow_pickle
-        options.update(spec.executor_settings)
-        n_workers = spec.workers if workers is None else workers
-        folder = Path(spec.out) if spec.out else Path("runs") / spec.name
     else:
         if not strategy:
             raise UsageError(
                 "give at least one --strategy NAME (see `augforge strategies`), or --study FILE; "
                 "`--strategy none` runs the baseline alone"
             )
-        strategy = expand_all(strategy, registry)
-        cfg = apply_overrides(get_preset(preset or DEFAULT_PRESET), preset_over)
-        if data:
-            cfg.data.source = data
-        fractions = list(dict.fromkeys(train_fraction or [])) or [1.0]
-        seed_list = list(range(seeds or 1))
-        executor_name, n_workers = executor or "local", workers or 0
-        planned = plan_study(
+        spec = flags_study(
             strategy,
-            preset=cfg,
-            seeds=seed_list,
-            fractions=fractions,
-            dataset_fingerprint="",
-            strategy_params=strategy_params,
-            baseline=not no_baseline,
             registry=registry,
+            strategy_params=strategy_params,
+            train_fractions=train_fraction or [],
+            baseline=not no_baseline,
+            seeds=seeds,
+            preset=preset,
+            data=data or None,
+            executor=executor,
+            overrides=preset_over,
         )
+    # Flags and study files alike: check everything, then plan the trials, before any data are loaded.
+    spec.validate(registry)
+    cfg = spec.build_preset()
+    check_preset(cfg)  # a bad setting is a usage error before any data is built
+    seed_list = list(range(spec.seeds))
+    planned = plan_trials(spec, cfg, seeds=seed_list, dataset_fingerprint="", registry=registry)
+    executor_name, allow_pickle = spec.executor, allow_pickle or spec.allow_pickle
+    options.update(spec.executor_settings)
+    n_workers = workers if workers is not None else spec.workers
+    if study is not None:
+        folder = Path(spec.out) if spec.out else Path("runs") / spec.name
+    else:
         folder = out if out is not None else default_out(cfg.name, cfg.data.source)
     _check_out(folder)
     if ray_address is not None:
@@ -290,10 +289,7 @@ def bench_cmd(
         f"dataset {dataset.name} ({dataset.fingerprint}): {len(dataset.train)} train, {len(dataset.test)} test, "
         f"{len(dataset.healthy)} healthy slices"
     )
-    if study is not None:
-        trials = plan_trials(spec, cfg, seeds=seed_list, dataset_fingerprint=dataset.fingerprint, registry=registry)
-    else:  # planned and checked before the data were loaded; now keyed by the dataset
-        trials = [dataclasses.replace(t, dataset_fingerprint=dataset.fingerprint) for t in planned]
+    trials = [dataclasses.replace(t, dataset_fingerprint=dataset.fingerprint) for t in planned]
 
     intensity = str(dataset.meta.get("intensity", "HU"))
     if intensity != "HU":
