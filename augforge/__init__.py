@@ -23,16 +23,16 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+import importlib
 from typing import TYPE_CHECKING
 
-from augforge.config import Preset
-from augforge.data.records import LUNG_RADS_CLASSES, Dataset, Slice
-from augforge.errors import AugforgeError, DataError, UnknownStrategyError, UsageError
-from augforge.hookspecs import hookimpl, hookspec
-from augforge.strategy import BASELINE, Composite, Param, PrepareContext, Strategy, Transform, resolve_params
-
 if TYPE_CHECKING:
+    from augforge.config import Preset
+    from augforge.data.records import LUNG_RADS_CLASSES, Dataset, Slice
+    from augforge.errors import AugforgeError, DataError, UnknownStrategyError, UsageError
+    from augforge.hookspecs import hookimpl, hookspec
     from augforge.plugins import StrategyRegistry, get_registry
+    from augforge.strategy import BASELINE, Composite, Param, PrepareContext, Strategy, Transform, resolve_params
 
 #: The modules whose ``__all__`` names, with this package's, make the public API.
 PUBLIC_MODULES: tuple[str, ...] = (
@@ -40,19 +40,48 @@ PUBLIC_MODULES: tuple[str, ...] = (
     "augforge.fileio",  # atomic writes, checksums, clean-up of a crashed writer's temporaries
     "augforge.models",  # the segmentation networks
     "augforge.models.dcgan",  # the DCGAN: fit, save, load, sample
-    "augforge.synthesis",  # tumour patches, placement, paste-in, intensity anchors, quality summary
     "augforge.seeding",  # random streams derived from a trial's seed
+    "augforge.synthesis",  # tumour patches, placement, paste-in, intensity anchors, quality summary
     "augforge.transforms",  # strategies built on albumentations pipelines
 )
 
+# Each public name is imported from its module on first use. Importing the package itself stays
+# light (no numpy, no torch), so that the command line can take over Ctrl-C before the heavy imports
+# start (augforge.launch).
+_HOMES = {
+    "Preset": "augforge.config",
+    "LUNG_RADS_CLASSES": "augforge.data.records",
+    "Dataset": "augforge.data.records",
+    "Slice": "augforge.data.records",
+    "AugforgeError": "augforge.errors",
+    "DataError": "augforge.errors",
+    "UnknownStrategyError": "augforge.errors",
+    "UsageError": "augforge.errors",
+    "hookimpl": "augforge.hookspecs",
+    "hookspec": "augforge.hookspecs",
+    "StrategyRegistry": "augforge.plugins",
+    "get_registry": "augforge.plugins",
+    "BASELINE": "augforge.strategy",
+    "Composite": "augforge.strategy",
+    "Param": "augforge.strategy",
+    "PrepareContext": "augforge.strategy",
+    "Strategy": "augforge.strategy",
+    "Transform": "augforge.strategy",
+    "resolve_params": "augforge.strategy",
+}
+
 
 def __getattr__(name: str):
-    # The registry lives with the plugin manager; imported on first use (it loads pluggy's hooks).
-    if name in ("get_registry", "StrategyRegistry"):
-        from augforge import plugins
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
 
-        return getattr(plugins, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOMES})
 
 
 __all__ = [

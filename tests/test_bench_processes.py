@@ -143,3 +143,11 @@ def test_ctrl_c_while_the_command_line_loads_is_one_line_and_exit_130(tmp_path, 
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err
+
+
+def test_importing_the_package_is_light_so_ctrl_c_is_caught_from_the_start():
+    """``python -m augforge`` and the console script import the package before augforge.launch can
+    hold Ctrl-C; numpy or torch imported there would leave a window for a traceback (seen under load)."""
+    code = "import sys, augforge; print(sorted(m for m in ('numpy', 'torch', 'pluggy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
