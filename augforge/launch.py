@@ -14,12 +14,15 @@ import sys
 
 def main() -> int:
     held: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
     try:
-        from augforge.cli import main as run
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if held:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+        try:
+            from augforge.cli import main as run
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        if held:
+            raise KeyboardInterrupt
+    except KeyboardInterrupt:  # also one caught by the C handler but run after the restore
         sys.stderr.write("interrupted\n")
         return 130
     return run()
