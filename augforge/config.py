@@ -3,6 +3,10 @@
 Every field can be overridden by name with ``--set SECTION.FIELD=VALUE`` (``--set train.epochs=5``);
 an unknown section or field is an error. Strategy parameters use the strategy's name as section
 (``--set dcgan.epochs=50``); see :func:`split_overrides`.
+
+Each field is declared with its rule (:func:`augforge.settings.setting`), and a section converts and
+checks every value as it is set: a preset, an override from ``--set`` or a study file, and a section
+built in Python all pass the same rules, once, and code downstream takes the values as given.
 """
 
 from __future__ import annotations
@@ -10,31 +14,79 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import types
-import typing
+import functools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from augforge.errors import UsageError
+from augforge.settings import Section, setting
+
+# -- the choices a setting offers (the modules that act on them import them from here) ------------
+#: ``data.input``: what the network sees of a slice (docs/data.md).
+INPUTS: tuple[str, ...] = ("whole", "lung")
+#: ``data.window`` names and their (level, width) in HU.
+NAMED_WINDOWS: dict[str, tuple[float, float]] = {"lung": (-600.0, 1500.0), "mediastinum": (40.0, 400.0)}
+#: ``model.arch`` values and what they build (:func:`augforge.models.build_model`).
+ARCHITECTURES: dict[str, str] = {
+    "unet": "plain U-Net with BatchNorm; width model.base_width, model.depth down-sampling steps",
+    "unet-vgg11": "the paper's U-Net with a VGG11 encoder (18,252,881 parameters)",
+    "unet-vgg11-bn": "the same with BatchNorm in the encoder (VGG11-BN, 18,258,385 parameters)",
+}
+UPSAMPLING: tuple[str, ...] = ("bilinear", "transposed")
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
+SCHEDULES: tuple[str, ...] = ("constant", "cosine")
+#: ``train.loss`` names (:data:`augforge.train.losses.LOSSES` implements each).
+LOSS_NAMES: tuple[str, ...] = ("soft-dice", "dice-bce")
+SUBSAMPLING: tuple[str, ...] = ("slices", "patients")
+#: ``gen.roi_size``: a power of two, so the generator's up-sampling reaches it exactly.
+ROI_SIZES: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
+
+
+@functools.lru_cache(maxsize=32)
+def parse_window(window: str) -> tuple[float, float] | None:
+    """``data.window``: ``""`` -> None (per-slice min-max); ``"lung"`` or ``"-600,1500"`` -> (level, width) in HU."""
+    text = window.strip().lower()
+    if not text:
+        return None
+    if text in NAMED_WINDOWS:
+        return NAMED_WINDOWS[text]
+    try:
+        level, width = (float(v) for v in text.split(","))
+    except ValueError:
+        raise UsageError(
+            f"data.window {window!r}: expected LEVEL,WIDTH in HU (e.g. -600,1500) or "
+            f"one of {', '.join(NAMED_WINDOWS)}; empty for per-slice min-max"
+        ) from None
+    if not width > 0:
+        raise UsageError(f"data.window {window!r}: the width must be positive")
+    return level, width
 
 
 @dataclass
-class DataConfig:
-    source: str = "lidc-phantom"  # dataset name or path (see `augforge data info`)
-    size: int = 256  # slice side in pixels for generated data (the paper's slices are 512)
-    n_train: int = 708  # training slices with a nodule (paper: 708)
-    n_test: int = 264  # test slices (paper: 264, mix LR2 35, LR3 37, LR4A 97, LR4B 95)
-    n_healthy: int = 400  # healthy (LR1) canvases for paste-in synthesis
-    seed: int = 0  # dataset seed: fixed across trials, so trial seeds vary training only
-    window: str = ""  # "LEVEL,WIDTH" in HU (e.g. "-600,1500"); empty = per-slice min-max (paper)
-    clahe: bool = True  # CLAHE after normalisation, as in the paper
+class DataConfig(Section):
+    section: ClassVar[str] = "data"
+
+    source: str = setting("lidc-phantom")  # dataset name or path (see `augforge data info`)
+    size: int = setting(256, low=16)  # slice side in pixels for generated data (the paper's slices are 512)
+    n_train: int = setting(708, low=1)  # training slices with a nodule (paper: 708)
+    n_test: int = setting(264, low=1)  # test slices (paper: 264, mix LR2 35, LR3 37, LR4A 97, LR4B 95)
+    n_healthy: int = setting(400, low=0)  # healthy (LR1) canvases for paste-in synthesis
+    seed: int = setting(0, low=0)  # dataset seed: fixed across trials, so trial seeds vary training only
+    window: str = setting("")  # "LEVEL,WIDTH" in HU (e.g. "-600,1500"); empty = per-slice min-max (paper)
+    clahe: bool = setting(True)  # CLAHE after normalisation, as in the paper
     # What the network sees, computed from the image alone: "whole" slice, or "lung" (the thresholded
     # lung field, the paper's hu_array). Measured on lidc-phantom, quick preset, baseline, seed 0 (264
     # test slices): whole 0.887 Dice, lung 0.754, lung grown by 10 mm 0.866 (docs/data.md).
-    input: str = "whole"
-    field_margin_mm: float = 0.0  # grow the lung field by this much before cutting (input "lung" only)
-    consensus: int = 2  # multi-reader data: readers that must mark a pixel for the label (LIDC: 2 of 4)
-    offset_px: int = 16  # LIDC per-slice crops: cut each crop at a random offset of up to this (docs/data.md)
+    input: str = setting("whole", choices=INPUTS)
+    # grow the lung field by this much before cutting (input "lung" only)
+    field_margin_mm: float = setting(0.0, low=0.0)
+    # multi-reader data: readers that must mark a pixel for the label (LIDC: 2 of 4)
+    consensus: int = setting(2, low=1)
+    # LIDC per-slice crops: cut each crop at a random offset of up to this (docs/data.md)
+    offset_px: int = setting(16, low=0)
+
+    def check(self) -> None:
+        parse_window(self.window)
 
 
 #: Data settings that only shape one source's slices and labels. The source records them in its
@@ -48,47 +100,62 @@ ADDED_LATER: dict[tuple[str, str], Any] = {("train", "subsample"): "slices"}
 
 
 @dataclass
-class ModelConfig:
-    arch: str = "unet"  # "unet" (plain, width set below) or "unet-vgg11" (the paper's, ~18.25M)
-    base_width: int = 16  # channels of the first level; doubles per level (plain U-Net only)
-    depth: int = 4  # number of down-sampling steps (plain U-Net only)
-    upsample: str = "bilinear"  # "bilinear" (+1x1 conv) or "transposed" (2x2 up-convolution); plain U-Net only
+class ModelConfig(Section):
+    section: ClassVar[str] = "model"
+
+    # "unet" (plain, width set below) or "unet-vgg11" (the paper's, ~18.25M)
+    arch: str = setting("unet", choices=ARCHITECTURES)
+    base_width: int = setting(16, low=1)  # channels of the first level; doubles per level (plain U-Net only)
+    depth: int = setting(4, "down-sampling steps of the plain U-Net", low=1, high=7)
+    # "bilinear" (+1x1 conv) or "transposed" (2x2 up-convolution); plain U-Net only
+    upsample: str = setting("bilinear", choices=UPSAMPLING)
+
+    @property
+    def downsampling_factor(self) -> int:
+        """Total stride of the network's bottleneck: training patch sides must be multiples of it."""
+        return 2**self.depth if self.arch == "unet" else 32
 
 
 @dataclass
-class TrainConfig:
-    epochs: int = 40  # passes over the training set (or steps_per_epoch steps each)
-    steps_per_epoch: int = 0  # 0 = one pass over the training set per epoch
-    batch_size: int = 6
-    optimizer: str = "sgd"  # "sgd" (paper) or "adam"
-    lr: float = 1e-2
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    schedule: str = "constant"  # learning rate over the run: "constant" (paper) or "cosine" (decays to 0)
-    loss: str = "soft-dice"  # "soft-dice" (paper) or "dice-bce"
-    patch_size: int = 0  # 0 = train on whole slices; >0 = square patches of this side
-    fg_fraction: float = 0.33  # share of patches centred on tumour (nnU-Net's oversampling)
-    threshold: float = 0.5  # sigmoid >= threshold is tumour
-    amp: bool = True  # mixed precision (CUDA only)
-    channels_last: bool = True
-    eval_batch_size: int = 16
-    threads: int = 0  # torch intra-op threads; 0 = torch's default
+class TrainConfig(Section):
+    section: ClassVar[str] = "train"
+
+    epochs: int = setting(40, low=1)  # passes over the training set (or steps_per_epoch steps each)
+    steps_per_epoch: int = setting(0, low=0)  # 0 = one pass over the training set per epoch
+    batch_size: int = setting(6, low=1)
+    optimizer: str = setting("sgd", choices=OPTIMIZERS)  # "sgd" (paper) or "adam"
+    lr: float = setting(1e-2, "a positive learning rate, e.g. 1e-3", low=0.0, bounds="(]")
+    momentum: float = setting(0.9, "SGD momentum", low=0.0, high=1.0, bounds="[)")
+    weight_decay: float = setting(1e-4, low=0.0)
+    # learning rate over the run: "constant" (paper) or "cosine" (decays to 0)
+    schedule: str = setting("constant", choices=SCHEDULES)
+    loss: str = setting("soft-dice", choices=LOSS_NAMES)  # "soft-dice" (paper) or "dice-bce"
+    patch_size: int = setting(0, "0 = whole slices; >0 = square patches of this side", low=0)
+    fg_fraction: float = setting(0.33, "share of patches centred on tumour", low=0.0, high=1.0)  # as nnU-Net
+    threshold: float = setting(0.5, "sigmoid >= threshold is tumour", low=0.0, high=1.0, bounds="()")
+    amp: bool = setting(True)  # mixed precision (CUDA only)
+    channels_last: bool = setting(True)
+    eval_batch_size: int = setting(16, low=1)
+    threads: int = setting(0, "torch intra-op threads; 0 = torch's default", low=0)
     # What a train fraction < 1 samples: "slices" (stratified by class) or whole "patients" (stratified
     # by their most severe class; every slice of a drawn patient). Data with many slices per nodule
     # (the LIDC per-slice export) needs "patients": its slices of one nodule are near copies.
-    subsample: str = "slices"
+    subsample: str = setting("slices", choices=SUBSAMPLING)
 
 
 @dataclass
-class GeneratorConfig:
+class GeneratorConfig(Section):
     """Budget of offline generators (DCGAN): strategies read it unless their own params override."""
 
-    epochs: int = 300  # paper: 300
-    batch_size: int = 128  # paper: 128
-    width: int = 64  # base width; the paper's G is 512-256-128-64, i.e. width 64
-    latent_dim: int = 128  # paper: 128
-    roi_size: int = 64  # side of the tumour patches the generator learns (paper: 64)
-    sample_every: int = 0  # write a sample grid every N epochs (0 = only at the end)
+    section: ClassVar[str] = "gen"
+
+    epochs: int = setting(300, low=1)  # paper: 300
+    batch_size: int = setting(128, low=1)  # paper: 128
+    width: int = setting(64, low=1)  # base width; the paper's G is 512-256-128-64, i.e. width 64
+    latent_dim: int = setting(128, low=1)  # paper: 128
+    # side of the tumour patches the generator learns (paper: 64)
+    roi_size: int = setting(64, "a power of two: the side of the generated tumour patches", choices=ROI_SIZES)
+    sample_every: int = setting(0, low=0)  # write a sample grid every N epochs (0 = only at the end)
 
 
 @dataclass
@@ -98,6 +165,15 @@ class Preset:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     gen: GeneratorConfig = field(default_factory=GeneratorConfig)
+
+    def __post_init__(self) -> None:
+        """The rule between sections: training patches fit the network's down-sampling."""
+        factor = self.model.downsampling_factor
+        if self.train.patch_size % factor:
+            raise UsageError(
+                f"train.patch_size: {self.train.patch_size} is not a multiple of {factor}, the network's "
+                "down-sampling factor; use 0 (whole slices) or a multiple of it"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -186,32 +262,22 @@ def get_preset(name: str) -> Preset:
         raise UsageError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
 
 
-def _field_type(section_cls: type, fname: str) -> type:
-    hints = typing.get_type_hints(section_cls)
-    t = hints[fname]
-    if isinstance(t, types.UnionType) or typing.get_origin(t) is typing.Union:
-        t = next(a for a in typing.get_args(t) if a is not type(None))
-    return t
-
-
 def apply_overrides(preset: Preset, overrides: dict[str, Any]) -> Preset:
-    """Return a copy of ``preset`` with ``{"train.epochs": "5", ...}`` applied and type-checked."""
-    from augforge.strategy import Param
-
-    out = copy.deepcopy(preset)
+    """A copy of ``preset`` with ``{"train.epochs": "5", ...}`` applied. Values are strings (``--set``)
+    or typed values (a study file); each section converts and checks its own (:class:`~augforge.settings.Section`)."""
+    changes: dict[str, dict[str, Any]] = {}
     for key, value in overrides.items():
         section, _, fname = key.partition(".")
         if section not in SECTIONS or not fname:
             raise UsageError(f"--set {key}: expected SECTION.FIELD with SECTION one of {', '.join(SECTIONS)}")
-        obj = getattr(out, section)
-        names = [f.name for f in dataclasses.fields(obj)]
+        names = [f.name for f in dataclasses.fields(getattr(preset, section))]
         if fname not in names:
             close = difflib.get_close_matches(fname, names, n=1)
             hint = f" (did you mean {section}.{close[0]}?)" if close else f" (known: {', '.join(names)})"
             raise UsageError(f"--set {key}: {section} has no field {fname!r}{hint}")
-        t = _field_type(type(obj), fname)
-        setattr(obj, fname, Param(fname, t, getattr(obj, fname)).coerce(value, strategy=section))
-    return out
+        changes.setdefault(section, {})[fname] = value
+    sections = {name: dataclasses.replace(getattr(preset, name), **values) for name, values in changes.items()}
+    return dataclasses.replace(copy.deepcopy(preset), **sections)
 
 
 def parse_set_options(items: list[str]) -> dict[str, str]:

@@ -23,6 +23,7 @@ import numpy as np
 
 from augforge import seeding
 from augforge.errors import UsageError
+from augforge.settings import Param
 
 if TYPE_CHECKING:
     from augforge.config import Preset
@@ -32,105 +33,6 @@ __all__ = ["ComposedTransform", "Composite", "Param", "PrepareContext", "Strateg
 
 #: The baseline strategy's name: no augmentation, the reference every other strategy is compared with.
 BASELINE = "none"
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-@dataclass(frozen=True)
-class Param:
-    """A typed strategy parameter with a default.
-
-    type:    one of bool, int, float, str.
-    choices: allowed values, if the parameter is an enumeration.
-    low/high: inclusive bounds for numbers.
-    nullable: ``None`` is allowed (for example "follow the preset").
-    """
-
-    name: str
-    type: type
-    default: Any
-    help: str = ""
-    choices: tuple[Any, ...] | None = None
-    low: float | None = None
-    high: float | None = None
-    nullable: bool = False
-
-    def check_declaration(self) -> str | None:
-        """Return what is wrong with this declaration, or None when it is valid."""
-        if not self.name.isidentifier():
-            return f"parameter name {self.name!r} is not an identifier"
-        if self.type not in (bool, int, float, str):
-            return f"parameter {self.name!r} has type {self.type!r}; use bool, int, float or str"
-        if self.default is None:
-            return None if self.nullable else f"parameter {self.name!r} defaults to None but is not nullable"
-        try:
-            self.coerce(self.default, strategy="<declaration>")
-        except UsageError as exc:
-            return f"default of parameter {self.name!r} is invalid ({exc})"
-        return None
-
-    def coerce(self, value: Any, *, strategy: str) -> Any:
-        """Convert ``value`` (a Python value or a command-line string) to this parameter's type.
-
-        Raises UsageError naming the strategy and the parameter when it does not fit.
-        """
-        where = f"{strategy}.{self.name}"
-        if value is None or (isinstance(value, str) and value.lower() in {"none", "null"} and self.type is not str):
-            if self.nullable:
-                return None
-            raise UsageError(f"{where}: None is not allowed; give a {self.type.__name__}")
-        if isinstance(value, str) and self.type is not str:
-            value = self._parse(value, where)
-        if self.type is bool:
-            if not isinstance(value, bool):
-                raise UsageError(f"{where}: expected true or false, got {value!r}")
-        elif self.type is int:
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                if isinstance(value, float) and value.is_integer():
-                    value = int(value)
-                else:
-                    raise UsageError(f"{where}: expected an integer, got {value!r}")
-            value = int(value)
-        elif self.type is float:
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-                raise UsageError(f"{where}: expected a number, got {value!r}")
-            value = float(value)
-        elif self.type is str and not isinstance(value, str):
-            raise UsageError(f"{where}: expected a string, got {value!r}")
-        if self.choices is not None and value not in self.choices:
-            raise UsageError(f"{where}: {value!r} is not one of {', '.join(map(str, self.choices))}")
-        if self.low is not None and value < self.low:
-            raise UsageError(f"{where}: {value!r} is below the minimum {self.low}")
-        if self.high is not None and value > self.high:
-            raise UsageError(f"{where}: {value!r} is above the maximum {self.high}")
-        return value
-
-    def _parse(self, text: str, where: str) -> Any:
-        t = text.strip()
-        if self.type is bool:
-            if t.lower() in _TRUE:
-                return True
-            if t.lower() in _FALSE:
-                return False
-            raise UsageError(f"{where}: expected true or false, got {text!r}")
-        try:
-            return self.type(t) if self.type is float else int(t)
-        except ValueError:
-            kind = "an integer" if self.type is int else "a number"
-            raise UsageError(f"{where}: expected {kind}, got {text!r}") from None
-
-    def as_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"name": self.name, "type": self.type.__name__, "default": self.default}
-        if self.help:
-            d["help"] = self.help
-        if self.choices is not None:
-            d["choices"] = list(self.choices)
-        if self.low is not None:
-            d["low"] = self.low
-        if self.high is not None:
-            d["high"] = self.high
-        return d
 
 
 @runtime_checkable

@@ -188,7 +188,7 @@ def test_generate_returns_the_moved_patches_and_the_real_ones(tiny):
 
 
 def test_errors_say_what_to_do(tiny):
-    with pytest.raises(UsageError, match="copy-paste.scale_min: 1.2 is above the maximum 1.0"):
+    with pytest.raises(UsageError, match=r"copy-paste.scale_min: 1.2 is outside \["):
         copy_paste(scale_min=1.2)
     with pytest.raises(DataError, match="no real tumour to copy"):
         copy_paste().prepare(list(tiny.healthy), make_ctx(tiny.healthy))

@@ -132,7 +132,7 @@ def test_the_trial_records_every_part_with_its_parameters(registry):
         ("tag-a+", None, "empty part"),
         ("tag-a+tag-c", None, "unknown strategy 'tag-c'; did you mean"),
         ("tag-a+tag-b", {"tag-b": {"kk": 1}}, "strategy 'tag-b' has no parameter 'kk'"),
-        ("tag-a+tag-b", {"tag-a": {"k": 9}}, "tag-a.k: 9 is above the maximum 5"),
+        ("tag-a+tag-b", {"tag-a": {"k": 9}}, r"tag-a.k: 9 is outside \[0, 5\] \(slices to add\)"),
     ],
 )
 def test_composition_errors_are_one_line(registry, spec, params, message):

@@ -143,7 +143,7 @@ def test_unknown_strategy_lists_known_and_closest():
         ({"amont": 0.1}, "strategy 'test-shift' has no parameter 'amont'"),
         ({"amount": "lots"}, "test-shift.amount: expected a number, got 'lots'"),
         ({"amount": True}, "test-shift.amount: expected a number"),
-        ({"amount": 3.0}, "test-shift.amount: 3.0 is above the maximum 1.0"),
+        ({"amount": 3.0}, "test-shift.amount: 3.0 is outside [-1, 1]"),
         ({"mode": "mul"}, "test-shift.mode: 'mul' is not one of add, sub"),
     ],
 )

@@ -3,7 +3,6 @@ results store, skipping trials the store already holds."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,64 +14,7 @@ from augforge.config import SECTIONS, Preset
 from augforge.errors import UsageError
 from augforge.strategy import BASELINE
 
-__all__ = ["StudyResult", "check_param_sections", "check_preset", "plan_study", "run_study"]
-
-
-def check_preset(preset: Preset) -> None:
-    """Catch a bad ``model.*``/``train.*`` value once, as a UsageError, before any trial starts
-    (otherwise every trial of the study would fail with the same message)."""
-    from augforge.data.processing.preprocess import check_input, parse_window
-    from augforge.models import ARCHITECTURES, downsampling_factor
-    from augforge.train.loop import OPTIMIZERS, SCHEDULES
-    from augforge.train.losses import get_loss
-
-    check_input(preset.data.input, preset.data.field_margin_mm)
-    parse_window(preset.data.window)
-    m, t = preset.model, preset.train
-    if m.arch not in ARCHITECTURES:
-        raise UsageError(f"model.arch={m.arch!r}: choose one of {', '.join(ARCHITECTURES)}")
-    get_loss(t.loss)
-    if t.optimizer not in OPTIMIZERS:
-        raise UsageError(f"train.optimizer={t.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
-    if t.schedule not in SCHEDULES:
-        raise UsageError(f"train.schedule={t.schedule!r}: choose one of {', '.join(SCHEDULES)}")
-    factor = downsampling_factor(m)
-    if t.patch_size < 0 or (t.patch_size and t.patch_size % factor):
-        raise UsageError(
-            f"train.patch_size={t.patch_size}: use 0 (whole slices) or a multiple of {factor}, "
-            "the network's down-sampling factor"
-        )
-    if not 0.0 <= t.fg_fraction <= 1.0:
-        raise UsageError(f"train.fg_fraction={t.fg_fraction}: give a share in [0, 1]")
-    if t.epochs < 1 or t.batch_size < 1 or t.steps_per_epoch < 0:
-        raise UsageError("train.epochs and train.batch_size must be >= 1, train.steps_per_epoch >= 0")
-    if t.eval_batch_size < 1:
-        raise UsageError(f"train.eval_batch_size={t.eval_batch_size}: must be >= 1")
-    if not (math.isfinite(t.lr) and t.lr > 0):
-        raise UsageError(f"train.lr={t.lr}: give a positive learning rate, e.g. 1e-3")
-    if not (math.isfinite(t.momentum) and 0.0 <= t.momentum < 1.0):
-        raise UsageError(f"train.momentum={t.momentum}: give a value in [0, 1)")
-    if not (math.isfinite(t.weight_decay) and t.weight_decay >= 0):
-        raise UsageError(f"train.weight_decay={t.weight_decay}: must be 0 or more")
-    if not 0.0 < t.threshold < 1.0:
-        raise UsageError(f"train.threshold={t.threshold}: a sigmoid threshold lies strictly between 0 and 1")
-    if t.subsample not in ("slices", "patients"):
-        raise UsageError(f"train.subsample={t.subsample!r}: choose slices or patients")
-    if t.threads < 0:
-        raise UsageError(f"train.threads={t.threads}: 0 (torch's default) or a positive number of threads")
-    g = preset.gen
-    for name in ("epochs", "batch_size", "width", "latent_dim"):
-        if getattr(g, name) < 1:
-            raise UsageError(f"gen.{name}={getattr(g, name)}: must be >= 1")
-    if g.roi_size < 8 or g.roi_size & (g.roi_size - 1):
-        raise UsageError(f"gen.roi_size={g.roi_size}: a power of two from 8, e.g. 32 or 64")
-    if g.sample_every < 0:
-        raise UsageError(f"gen.sample_every={g.sample_every}: 0 (only at the end) or a number of epochs")
-    if m.arch == "unet":
-        if not 1 <= m.depth <= 7:
-            raise UsageError(f"model.depth={m.depth}: choose 1 to 7 down-sampling steps")
-        if m.base_width < 1:
-            raise UsageError(f"model.base_width={m.base_width}: must be >= 1")
+__all__ = ["StudyResult", "check_param_sections", "plan_study", "run_study"]
 
 
 def _strategy_parts(spec: str) -> list[str]:
@@ -115,7 +57,6 @@ def plan_study(
 
         registry = get_registry()
     params = strategy_params or {}
-    check_preset(preset)
     if not seeds:
         raise UsageError("--seeds: run at least one seed")
     for f in fractions:

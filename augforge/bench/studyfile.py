@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from augforge.config import PRESETS, SECTIONS, Preset, apply_overrides, get_preset
 from augforge.errors import UsageError
+from augforge.settings import Param, check_keys, describe
 from augforge.strategy import BASELINE
 
 if sys.version_info >= (3, 11):
@@ -56,6 +57,16 @@ _STUDY_KEYS = (
     "allow_pickle",
 )
 _ENTRY_KEYS = ("name", "params", "train_fractions", "label")
+#: The typed keys of the [study] table (strings that must not be empty are read by _string).
+_STUDY_PARAMS = {
+    p.name: p
+    for p in (
+        Param("preset", str, "quick", choices=tuple(PRESETS)),
+        Param("seeds", int, 1, low=1, high=10_000),
+        Param("baseline", bool, True),
+    )
+}
+_WORKERS = Param("workers", int, 0, low=0)
 #: A label is shown in tables and file names: short, printable, no quotes or separators.
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._+()-]{0,39}")
 
@@ -101,8 +112,9 @@ class StudyRun:
 
 @dataclass
 class StudySpec:
-    """A parsed study file. ``set`` holds preset overrides as ``--set`` gives them (``"train.epochs"``
-    -> ``"15"``); ``executor_options`` the executor's settings (``workers`` and e.g. ``ray_address``)."""
+    """A parsed study file. ``set`` holds preset overrides (``"train.epochs"`` -> ``15`` from a file,
+    ``"15"`` from ``--set``; the preset's sections convert both); ``executor_options`` the executor's
+    settings (``workers`` and e.g. ``ray_address``)."""
 
     entries: list[StudyEntry]
     seeds: int = 1
@@ -111,7 +123,7 @@ class StudySpec:
     data: str = "lidc-phantom"
     executor: str = "local"
     executor_options: dict[str, Any] = field(default_factory=dict)
-    set: dict[str, str] = field(default_factory=dict)
+    set: dict[str, Any] = field(default_factory=dict)
     baseline: bool = True
     out: str | None = None
     allow_pickle: bool = False
@@ -150,7 +162,7 @@ class StudySpec:
         if unknown:
             raise TypeError(f"StudySpec.override: no field {unknown[0]!r}")
         if "set" in changes:
-            changes["set"] = {**self.set, **{k: str(v) for k, v in changes["set"].items()}}
+            changes["set"] = {**self.set, **changes["set"]}
         return dataclasses.replace(self, **changes, from_cli=self.from_cli | set(changes))
 
     # -- what needs the registry and the file system ----------------------------------------------
@@ -304,29 +316,31 @@ def load_study(path: str | Path, registry: StrategyRegistry | None = None) -> St
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: not valid TOML: {exc}") from None
 
-    _check_keys(
-        doc, ("study", "strategy"), path, "top level", hint="a study file has one [study] table and [[strategy]] tables"
+    check_keys(
+        doc,
+        ("study", "strategy"),
+        what=f"{path}: top level",
+        hint="a study file has one [study] table and [[strategy]] tables",
     )
     if "study" not in doc:
         raise UsageError(f'{path}: no [study] table; it names at least the data, e.g. data = "lidc-phantom"')
     study = doc["study"]
     if not isinstance(study, dict):
-        raise UsageError(f"{path}: study: expected a table [study], got {_kind(study)}")
+        raise UsageError(f"{path}: study: expected a table [study], got {describe(study)}")
     if "strategy" in study:  # TOML puts every key after [study] into that table
         raise UsageError(
             f"{path}: study: unknown key 'strategy'; write strategy = \"...\" above the [study] "
             "table, or use [[strategy]] tables"
         )
-    _check_keys(study, _STUDY_KEYS, path, "study")
+    check_keys(study, _STUDY_KEYS, what=f"{path}: study")
 
     def key(name: str) -> str:
         return f"{path}: study.{name}"
 
     if "data" not in study:
         raise UsageError(f"{key('data')} is missing: name the dataset (lidc-phantom) or give its path")
-    preset = _string(study.get("preset", "quick"), key("preset"))
-    if preset not in PRESETS:
-        raise UsageError(f"{key('preset')} = {preset!r}: choose one of {', '.join(PRESETS)}")
+    owner = f"{path}: study"
+    preset = _STUDY_PARAMS["preset"].coerce(study.get("preset", "quick"), strategy=owner, strict=True)
     if "allow_pickle" in study:  # unpickling runs code: only the user, on the command line, may allow it
         raise UsageError(
             f"{key('allow_pickle')}: a study file cannot permit unpickling; remove the key and "
@@ -334,14 +348,14 @@ def load_study(path: str | Path, registry: StrategyRegistry | None = None) -> St
         )
     spec = StudySpec(
         entries=_entries(doc, path),
-        seeds=_integer(study.get("seeds", 1), key("seeds"), low=1, high=10_000),
+        seeds=_STUDY_PARAMS["seeds"].coerce(study.get("seeds", 1), strategy=owner, strict=True),
         train_fractions=_fractions(study.get("train_fractions", [1.0]), key("train_fractions")),
         preset=preset,
         data=_string(study["data"], key("data")),
         executor=_string(study.get("executor", "local"), key("executor")),
         executor_options=_executor_options(study.get("executor_options", {}), key("executor_options")),
         set=_overrides(study.get("set", {}), key("set")),
-        baseline=_boolean(study.get("baseline", True), key("baseline")),
+        baseline=_STUDY_PARAMS["baseline"].coerce(study.get("baseline", True), strategy=owner, strict=True),
         out=_string(study["out"], key("out")) if "out" in study else None,
         path=path,
     )
@@ -352,55 +366,21 @@ def load_study(path: str | Path, registry: StrategyRegistry | None = None) -> St
     return spec
 
 
-def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return f"the boolean {str(value).lower()}"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "an array"
-    return f"{type(value).__name__} {value!r}"
-
-
-def _check_keys(table: dict[str, Any], known: Sequence[str], path: Path, where: str, hint: str = "") -> None:
-    for k in table:
-        if k not in known:
-            close = difflib.get_close_matches(k, known, n=1)
-            advice = f"did you mean {close[0]!r}?" if close else hint or f"known keys: {', '.join(known)}"
-            raise UsageError(f"{path}: {where}: unknown key {k!r}; {advice}")
-
-
 def _string(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise UsageError(f"{where}: expected a non-empty string, got {_kind(value)}")
+        raise UsageError(f"{where}: expected a non-empty string, got {describe(value)}")
     return value.strip()
-
-
-def _boolean(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise UsageError(f"{where}: expected true or false, got {_kind(value)}")
-    return value
-
-
-def _integer(value: Any, where: str, *, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise UsageError(f"{where}: expected an integer, got {_kind(value)}")
-    if value < low:
-        raise UsageError(f"{where} = {value}: must be at least {low}")
-    if high is not None and value > high:
-        raise UsageError(f"{where} = {value}: must be at most {high}")
-    return value
 
 
 def _fractions(value: Any, where: str) -> list[float]:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = [value]  # a single number is a one-element list
     if not isinstance(value, list) or not value:
-        raise UsageError(f"{where}: expected an array of fractions in (0, 1], e.g. [0.25, 1.0], got {_kind(value)}")
+        raise UsageError(f"{where}: expected an array of fractions in (0, 1], e.g. [0.25, 1.0], got {describe(value)}")
     out: list[float] = []
     for v in value:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise UsageError(f"{where}: {_kind(v)} is not a number; give fractions in (0, 1]")
+            raise UsageError(f"{where}: {describe(v)} is not a number; give fractions in (0, 1]")
         if not (math.isfinite(v) and 0.0 < v <= 1.0):
             raise UsageError(f"{where}: {v:g} is outside (0, 1]; a train fraction is a share, e.g. 0.5")
         if float(v) in out:
@@ -409,18 +389,12 @@ def _fractions(value: Any, where: str) -> list[float]:
     return out
 
 
-def _scalar(value: Any, where: str) -> Any:
-    if isinstance(value, (str, int, float, bool)):
-        return value
-    raise UsageError(f"{where}: expected a string, number or boolean, got {_kind(value)}")
-
-
 def _executor_options(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise UsageError(f"{where}: expected a table, e.g. [study.executor_options], got {_kind(value)}")
+        raise UsageError(f"{where}: expected a table, e.g. [study.executor_options], got {describe(value)}")
     out = dict(value)
     if "workers" in out:
-        out["workers"] = _integer(out["workers"], f"{where}.workers", low=0)
+        out["workers"] = _WORKERS.coerce(out["workers"], strategy=where, strict=True)
     return out
 
 
@@ -437,17 +411,12 @@ def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _toml_text(value: Any) -> str:
-    """A scalar as ``--set`` would spell it (``true``, ``15``, ``0.001``, ``adam``)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def _overrides(value: Any, where: str) -> dict[str, str]:
+def _overrides(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise UsageError(f'{where}: expected a table of preset overrides, e.g. "train.epochs" = 15, got {_kind(value)}')
-    out: dict[str, str] = {}
+        raise UsageError(
+            f'{where}: expected a table of preset overrides, e.g. "train.epochs" = 15, got {describe(value)}'
+        )
+    out: dict[str, Any] = {}
     for k, v in _flatten(value).items():
         section = k.partition(".")[0]
         if section not in SECTIONS:
@@ -455,7 +424,7 @@ def _overrides(value: Any, where: str) -> dict[str, str]:
                 f"{where}.{k}: {section!r} is not a preset section ({', '.join(SECTIONS)}); "
                 "strategy parameters go in the [[strategy]] entry's params"
             )
-        out[k] = _toml_text(_scalar(v, f"{where}.{k}"))
+        out[k] = v  # typed as TOML gives it; the preset's sections convert and check it
     return out
 
 
@@ -471,7 +440,7 @@ def _entries(doc: dict[str, Any], path: Path) -> list[StudyEntry]:
     if isinstance(raw, (str, dict)):
         raw = [raw]
     if not isinstance(raw, list) or not raw:
-        raise UsageError(f"{path}: strategy: expected [[strategy]] tables or a name, got {_kind(raw)}")
+        raise UsageError(f"{path}: strategy: expected [[strategy]] tables or a name, got {describe(raw)}")
     return [_entry(item, n, path) for n, item in enumerate(raw, start=1)]
 
 
@@ -480,12 +449,12 @@ def _entry(item: Any, n: int, path: Path) -> StudyEntry:
     if isinstance(item, str):
         item = {"name": item}
     if not isinstance(item, dict):
-        raise UsageError(f"{path}: {where}: expected a table with a name, got {_kind(item)}")
+        raise UsageError(f"{path}: {where}: expected a table with a name, got {describe(item)}")
     if "name" not in item:
         raise UsageError(f'{path}: {where}: name is missing, e.g. name = "affine" or "dcgan+affine"')
     name = _normalise(_string(item["name"], f"{path}: {where}.name"))
     where = f"{where} ({name})"
-    _check_keys(item, _ENTRY_KEYS, path, where)
+    check_keys(item, _ENTRY_KEYS, what=f"{path}: {where}")
     parts = name.split("+")
     if any(not p for p in parts):
         raise UsageError(f"{path}: {where}.name: empty part; join names with '+', e.g. dcgan+affine")
@@ -519,23 +488,23 @@ def _params(value: Any, parts: list[str], where: str) -> dict[str, dict[str, Any
     """The entry's ``params`` as part -> values. A single strategy takes its values directly
     (``params = { p = 0.8 }``, or as ``[strategy.params.NAME]``); a hybrid takes a table per part."""
     if not isinstance(value, dict):
-        raise UsageError(f"{where}: expected a table, e.g. params = {{ p = 0.8 }}, got {_kind(value)}")
+        raise UsageError(f"{where}: expected a table, e.g. params = {{ p = 0.8 }}, got {describe(value)}")
     if not value:
         return {}
     if len(parts) == 1 and not (set(value) == {parts[0]} and isinstance(value[parts[0]], dict)):
-        return {parts[0]: {k: _scalar(v, f"{where}.{k}") for k, v in value.items()}}
+        return {parts[0]: dict(value)}
     out: dict[str, dict[str, Any]] = {}
     for part, values in value.items():
         if not isinstance(values, dict):
             raise UsageError(
                 f"{where}.{part}: a hybrid takes parameters per part, e.g. "
-                f"[strategy.params.{parts[0]}]; got {_kind(values)}"
+                f"[strategy.params.{parts[0]}]; got {describe(values)}"
             )
         if part not in parts:
             raise UsageError(
                 f"{where}.{part}: {'+'.join(parts)!r} has no part {part!r}; its parts are {', '.join(parts)}"
             )
-        out[part] = {k: _scalar(v, f"{where}.{part}.{k}") for k, v in values.items()}
+        out[part] = dict(values)  # the strategy's Params check them (StudySpec.validate)
     return out
 
 

@@ -206,7 +206,6 @@ def bench_cmd(
 
     from augforge.bench.executors import executor_class
     from augforge.bench.store import ResultsStore
-    from augforge.bench.study import check_preset
     from augforge.bench.studyfile import flags_study, load_study, plan_trials
     from augforge.data.sources import load_dataset
     from augforge.plugins import get_registry
@@ -262,7 +261,6 @@ def bench_cmd(
     # Flags and study files alike: check everything, then plan the trials, before any data are loaded.
     spec.validate(registry)
     cfg = spec.build_preset()
-    check_preset(cfg)  # a bad setting is a usage error before any data is built
     seed_list = list(range(spec.seeds))
     planned = plan_trials(spec, cfg, seeds=seed_list, dataset_fingerprint="", registry=registry)
     executor_name, allow_pickle = spec.executor, allow_pickle or spec.allow_pickle

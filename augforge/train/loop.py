@@ -12,8 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from augforge.config import TrainConfig
-from augforge.errors import UsageError
+from augforge.config import OPTIMIZERS, SCHEDULES, TrainConfig
 from augforge.progress import bar as progress_bar
 from augforge.seeding import deterministic, seed_everything
 from augforge.strategy import Transform
@@ -21,9 +20,6 @@ from augforge.train.losses import get_loss
 from augforge.train.sampling import BatchSampler, Prefetcher
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "TrainResult", "make_optimizer", "make_schedule", "plan_steps", "train_model"]
-
-OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -49,8 +45,6 @@ class TrainResult:
 
 def plan_steps(cfg: TrainConfig, n_train: int) -> tuple[int, int]:
     """(steps per epoch, total steps): ``train.steps_per_epoch``, or one pass over ``n_train`` slices."""
-    if cfg.epochs < 1 or cfg.batch_size < 1:
-        raise UsageError(f"train.epochs={cfg.epochs}, train.batch_size={cfg.batch_size}: both must be >= 1")
     per_epoch = cfg.steps_per_epoch if cfg.steps_per_epoch > 0 else math.ceil(n_train / cfg.batch_size)
     return per_epoch, per_epoch * cfg.epochs
 
@@ -59,9 +53,7 @@ def make_optimizer(params: Sequence[nn.Parameter] | object, cfg: TrainConfig) ->
     """``train.optimizer``: "sgd" (the paper: lr 1e-2, momentum 0.9, weight decay 1e-4) or "adam"."""
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    raise UsageError(f"train.optimizer={cfg.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def make_schedule(
@@ -71,9 +63,7 @@ def make_schedule(
     last step; stepped once per training step)."""
     if cfg.schedule == "constant":
         return None
-    if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
-    raise UsageError(f"train.schedule={cfg.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
 
 
 def _autocast(
@@ -108,11 +98,6 @@ def train_model(
     """
     # 1. Budget and seeds: everything random below derives from `seed`.
     steps_per_epoch, total_steps = plan_steps(cfg, len(images))
-    if cfg.patch_size < 0 or not 0.0 <= cfg.fg_fraction <= 1.0:
-        raise UsageError(
-            f"train.patch_size={cfg.patch_size}, train.fg_fraction={cfg.fg_fraction}: "
-            "patch size must be >= 0 and the foreground share in [0, 1]"
-        )
     seed_everything(seed)
     dev = torch.device(device)
 

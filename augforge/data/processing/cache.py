@@ -37,7 +37,7 @@ import numpy as np
 
 from augforge.data.processing import parallel
 from augforge.data.processing.lungfield import lung_fields
-from augforge.data.processing.preprocess import check_input, input_hu, parse_window, preprocess
+from augforge.data.processing.preprocess import input_hu, preprocess
 from augforge.data.records import NON_LUNG_HU, Dataset, Slice, fingerprint_slices
 from augforge.errors import DataError
 from augforge.fileio import atomic_write_text, atomic_write_with, file_sha256, remove_stale_temporaries, temporary_dir
@@ -271,8 +271,7 @@ def images(
 ) -> np.ndarray:
     """(N, H, W) float32 preprocessed network inputs for ``stack``, computed once per
     (window, CLAHE, input, field margin) and kept beside the dataset."""
-    parse_window(window)  # a bad window is a usage error before any work
-    mode = check_input(input, field_margin_mm)
+    mode = input
     margin = field_margin_mm if mode == "lung" else 0.0
     key = {"window": window.strip().lower(), "clahe": clahe}
     if mode != "lung" or margin:  # the paper's input keeps the key (and file) it always had

@@ -20,41 +20,15 @@ results are comparable. It is deterministic, and takes about 7 ms on a 256x256 s
 
 from __future__ import annotations
 
-import functools
-
 import cv2
 import numpy as np
 from skimage.exposure import equalize_adapthist
 
+from augforge.config import parse_window
 from augforge.data.processing.lungfield import lung_field
 from augforge.data.records import NON_LUNG_HU, Slice
-from augforge.errors import UsageError
 
-#: What the network may see of a slice (``data.input``).
-INPUTS: tuple[str, ...] = ("whole", "lung")
-
-NAMED_WINDOWS: dict[str, tuple[float, float]] = {"lung": (-600.0, 1500.0), "mediastinum": (40.0, 400.0)}
 CLAHE_CLIP_LIMIT = 0.01
-
-
-@functools.lru_cache(maxsize=32)
-def parse_window(window: str) -> tuple[float, float] | None:
-    """``""`` -> None (min-max); ``"lung"`` or ``"-600,1500"`` -> (level, width) in HU."""
-    text = window.strip().lower()
-    if not text:
-        return None
-    if text in NAMED_WINDOWS:
-        return NAMED_WINDOWS[text]
-    try:
-        level, width = (float(v) for v in text.split(","))
-    except ValueError:
-        raise UsageError(
-            f"data.window {window!r}: expected LEVEL,WIDTH in HU (e.g. -600,1500) or "
-            f"one of {', '.join(NAMED_WINDOWS)}; empty for per-slice min-max"
-        ) from None
-    if not width > 0:
-        raise UsageError(f"data.window {window!r}: the width must be positive")
-    return level, width
 
 
 def normalise(hu: np.ndarray, window: str = "") -> np.ndarray:
@@ -69,18 +43,6 @@ def normalise(hu: np.ndarray, window: str = "") -> np.ndarray:
     if hi <= lo:
         return np.zeros_like(x)
     return np.clip((x - lo) * np.float32(1.0 / (hi - lo)), 0.0, 1.0)
-
-
-def check_input(mode: str, margin_mm: float = 0.0) -> str:
-    """``data.input`` (and ``data.field_margin_mm``) checked: the mode, lower-cased."""
-    m = mode.strip().lower()
-    if m not in INPUTS:
-        raise UsageError(
-            f"data.input={mode!r}: choose one of {', '.join(INPUTS)} (what the network sees of a slice; docs/data.md)"
-        )
-    if not (margin_mm >= 0.0 and np.isfinite(margin_mm)):
-        raise UsageError(f"data.field_margin_mm={margin_mm}: give a distance in mm, 0 or more")
-    return m
 
 
 def grow_field(field: np.ndarray, margin_px: float) -> np.ndarray:
@@ -106,8 +68,7 @@ def input_hu(
     ``hu_array``); field: the lung field, computed from the image. None of them may depend on the
     tumour mask: the data sources guarantee it and tests/test_validity.py checks it.
     """
-    m = check_input(mode, margin_mm)
-    if m == "whole":
+    if mode == "whole":
         return np.asarray(hu, np.float32)
     if margin_mm <= 0:
         return np.asarray(lung_hu, np.float32)
