@@ -48,6 +48,7 @@ def main() -> None:
     from augforge import PrepareContext
     from augforge.config import get_preset
     from augforge.data.sources import load_dataset
+    from augforge.synthesis import HU_SCALE
     from augforge.models.dcgan import sample, train_dcgan
     from augforge.plugins import get_registry
 
@@ -74,11 +75,12 @@ def main() -> None:
             log=lambda m: None,
             dataset_fingerprint=dataset.fingerprint,
         )
-        fitted = strategy.fit(
+        fitted = strategy.source(
             dataset.train[:8],
             dataclasses.replace(ctx, preset=dataclasses.replace(preset, gen=dataclasses.replace(preset.gen, epochs=1))),
+            HU_SCALE,
         )
-        fitted.generator = fit.generator  # paste the timed generator's samples
+        fitted.model = fit.generator  # paste the timed generator's samples
         out, p_wall, p_cpu = _timed(
             lambda: strategy.synthesize(fitted, dataset.healthy, args.slices, seed=0, log=lambda m: None)
         )

@@ -23,48 +23,48 @@ Randomness comes from ``ctx.seed``: the same training split, canvases and seed g
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 
-from augforge import DataError, Param, PrepareContext, Slice, Strategy, hookimpl, seeding
+from augforge import DataError, Param, PrepareContext, Slice, hookimpl
 from augforge.synthesis import (
-    CANVAS_TRIES,
-    HU_SCALE,
     PARENCHYMA_HU,
-    GeneratedSet,
+    PASTE_PARAMS,
+    PasteInStrategy,
     PasteScale,
+    Tumour,
     TumourROIs,
-    canvas_site,
     extract_rois,
-    paste_canvases,
-    paste_into_canvases,
-    paste_scale,
+    ratio_param,
 )
 
 #: Square crops reach this share of the tumour's longer side beyond its box on every side: a turn by
 #: any angle keeps the tumour inside (its farthest pixel lies at most 0.71 sides from the centre).
 _MARGIN_FRAC = 0.25
-#: Separates this strategy's random stream from others seeded with the same trial seed.
-_STREAM = 0xC0B7
 
 
-class CopyPaste(Strategy):
+@dataclass
+class Donors:
+    """The real tumours a trial's training split offers, and the data's intensity anchors."""
+
+    rois: TumourROIs
+    scale: PasteScale
+
+
+class CopyPaste(PasteInStrategy):
     name = "copy-paste"
     description = (
         "Real training tumours, mirrored, turned and rescaled at random, pasted into healthy "
         "lung parenchyma like the DCGAN's (the control for the generator)."
     )
+    stream = 0xC0B7
+    canvas_noise = False  # a real tumour carries its scanner noise already: adding the canvas's would double it
+    no_canvas_hint = "build the dataset with data.n_healthy > 0, add healthy slices, or set copy-paste.canvases=train"
     params = (
-        Param(
-            "ratio",
-            float,
-            1.0,
-            "synthetic slices per real training slice (the DCGAN's default too)",
-            low=0.0,
-            high=20.0,
-        ),
+        ratio_param("synthetic slices per real training slice (the DCGAN's default too)"),
         Param(
             "rotate_deg", float, 180.0, "turn drawn from +- this, degrees (180: any orientation)", low=0.0, high=180.0
         ),
@@ -86,8 +86,7 @@ class CopyPaste(Strategy):
             low=0.0,
             high=1.0,
         ),
-        Param("feather_px", float, 1.5, "width of the pasted tumour's soft edge, pixels", low=0.0, high=10.0),
-        Param("clearance_px", float, 1.0, "distance kept from vessels and the lung wall, pixels", low=0.0, high=20.0),
+        *PASTE_PARAMS,
         Param(
             "canvases",
             str,
@@ -107,7 +106,7 @@ class CopyPaste(Strategy):
     )
 
     # -- donors -------------------------------------------------------------------------------
-    def donors(self, train: list[Slice], scale: PasteScale = HU_SCALE) -> TumourROIs:
+    def source(self, train: list[Slice], ctx: PrepareContext, scale: PasteScale) -> Donors:
         """The real tumours of ``train`` as square ``roi_size`` patches, parenchyma (on ``scale``)
         outside the tumour.
 
@@ -116,7 +115,7 @@ class CopyPaste(Strategy):
         """
         real = [s for s in train if s.has_tumour and not s.is_synthetic]
         try:
-            return extract_rois(
+            rois = extract_rois(
                 real,
                 size=self.config["roi_size"],
                 margin_px=1,
@@ -129,6 +128,13 @@ class CopyPaste(Strategy):
                 "strategy 'copy-paste': the training split holds no real tumour to copy; "
                 "use a larger --train-fraction or a dataset with tumour slices"
             ) from None
+        return Donors(rois, scale)
+
+    def real_tumours(self, source: Donors) -> TumourROIs:
+        return source.rois
+
+    def canvas_choice(self) -> str:
+        return self.config["canvases"]
 
     # -- one donor, moved -----------------------------------------------------------------------
     @staticmethod
@@ -154,117 +160,41 @@ class CopyPaste(Strategy):
         cov_t = cv2.warpAffine(np.ascontiguousarray(coverage), m, borderValue=0.0, **warp)
         return hu_t.astype(np.float32), cov_t >= 0.5
 
-    # -- the synthetic slices -------------------------------------------------------------------
-    def synthesize(
-        self,
-        rois: TumourROIs,
-        canvases: list[Slice],
-        n: int,
-        *,
-        seed: int,
-        log: Any = print,
-        intensity: PasteScale = HU_SCALE,
-    ) -> GeneratedSet:
-        """Paste ``n`` moved donor tumours into ``canvases`` (cycled in a seeded order), one per slice.
-
-        Donors are used in a seeded shuffled cycle, so each is used about ``n / len(rois)`` times and
-        the added tumours keep the training split's mix of sizes and classes before rescaling.
-        """
-        if n > 0 and not canvases:
-            raise DataError(
-                f"strategy {self.name!r} pastes tumours into healthy slices, and the dataset "
-                "has none: build it with data.n_healthy > 0, add healthy slices, or set "
-                "copy-paste.canvases=train"
-            )
-        c = self.config
-        rng = seeding.stream(seed, _STREAM)
-        donor_order = rng.permutation(len(rois))
-        canvas_order = rng.permutation(len(canvases)) if canvases else np.zeros(0, int)
+    # -- the tumours ----------------------------------------------------------------------------
+    def draw(self, source: Donors, n: int, *, seed: int, rng: np.random.Generator) -> dict[str, Any]:
+        """The donors' order: a seeded shuffled cycle, so each is used about ``n / len(rois)`` times and
+        the added tumours keep the training split's mix of sizes and classes before rescaling."""
+        rois = source.rois
         # Which tumour of its slice each patch is (a slice may hold several): provenance.
         first = {sid: rois.slice_ids.index(sid) for sid in set(rois.slice_ids)}
-        sites: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}  # canvas -> (lung, allowed, noise)
+        return {"order": rng.permutation(len(rois)), "first": first}
 
-        def site(j: int) -> tuple[np.ndarray, np.ndarray, float]:
-            if j not in sites:
-                sites[j] = canvas_site(canvases[j], intensity, clearance_px=c["clearance_px"])
-            return sites[j]
+    def tumour(self, source: Donors, drawn: dict[str, Any], i: int, rng: np.random.Generator) -> Tumour:
+        """A donor, mirrored, turned and rescaled at random."""
+        c, rois = self.config, source.rois
+        k = int(drawn["order"][i % len(rois)])
+        angle = float(rng.uniform(-c["rotate_deg"], c["rotate_deg"]))
+        mirror = bool(rng.random() < c["p_mirror"])
+        scale = float(rng.uniform(c["scale_min"], c["scale_max"]))
+        t_hu, t_mask = self.turn(rois.hu[k], rois.coverage[k], angle, mirror, rois.background_hu)
+        side_mm = rois.crop_mm[k] * scale  # the patch spans the donor's crop: its size in mm, rescaled
 
-        patches_hu = np.empty((n, rois.size, rois.size), np.float32)
-        patches_mask = np.zeros((n, rois.size, rois.size), bool)
-        out: list[Slice] = []
-        skipped = 0
-        for i in range(n):
-            k = int(donor_order[i % len(rois)])
-            angle = float(rng.uniform(-c["rotate_deg"], c["rotate_deg"]))
-            mirror = bool(rng.random() < c["p_mirror"])
-            scale = float(rng.uniform(c["scale_min"], c["scale_max"]))
-            t_hu, t_mask = self.turn(rois.hu[k], rois.coverage[k], angle, mirror, rois.background_hu)
-            patches_hu[i], patches_mask[i] = t_hu, t_mask
-            pasted = paste_into_canvases(
-                canvases,
-                canvas_order,
-                i,
-                t_hu,
-                t_mask,
-                site=site,
-                # The patch spans the donor's crop: its size in mm, rescaled, in this canvas's pixels.
-                shape=lambda canvas, f, side=rois.crop_mm[k] * scale: tuple(
-                    int(v) for v in np.maximum(np.round(side * f / canvas.spacing_mm), 3)
-                ),
-                rng=rng,
-                slice_id=f"{self.name}-s{seed}-{i:05d}",
-                source=Slice.synthetic_source(self.name),
-                feather_px=c["feather_px"],
-                # A real tumour carries its scanner noise already: adding the canvas's would double it.
-                provenance={
-                    "strategy": self.name,
-                    "donor": rois.slice_ids[k],
-                    "donor_tumour": k - first[rois.slice_ids[k]],
-                    "donor_label": rois.labels[k],
-                    "angle_deg": round(angle, 2),
-                    "mirror": mirror,
-                    "scale": round(scale, 4),
-                    "seed": seed,
-                    "sample": i,
-                },
-                solid_hu=intensity.solid,
-            )
-            if pasted is None:
-                skipped += 1
-            else:
-                out.append(pasted)
-        if skipped:
-            log(
-                f"{self.name}: {skipped} of {n} tumours found no free lung parenchyma in {CANVAS_TRIES} "
-                f"canvases even when shrunk; {len(out)} synthetic slices made"
-            )
-        info = {"donors": len(rois), "donor_slices": len(set(rois.slice_ids)), "requested": n, "made": len(out)}
-        return GeneratedSet(
-            slices=out,
-            patches_hu=patches_hu,
-            patches_mask=patches_mask,
-            real_hu=rois.hu,
-            real_mask=rois.mask,
-            info=info,
-        )
+        def shape(canvas: Slice, factor: float) -> tuple[int, int]:
+            return tuple(int(v) for v in np.maximum(np.round(side_mm * factor / canvas.spacing_mm), 3))
 
-    def canvases(self, train: list[Slice], ctx: PrepareContext) -> list[Slice]:
-        """The slices tumours are pasted into (:func:`augforge.synthesis.paste_canvases`)."""
-        return paste_canvases(train, ctx.healthy, self.config["canvases"], who=self.name, log=ctx.log)
+        facts = {
+            "donor": rois.slice_ids[k],
+            "donor_tumour": k - drawn["first"][rois.slice_ids[k]],
+            "donor_label": rois.labels[k],
+            "angle_deg": round(angle, 2),
+            "mirror": mirror,
+            "scale": round(scale, 4),
+        }
+        return Tumour(t_hu, t_mask, shape, facts)
 
-    def generate(self, train: list[Slice], ctx: PrepareContext, n: int) -> GeneratedSet:
-        """Paste ``n`` tumours copied from ``train`` into the canvases (``augforge generate`` calls this)."""
-        scale = paste_scale(ctx.intensity, train)
-        return self.synthesize(
-            self.donors(train, scale), self.canvases(train, ctx), n, seed=ctx.seed, log=ctx.log, intensity=scale
-        )
-
-    def prepare(self, train: list[Slice], ctx: PrepareContext) -> list[Slice]:
-        real = sum(1 for s in train if not s.is_synthetic)
-        n = round(self.config["ratio"] * real)
-        if n == 0:
-            return list(train)
-        return list(train) + self.generate(train, ctx, n).slices
+    def facts(self, source: Donors, n: int, made: int) -> dict[str, Any]:
+        rois = source.rois
+        return {"donors": len(rois), "donor_slices": len(set(rois.slice_ids)), "requested": n, "made": made}
 
 
 @hookimpl

@@ -5,15 +5,12 @@ Generic over where a tumour comes from (a generator's sample or a real tumour cu
 slice): every function takes a tumour HU patch and its mask.
 
 A strategy that generates tumours offers ``generate(train, ctx, n) -> GeneratedSet`` besides
-``prepare``; ``augforge generate`` calls it and writes what it returns.
+``prepare``; ``augforge generate`` calls it and writes what it returns. :class:`GeneratorStrategy`
+(a generator fitted on the training tumours) and :class:`PasteInStrategy` (any other source of
+tumours) do all of that for a strategy that says where its tumours come from (:mod:`.pastein`).
 """
 
-from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
-
-from augforge.data.records import Slice
+from augforge.synthesis.generated import GeneratedSet
 from augforge.synthesis.intensity import HU_SCALE, PasteScale, canvas_site, otsu_threshold, paste_canvases, paste_scale
 from augforge.synthesis.paste import (
     CANVAS_TRIES,
@@ -27,27 +24,18 @@ from augforge.synthesis.paste import (
     paste_tumour,
     resize_patch,
 )
+from augforge.synthesis.pastein import (
+    PAPER_SLICE_PX,
+    PASTE_PARAMS,
+    Fitted,
+    GeneratorStrategy,
+    PasteInStrategy,
+    Tumour,
+    fit_lock,
+    ratio_param,
+)
 from augforge.synthesis.placement import VESSEL_HU, allowed_region, pick_position, valid_positions
 from augforge.synthesis.roi import PARENCHYMA_HU, HUScale, TumourROIs, extract_rois
-
-
-@dataclass
-class GeneratedSet:
-    """What a generative strategy's ``generate(train, ctx, n)`` returns.
-
-    slices:      the synthetic slices (healthy canvases with a pasted tumour), ``image`` None.
-    patches_hu, patches_mask: (n, S, S) HU and bool, the generated tumours before resizing.
-    real_hu, real_mask:       (N, S, S) HU and {0, 1}, the training tumours they were learnt from.
-    info:        JSON-able facts about the generator (key, fit time, cache hit, warnings, ...).
-    """
-
-    slices: list[Slice]
-    patches_hu: np.ndarray
-    patches_mask: np.ndarray
-    real_hu: np.ndarray
-    real_mask: np.ndarray
-    info: dict[str, Any] = field(default_factory=dict)
-
 
 # The quality summary needs torch: imported on first use, so placement and paste stay light.
 _QUALITY = ("QualitySummary", "frechet_distance", "quality_summary", "shape_statistics")
@@ -64,13 +52,19 @@ def __getattr__(name: str):
 __all__ = [
     "CANVAS_TRIES",
     "HU_SCALE",
+    "PAPER_SLICE_PX",
     "PARENCHYMA_HU",
+    "PASTE_PARAMS",
     "VESSEL_HU",
+    "Fitted",
     "GeneratedSet",
+    "GeneratorStrategy",
     "HUScale",
     "NoduleMeasurements",
+    "PasteInStrategy",
     "PasteScale",
     "QualitySummary",
+    "Tumour",
     "TumourROIs",
     "allowed_region",
     "blend_tumour",
@@ -79,6 +73,7 @@ __all__ = [
     "clean_mask",
     "estimate_noise_hu",
     "extract_rois",
+    "fit_lock",
     "frechet_distance",
     "measure_nodule",
     "otsu_threshold",
@@ -88,6 +83,7 @@ __all__ = [
     "paste_tumour",
     "pick_position",
     "quality_summary",
+    "ratio_param",
     "resize_patch",
     "shape_statistics",
     "valid_positions",
