@@ -201,14 +201,7 @@ def _tiny() -> Preset:
         # 0-2 for none and flip), so tests see real, non-empty predictions; one thread: tiny
         # convolutions gain nothing from more, and tests share the machine.
         train=TrainConfig(
-            epochs=15,
-            batch_size=4,
-            optimizer="adam",
-            lr=1e-2,
-            loss="dice-bce",
-            eval_batch_size=12,
-            patch_size=0,
-            threads=1,
+            epochs=15, batch_size=4, optimizer="adam", lr=1e-2, loss="dice-bce", eval_batch_size=12, threads=1
         ),
         gen=GeneratorConfig(epochs=1, batch_size=16, width=4, latent_dim=16, roi_size=32),
     )

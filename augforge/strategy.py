@@ -27,7 +27,7 @@ from augforge.settings import Param
 
 if TYPE_CHECKING:
     from augforge.config import Preset
-    from augforge.data.records import Slice
+    from augforge.data.records import Dataset, Slice
 
 __all__ = ["ComposedTransform", "Composite", "Param", "PrepareContext", "Strategy", "Transform"]
 
@@ -96,6 +96,17 @@ class PrepareContext:
     progress: bool = True
     dataset_fingerprint: str = ""
     intensity: str = "HU"
+
+    @classmethod
+    def for_dataset(cls, dataset: Dataset, **values: Any) -> PrepareContext:
+        """The context for a training split of ``dataset``: its healthy slices, fingerprint and intensity
+        scale, and ``values`` (``seed``, ``preset``, ``cache_dir``, ...) for the rest."""
+        return cls(
+            healthy=list(dataset.healthy),
+            dataset_fingerprint=dataset.fingerprint,
+            intensity=str(dataset.meta.get("intensity", "HU")),
+            **values,
+        )
 
 
 class Strategy:

@@ -355,16 +355,14 @@ def run_trial(trial: Trial, dataset: Dataset, env: TrialEnv) -> TrialOutcome:
 
         # 2. Offline step: the strategy may add training slices (never sees the test split).
         t_prep = time.perf_counter()
-        ctx = PrepareContext(
+        ctx = PrepareContext.for_dataset(
+            dataset,
             seed=trial.seed,
-            healthy=dataset.healthy,
             preset=preset,
             cache_dir=env.cache_dir,
             device=env.device,
             log=log,
             progress=env.progress,
-            dataset_fingerprint=dataset.fingerprint,
-            intensity=str(dataset.meta.get("intensity", "HU")),
         )
         train = list(strategy.prepare(list(real), ctx))
         if not train:

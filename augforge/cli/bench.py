@@ -11,14 +11,20 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from augforge.config import DEFAULT_PRESET, parse_set_options, split_overrides
+from augforge.cli.options import AllowPickleOption, DataOption, PresetOption, SetOption
+from augforge.config import parse_set_options, split_overrides
 from augforge.errors import AugforgeError, UsageError
 from augforge.fileio import atomic_write_text, remove_stale_temporaries
+
+if TYPE_CHECKING:
+    from augforge.bench.executors import ExecutionContext
+    from augforge.bench.store import ResultsStore
+    from augforge.bench.trial import Trial
 
 #: More seeds than this is a typo, not a study (each seed is a training run).
 MAX_SEEDS = 10_000
@@ -151,24 +157,10 @@ def bench_cmd(
             help="Share of the real training slices to use (repeatable; class-stratified, seeded). Default 1.",
         ),
     ] = None,
-    preset: Annotated[
-        str | None,
-        typer.Option("--preset", help=f"tiny (tests), quick (CPU default), paper (GPU). Default {DEFAULT_PRESET}."),
-    ] = None,
-    data: Annotated[
-        str, typer.Option("--data", metavar="PATH|NAME", help="Dataset (default: the preset's, lidc-phantom).")
-    ] = "",
-    allow_pickle: Annotated[
-        bool, typer.Option("--allow-pickle", help="Allow reading pickled datasets (Mendeley .pkl); they can run code.")
-    ] = False,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            metavar="KEY=VALUE",
-            help="Override a preset field (train.epochs=5) or a strategy parameter (dcgan.epochs=50); repeatable.",
-        ),
-    ] = None,
+    preset: PresetOption = None,
+    data: DataOption = None,
+    allow_pickle: AllowPickleOption = False,
+    set_: SetOption = None,
     out: Annotated[
         Path | None,
         typer.Option("--out", help="Study folder (default: runs/<preset>-<data>, or runs/<study> for --study)."),
@@ -204,9 +196,10 @@ def bench_cmd(
     """
     import torch
 
-    from augforge.bench.executors import executor_class
+    from augforge.bench.executors import ExecutionContext, executor_class
     from augforge.bench.store import ResultsStore
     from augforge.bench.studyfile import flags_study, load_study, plan_trials
+    from augforge.bench.trial import TrialEnv
     from augforge.data.sources import load_dataset
     from augforge.plugins import get_registry
 
@@ -311,59 +304,37 @@ def bench_cmd(
         if not force:
             for line in _changed_plugins(store, trials, registry):
                 err.print(f"warning: {line}", markup=False)
-        _run_and_report(
-            store,
-            trials,
-            dataset,
-            cfg,
-            device=device,
-            progress=progress,
-            log=log,
-            force=force,
-            executor_name=executor_name,
-            allow_pickle=allow_pickle,
-            n_workers=n_workers,
-            options=options,
-            no_samples=no_samples,
-            console=console,
+        env = TrialEnv(device=device, progress=progress, log=log)
+        context = ExecutionContext(
+            dataset=dataset, data_cfg=cfg.data, allow_pickle=allow_pickle, env=env, workers=n_workers, options=options
         )
+        _run_and_report(store, trials, executor_name, context, force=force, no_samples=no_samples, console=console)
 
 
 def _run_and_report(
-    store,
-    trials,
-    dataset,
-    cfg,
+    store: ResultsStore,
+    trials: list[Trial],
+    executor_name: str,
+    context: ExecutionContext,
     *,
-    device,
-    progress,
-    log,
-    force,
-    executor_name,
-    allow_pickle,
-    n_workers,
-    options,
-    no_samples,
-    console,
+    force: bool,
+    no_samples: bool,
+    console: Console,
 ) -> None:
-    """Steps 3 and 4 of ``bench``, under the folder's lock."""
+    """Steps 3 and 4 of ``bench``, under the folder's lock: run on ``executor_name`` in ``context``."""
     import torch
 
-    from augforge.bench.executors import ExecutionContext, make_executor
+    from augforge.bench.executors import make_executor
     from augforge.bench.floors import floor_key, floor_rows
     from augforge.bench.report import write_report
     from augforge.bench.study import run_study
-    from augforge.bench.trial import TrialEnv
     from augforge.cli.report import print_leaderboard
 
+    dataset, env, log, progress = context.dataset, context.env, context.env.log, context.env.progress
     fkey = floor_key(dataset.fingerprint)
     if force or not store.floors(fkey):  # predictors that learn nothing, on the same test images
         store.set_floors(fkey, floor_rows(dataset))
-    atomic_write_text(store.command_path, _command_record(device, torch.__version__))
-    env = TrialEnv(device=device, progress=progress, log=log)
-    context = ExecutionContext(
-        dataset=dataset, data_cfg=cfg.data, allow_pickle=allow_pickle, env=env, workers=n_workers, options=options
-    )
+    atomic_write_text(store.command_path, _command_record(env.device, torch.__version__))
     result = run_study(trials, store, make_executor(executor_name, context), force=force, log=log)
 
     # 4. A sample grid per strategy (kept across resumes), then ranking and report over the folder.

@@ -24,6 +24,7 @@ import numpy as np
 import typer
 from rich.console import Console
 
+from augforge.cli.options import AllowPickleOption, DataOption, PresetOption, SetOption
 from augforge.config import DEFAULT_PRESET, apply_overrides, get_preset, parse_set_options, split_overrides
 from augforge.errors import UsageError
 
@@ -105,20 +106,11 @@ def generate_cmd(
             "--strategy", "-s", metavar="NAME", help="A strategy that generates tumours (dcgan, dcgan-paper)."
         ),
     ] = "dcgan",
-    data: Annotated[str, typer.Option("--data", metavar="PATH|NAME", help="Dataset (default: the preset's).")] = "",
-    preset: Annotated[str, typer.Option("--preset", help="tiny, quick (CPU default) or paper.")] = DEFAULT_PRESET,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            metavar="KEY=VALUE",
-            help="Override a preset field (gen.epochs=300) or a strategy parameter (dcgan.width=32); repeatable.",
-        ),
-    ] = None,
+    data: DataOption = None,
+    preset: PresetOption = DEFAULT_PRESET,
+    set_: SetOption = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the sampled tumours and their placement.")] = 0,
-    allow_pickle: Annotated[
-        bool, typer.Option("--allow-pickle", help="Allow reading pickled datasets (Mendeley .pkl); they can run code.")
-    ] = False,
+    allow_pickle: AllowPickleOption = False,
     force: Annotated[
         bool, typer.Option("--force", help="Write into an output folder that already holds slices.")
     ] = False,
@@ -171,16 +163,14 @@ def generate_cmd(
     # 2. Data, then the generator (fitted on the training split only, or read from the cache).
     dataset = load_dataset(cfg.data, allow_pickle=allow_pickle, progress=not no_progress)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    ctx = PrepareContext(
+    ctx = PrepareContext.for_dataset(
+        dataset,
         seed=seed,
-        healthy=dataset.healthy,
         preset=cfg,
         cache_dir=cache_root() / "generators",
         device=device,
         log=log,
         progress=not no_progress,
-        dataset_fingerprint=dataset.fingerprint,
-        intensity=str(dataset.meta.get("intensity", "HU")),
     )
     gen = strat.generate(dataset.train, ctx, n)
 

@@ -21,6 +21,7 @@ import numpy as np
 import typer
 
 from augforge import seeding
+from augforge.cli.options import DataOption, PresetOption, SetOption
 from augforge.config import DEFAULT_PRESET, Preset, apply_overrides, get_preset, parse_set_options, split_overrides
 from augforge.errors import DataError, UsageError
 from augforge.fileio import atomic_write_bytes
@@ -106,16 +107,9 @@ def preview_pairs(
     if strategy.has_prepare:
         import torch
 
-        ctx = PrepareContext(
-            seed=seed,
-            healthy=list(dataset.healthy),
-            preset=preset,
-            cache_dir=cache_dir,
-            device="cuda" if torch.cuda.is_available() else "cpu",
-            log=log,
-            progress=progress,
-            dataset_fingerprint=dataset.fingerprint,
-            intensity=str(dataset.meta.get("intensity", "HU")),
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        ctx = PrepareContext.for_dataset(
+            dataset, seed=seed, preset=preset, cache_dir=cache_dir, device=device, log=log, progress=progress
         )
         log(f"running {strategy.label}'s prepare step on {len(train)} training slices")
         known = {s.id for s in train}
@@ -254,20 +248,9 @@ def preview_cmd(
     ],
     out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE", help="Image to write (.png, .pdf or .svg).")],
     n: Annotated[int, typer.Option("--n", metavar="N", help=f"Number of samples (1 to {MAX_SAMPLES}).")] = 16,
-    data: Annotated[
-        str | None, typer.Option("--data", metavar="NAME|PATH", help="Dataset name or path (default: the preset's).")
-    ] = None,
-    preset: Annotated[
-        str, typer.Option("--preset", metavar="PRESET", help="Preset: tiny, quick or paper.")
-    ] = DEFAULT_PRESET,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            metavar="KEY=VALUE",
-            help="Override a setting or a strategy parameter (repeatable): data.size=128, affine.p=0.8.",
-        ),
-    ] = None,
+    data: DataOption = None,
+    preset: PresetOption = DEFAULT_PRESET,
+    set_: SetOption = None,
     seed: Annotated[
         int, typer.Option("--seed", metavar="SEED", help="Picks the slices and seeds the augmentation.")
     ] = 0,
