@@ -40,6 +40,7 @@ PUBLIC_MODULES: tuple[str, ...] = (
     "augforge.fileio",  # atomic writes, checksums, clean-up of a crashed writer's temporaries
     "augforge.models",  # the segmentation networks
     "augforge.models.dcgan",  # the DCGAN: fit, save, load, sample
+    "augforge.models.vqvae",  # the VQ-VAE and its PixelCNN prior: fit, save, load, sample
     "augforge.seeding",  # random streams derived from a trial's seed
     "augforge.synthesis",  # tumour patches, placement, paste-in, intensity anchors, quality summary
     "augforge.transforms",  # strategies built on albumentations pipelines
