@@ -48,9 +48,9 @@ def main() -> None:
     from augforge import PrepareContext
     from augforge.config import get_preset
     from augforge.data.sources import load_dataset
-    from augforge.synthesis import HU_SCALE
     from augforge.models.dcgan import sample, train_dcgan
     from augforge.plugins import get_registry
+    from augforge.synthesis import HU_SCALE
 
     preset = get_preset(args.preset)
     dataset = load_dataset(preset.data, progress=False)

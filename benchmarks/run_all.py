@@ -334,6 +334,36 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         ),
     ),
     Benchmark(
+        "vqvae",
+        "bench_generators.py",
+        args=("--strategy", "vqvae"),
+        quick_args=("--strategy", "vqvae", "--preset", "tiny", "--samples", "16", "--slices", "4"),
+        repeats=1,
+        timeout_s=600,
+        uses_dataset=True,
+        note="one whole fit per run, from an empty generator cache",
+        metrics=(
+            Metric(
+                "vqvae_fit",
+                "the preset's whole VQ-VAE fit (VQ-VAE, then its PixelCNN prior)",
+                "s",
+                lambda j: j["fit_s"],
+            ),
+            Metric(
+                "vqvae_sampling_throughput",
+                "new tumour patches drawn from the prior and decoded (batch 512)",
+                "img/s",
+                lambda j: j["sample_img_per_s"],
+            ),
+            Metric(
+                "vqvae_synthesis_throughput",
+                "synthetic slices made after the fit (sample, resize, place, paste, measure)",
+                "slices/s",
+                lambda j: j["synth_slices_per_s"],
+            ),
+        ),
+    ),
+    Benchmark(
         "main_job",
         "bench_main_job.py",
         quick_args=("--preset", "tiny"),
