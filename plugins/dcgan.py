@@ -36,6 +36,7 @@ import numpy as np
 
 from augforge import Param, PrepareContext, Slice, hookimpl
 from augforge.synthesis import (
+    MATCH_NOISE,
     PARENCHYMA_HU,
     PASTE_PARAMS,
     Fitted,
@@ -43,7 +44,9 @@ from augforge.synthesis import (
     HUScale,
     PasteScale,
     TumourROIs,
+    gen_seed_param,
     ratio_param,
+    sizes_param,
 )
 
 if TYPE_CHECKING:
@@ -69,14 +72,7 @@ def _params(*, paper: bool) -> tuple[Param, ...]:
         ratio_param(),
         Param("epochs", int, None, "fit epochs; None: the preset's gen.epochs", low=1, nullable=True),
         Param("batch_size", int, None, "fit batch size; None: the preset's gen.batch_size", low=2, nullable=True),
-        Param(
-            "gen_seed",
-            int,
-            0,
-            "seed of the generator fit; None: the trial's seed (one fit per seed)",
-            low=0,
-            nullable=True,
-        ),
+        gen_seed_param(),
         *PASTE_PARAMS,
     )
     if paper:
@@ -97,13 +93,7 @@ def _params(*, paper: bool) -> tuple[Param, ...]:
                 low=0.05,
                 high=1.0,
             ),
-            Param(
-                "sizes",
-                str,
-                "paper",
-                "tumour sizes: 'paper' (64 px shrunk by 1-4 at 512 px) or 'train' (the training tumours' sizes)",
-                choices=("paper", "train"),
-            ),
+            sizes_param("paper"),
         )
     return common + (
         Param("width", int, None, "base width of G and D; None: the preset's gen.width", low=1, nullable=True),
@@ -116,14 +106,8 @@ def _params(*, paper: bool) -> tuple[Param, ...]:
             choices=(8, 16, 32, 64, 128),
             nullable=True,
         ),
-        Param("match_noise", bool, True, "add the canvas's pixel noise to the smooth generated tumour"),
-        Param(
-            "sizes",
-            str,
-            "train",
-            "tumour sizes: 'train' (the training tumours' sizes) or 'paper' (patch shrunk by 1-4 at 512 px)",
-            choices=("paper", "train"),
-        ),
+        MATCH_NOISE,
+        sizes_param("train"),
     )
 
 
@@ -252,7 +236,7 @@ class TumourGAN(GeneratorStrategy):
     def site_options(self, canvas: Slice) -> dict[str, Any]:
         c = self.config
         max_row = round(c["max_row_frac"] * canvas.shape[0]) if "max_row_frac" in c else None
-        return {"max_row": max_row, "match_noise": bool(c.get("match_noise"))}
+        return {**super().site_options(canvas), "max_row": max_row}
 
 
 class DCGAN(TumourGAN):

@@ -24,7 +24,17 @@ from typing import Any
 import numpy as np
 
 from augforge import Param, PrepareContext, hookimpl
-from augforge.synthesis import PASTE_PARAMS, Fitted, GeneratorStrategy, PasteScale, TumourROIs, ratio_param
+from augforge.synthesis import (
+    MATCH_NOISE,
+    PASTE_PARAMS,
+    Fitted,
+    GeneratorStrategy,
+    PasteScale,
+    TumourROIs,
+    gen_seed_param,
+    ratio_param,
+    sizes_param,
+)
 
 #: The notebooks' network at gen.width = 64 (the paper preset); smaller presets scale it down.
 _NOTEBOOK = {"width": 256, "res_width": 32, "codes": 512, "code_dim": 64, "prior_layers": 10}
@@ -41,7 +51,7 @@ class VQVAETumours(GeneratorStrategy):
         ratio_param(),
         Param("steps", int, None, "VQ-VAE updates; None: 50 x the preset's gen.epochs", low=1, nullable=True),
         Param("codes", int, None, "codebook size; None: 512 x (gen.width / 64) ** 1.5", low=2, nullable=True),
-        Param("gen_seed", int, 0, "seed of the fit; None: the trial's seed (one fit per seed)", low=0, nullable=True),
+        gen_seed_param(),
         Param(
             "roi_size",
             int,
@@ -50,14 +60,8 @@ class VQVAETumours(GeneratorStrategy):
             choices=(16, 32, 64, 128),
             nullable=True,
         ),
-        Param("match_noise", bool, True, "add the canvas's pixel noise to the smooth generated tumour"),
-        Param(
-            "sizes",
-            str,
-            "train",
-            "tumour sizes: 'train' (the training tumours') or 'paper'",
-            choices=("paper", "train"),
-        ),
+        MATCH_NOISE,
+        sizes_param("train"),
         *PASTE_PARAMS,
     )
 
@@ -135,9 +139,6 @@ class VQVAETumours(GeneratorStrategy):
 
         x = sample_vqvae(fitted.model, n, seed=seed)
         return fitted.scale.generator.to_hu(x[:, 0]).astype(np.float32), x[:, 1] > 0
-
-    def site_options(self, canvas: Any) -> dict[str, Any]:
-        return {"match_noise": bool(self.config["match_noise"])}
 
 
 @hookimpl

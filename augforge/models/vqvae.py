@@ -58,16 +58,16 @@ class VQVAEConfig:
 
     size: int = 64  # patch side in pixels (a multiple of 4; the code grid is size/4 per side)
     channels: int = 2  # 2: intensities and coverage; 1: intensities only (the notebooks')
-    width: int = 256
-    res_width: int = 32
+    width: int = 256  # encoder/decoder channels (the first stride-2 convolution has half)
+    res_width: int = 32  # inner channels of each residual layer
     res_layers: int = 2
-    codes: int = 512
-    code_dim: int = 64
-    commitment: float = 0.05
-    steps: int = 15_000
+    codes: int = 512  # codebook entries
+    code_dim: int = 64  # length of each code vector
+    commitment: float = 0.05  # weight of the commitment loss (van den Oord et al. used 0.25)
+    steps: int = 15_000  # VQ-VAE updates
     batch_size: int = 16
-    lr: float = 2e-4
-    prior_width: int = 256
+    lr: float = 2e-4  # Adam
+    prior_width: int = 256  # Gated PixelCNN channels
     prior_layers: int = 10
     prior_steps: int = 1_100  # the notebooks: 31 epochs of 36 batches
     prior_lr: float = 3e-4

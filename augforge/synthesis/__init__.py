@@ -25,6 +25,7 @@ from augforge.synthesis.paste import (
     resize_patch,
 )
 from augforge.synthesis.pastein import (
+    MATCH_NOISE,
     PAPER_SLICE_PX,
     PASTE_PARAMS,
     Fitted,
@@ -32,7 +33,9 @@ from augforge.synthesis.pastein import (
     PasteInStrategy,
     Tumour,
     fit_lock,
+    gen_seed_param,
     ratio_param,
+    sizes_param,
 )
 from augforge.synthesis.placement import VESSEL_HU, allowed_region, pick_position, valid_positions
 from augforge.synthesis.roi import PARENCHYMA_HU, HUScale, TumourROIs, extract_rois
@@ -50,6 +53,9 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "MATCH_NOISE",
+    "gen_seed_param",
+    "sizes_param",
     "CANVAS_TRIES",
     "HU_SCALE",
     "PAPER_SLICE_PX",

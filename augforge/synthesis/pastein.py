@@ -49,7 +49,18 @@ from augforge.synthesis.intensity import HU_SCALE, PasteScale, canvas_site, past
 from augforge.synthesis.paste import CANVAS_TRIES, paste_into_canvases
 from augforge.synthesis.roi import TumourROIs, extract_rois
 
-__all__ = ["PASTE_PARAMS", "Fitted", "GeneratorStrategy", "PasteInStrategy", "Tumour", "fit_lock", "ratio_param"]
+__all__ = [
+    "MATCH_NOISE",
+    "PASTE_PARAMS",
+    "Fitted",
+    "GeneratorStrategy",
+    "PasteInStrategy",
+    "Tumour",
+    "fit_lock",
+    "gen_seed_param",
+    "ratio_param",
+    "sizes_param",
+]
 
 #: Slice side of the seed paper's data: its "downscale by 1-4" refers to 512-pixel slices.
 PAPER_SLICE_PX = 512
@@ -59,6 +70,28 @@ def ratio_param(help: str = "synthetic slices per real training slice (paper: 1)
     """The ``ratio`` parameter every paste-in strategy has."""
     return Param("ratio", float, 1.0, help, low=0.0, high=20.0)
 
+
+def gen_seed_param() -> Param:
+    """``gen_seed``: the seed of a generator's fit (0 by default, so the seeds of a study vary the
+    samples and the training, not the generator; None refits per trial seed)."""
+    return Param(
+        "gen_seed", int, 0, "seed of the generator fit; None: the trial's seed (one fit per seed)", low=0, nullable=True
+    )
+
+
+def sizes_param(default: str = "train") -> Param:
+    """``sizes``: the pasted tumours' sizes, read by :meth:`GeneratorStrategy.target_shape`."""
+    return Param(
+        "sizes",
+        str,
+        default,
+        "tumour sizes: 'train' (the training tumours' sizes) or 'paper' (the patch shrunk by 1-4 at 512 px)",
+        choices=("paper", "train"),
+    )
+
+
+#: ``match_noise``: give a smooth generated tumour the canvas's pixel noise (read by the base).
+MATCH_NOISE = Param("match_noise", bool, True, "add the canvas's pixel noise to the smooth generated tumour")
 
 #: The paste parameters every paste-in strategy has (the base reads them).
 PASTE_PARAMS: tuple[Param, ...] = (
@@ -121,8 +154,9 @@ class PasteInStrategy(Strategy):
         return f"{self.name}-s{seed}-{i:05d}"
 
     def site_options(self, canvas: Slice) -> dict[str, Any]:
-        """Extra options of :func:`~augforge.synthesis.canvas_site` for ``canvas`` (``max_row``, ``match_noise``)."""
-        return {}
+        """Extra options of :func:`~augforge.synthesis.canvas_site` for ``canvas`` (``max_row``); by
+        default the ``match_noise`` parameter where the strategy has one."""
+        return {"match_noise": bool(self.config.get("match_noise"))}
 
     def facts(self, source: Any, n: int, made: int) -> dict[str, Any]:
         """What ``GeneratedSet.info`` records about this run."""
