@@ -404,6 +404,8 @@ def test_the_paper_study_is_valid_once_given_the_data(tmp_path):
         "Gaussian blur",
         "dcgan-paper",
         "dcgan-paper+affine",
+        "vqvae",
+        "vqvae+dcgan-paper+affine",
     ]
     assert get_preset("paper").name == spec.build_preset().name
 
