@@ -1,0 +1,213 @@
+"""The GPU check: what the `paper` preset and the generators cost on a CUDA machine, in one short run.
+
+Measures, on the first CUDA device (or on the CPU with ``--smoke``, at tiny sizes, to check that the
+script itself works):
+
+1. the paper preset's U-Net (VGG11 encoder, 512x512, batch 6, SGD, soft Dice): time per training
+   step with mixed precision on and off, the epoch time that gives for the paper's 708 training
+   slices, and the projected trial (40 epochs plus the evaluation of 264 test slices);
+2. the paper's DCGAN (64x64, batch 128): real patches per second through a full fit step;
+3. the VQ-VAE of the paper preset (64x64, batch 16): updates per second, and its projected fit;
+4. a tiny study end to end (`augforge bench --preset tiny --strategy flip`, the harness on this
+   machine), its wall time.
+
+The networks train on random tensors of the right shapes: the cost of a step does not depend on
+what the pixels are, and no dataset has to be built. Prints one JSON object (and writes it to
+``--out`` when given) with the device named; each part is skipped with a reason rather than failing
+the rest. Sized to finish in well under 8 minutes on a recent GPU.
+
+    python benchmarks/gpu_check.py --out gpu.json        # on a CUDA machine
+    python benchmarks/gpu_check.py --smoke                # anywhere: tiny sizes on the CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+
+def _sync(device: Any) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_steps(step, device: Any, warmup: int, steps: int) -> float:
+    """Seconds per call of ``step`` after ``warmup`` calls (the device synchronised around the timing)."""
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return (time.perf_counter() - t0) / steps
+
+
+def unet_paper(device: Any, smoke: bool) -> dict[str, Any]:
+    import torch
+
+    from augforge.config import get_preset
+    from augforge.models import build_model
+    from augforge.train.loop import _autocast, make_optimizer
+    from augforge.train.losses import get_loss
+
+    preset = get_preset("paper")
+    cfg, side = preset.train, (64 if smoke else preset.data.size)
+    model = build_model(preset.model).to(device, memory_format=torch.channels_last).train()
+    opt = make_optimizer(model.parameters(), cfg)
+    loss_fn = get_loss(cfg.loss)
+    x = torch.rand(cfg.batch_size, 1, side, side, device=device).contiguous(memory_format=torch.channels_last)
+    y = (torch.rand_like(x) > 0.9).float()
+    out: dict[str, Any] = {"side": side, "batch_size": cfg.batch_size, "arch": preset.model.arch}
+    for amp in (False, True):
+        autocast, scaler = _autocast(device, amp)
+
+        def step(autocast=autocast, scaler=scaler) -> None:
+            with autocast:
+                logits = model(x)
+            loss = loss_fn(logits, y)
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+
+        out[f"step_ms_amp_{'on' if amp else 'off'}"] = round(1000 * _time_steps(step, device, 2, 3 if smoke else 20), 2)
+    steps_per_epoch = -(-preset.data.n_train // cfg.batch_size)  # the paper's 708 slices, batch 6
+    best = min(out["step_ms_amp_on"], out["step_ms_amp_off"]) / 1000
+    with torch.inference_mode():
+        model.eval()
+        xe = torch.rand(cfg.eval_batch_size, 1, side, side, device=device).contiguous(memory_format=torch.channels_last)
+        eval_s = _time_steps(lambda: model(xe), device, 1, 2 if smoke else 5) * -(-preset.data.n_test // len(xe))
+    out |= {
+        "steps_per_epoch": steps_per_epoch,
+        "epoch_s": round(best * steps_per_epoch, 2),
+        "projected_trial_s": round(best * steps_per_epoch * cfg.epochs + eval_s, 1),
+        "amp_speedup": round(out["step_ms_amp_off"] / out["step_ms_amp_on"], 2),
+    }
+    return out
+
+
+def dcgan_paper(device: Any, smoke: bool) -> dict[str, Any]:
+    import torch
+
+    from augforge.models.dcgan import Discriminator, Generator
+
+    size, batch, latent = 64, (16 if smoke else 128), 128
+    G = Generator(latent, 64, size, 1).to(device)
+    D = Discriminator(64, size, 1).to(device)
+    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    bce = torch.nn.BCEWithLogitsLoss()
+    real = torch.rand(batch, 1, size, size, device=device) * 2 - 1
+    ones, zeros = torch.ones(batch, device=device), torch.zeros(batch, device=device)
+
+    def step() -> None:
+        z = torch.randn(batch, latent, 1, 1, device=device)
+        fake = G(z)
+        d_loss = bce(D(real), ones) + bce(D(fake.detach()), zeros)
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        g_loss = bce(D(fake), ones)
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+
+    seconds = _time_steps(step, device, 2, 3 if smoke else 30)
+    # The paper's fit: 300 epochs over its 708 tumour patches.
+    return {
+        "batch_size": batch,
+        "fit_img_per_s": round(batch / seconds, 1),
+        "paper_fit_projected_s": round(300 * 708 / (batch / seconds), 1),
+    }
+
+
+def vqvae_paper(device: Any, smoke: bool) -> dict[str, Any]:
+    import torch
+    import torch.nn.functional as F
+
+    from augforge.models.vqvae import VQVAE, VQVAEConfig
+
+    cfg = VQVAEConfig(width=32 if smoke else 256)
+    model = VQVAE(cfg).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    x = torch.rand(cfg.batch_size, cfg.channels, cfg.size, cfg.size, device=device) * 2 - 1
+
+    def step() -> None:
+        recon, _, vq_loss = model(x)
+        loss = F.mse_loss(recon, x) + vq_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    seconds = _time_steps(step, device, 2, 3 if smoke else 50)
+    return {"updates_per_s": round(1 / seconds, 1), "vqvae_fit_projected_s": round(cfg.steps * seconds, 1)}
+
+
+def tiny_study(device: Any, smoke: bool) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = [sys.executable, "-m", "augforge", "bench", "--preset", "tiny", "--strategy", "flip"]
+        argv += ["--out", str(Path(tmp) / "run"), "--no-progress", "--no-samples"]
+        t0 = time.perf_counter()
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+        wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}")
+    return {"wall_s": round(wall, 1), "trials": 2}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes, on the CPU if no GPU: checks the script")
+    ap.add_argument("--out", type=Path, help="also write the JSON here")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if not cuda and not args.smoke:
+        print("gpu_check: no CUDA device here; run it on a GPU machine, or with --smoke", file=sys.stderr)
+        return 2
+    device = torch.device("cuda" if cuda else "cpu")
+    result: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(device) if cuda else f"cpu ({platform.processor() or 'unknown'})",
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "smoke": args.smoke,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    for name, part in (("unet_paper", unet_paper), ("dcgan_paper", dcgan_paper), ("vqvae_paper", vqvae_paper)):
+        t0 = time.perf_counter()
+        try:
+            result[name] = part(device, args.smoke) | {"seconds": round(time.perf_counter() - t0, 1)}
+        except Exception as exc:  # noqa: BLE001 -- one part's failure is recorded, the others still run
+            result[name] = {"skipped": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc(limit=3)}
+        if cuda:
+            torch.cuda.empty_cache()
+    try:
+        result["tiny_study"] = tiny_study(device, args.smoke)
+    except Exception as exc:  # noqa: BLE001 -- as above
+        result["tiny_study"] = {"skipped": f"{type(exc).__name__}: {exc}"}
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.out is not None:
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
