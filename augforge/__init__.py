@@ -41,6 +41,7 @@ PUBLIC_MODULES: tuple[str, ...] = (
     "augforge.models",  # the segmentation networks
     "augforge.models.dcgan",  # the DCGAN: fit, save, load, sample
     "augforge.models.vqvae",  # the VQ-VAE and its PixelCNN prior: fit, save, load, sample
+    "augforge.models.ddpm",  # the mask-conditioned diffusion model: fit, save, load, sample
     "augforge.seeding",  # random streams derived from a trial's seed
     "augforge.synthesis",  # tumour patches, placement, paste-in, intensity anchors, quality summary
     "augforge.transforms",  # strategies built on albumentations pipelines

@@ -364,6 +364,38 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         ),
     ),
     Benchmark(
+        "ddpm",
+        "bench_generators.py",
+        args=("--strategy", "ddpm"),
+        quick_args=("--strategy", "ddpm", "--preset", "tiny", "--samples", "16", "--slices", "4"),
+        repeats=1,
+        timeout_s=900,
+        uses_dataset=True,
+        note="one whole fit per run, from an empty generator cache",
+        metrics=(
+            Metric(
+                "ddpm_fit",
+                "the preset's whole diffusion-model fit",
+                "s",
+                lambda j: j["fit_s"],
+                goal=Goal("value", "<=", 600),
+            ),
+            Metric(
+                "ddpm_sampling_throughput",
+                "tumour patches painted in real outlines (DDIM, the preset's steps)",
+                "img/s",
+                lambda j: j["sample_img_per_s"],
+                goal=Goal("value", ">=", 50),
+            ),
+            Metric(
+                "ddpm_synthesis_throughput",
+                "synthetic slices made after the fit (sample, resize, place, paste, measure)",
+                "slices/s",
+                lambda j: j["synth_slices_per_s"],
+            ),
+        ),
+    ),
+    Benchmark(
         "main_job",
         "bench_main_job.py",
         quick_args=("--preset", "tiny"),

@@ -233,6 +233,9 @@ def test_the_suite_declares_every_goal_of_the_issue():
     assert all(
         goals[f"transform_overhead.{s}"] == run_all.Goal("ratio", "<=", 1.10) for s in run_all.TRANSFORM_STRATEGIES
     )
+    # The diffusion generator's budget on 2 cores (the generator-family issue).
+    assert goals["ddpm_fit"] == run_all.Goal("value", "<=", 600)
+    assert goals["ddpm_sampling_throughput"] == run_all.Goal("value", ">=", 50)
     # Real CT, where the export is at hand (not part of the default suite): a quick trial in 3 minutes.
     lidc = next(b for b in run_all.BENCHMARKS if b.key == "lidc_trial")
     assert not lidc.default and "--data" in lidc.args

@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from augforge import seeding
-from augforge.errors import DataError
-from augforge.fileio import atomic_write_text, atomic_write_with, file_sha256
+from augforge.fileio import atomic_write_with
+from augforge.models.weights import load_weights, save_weights
 from augforge.progress import bar as progress_bar
 
 __all__ = [
@@ -400,24 +400,16 @@ def sample(generator: Generator, n: int, *, seed: int, batch_size: int = 256) ->
 def save_generator(generator: Generator, path: Path, meta: dict | None = None) -> None:
     """Write the generator's weights and shape (plain tensors and numbers: loadable without pickle),
     then ``<path>.sha256``, the file's checksum that :func:`load_generator` verifies."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _save_atomic(
-        {
-            "latent_dim": generator.latent_dim,
-            "width": generator.width,
-            "size": generator.size,
-            "channels": generator.channels,
-            "upsample": generator.upsample,
-            "state": generator.state_dict(),
-            "meta": meta or {},
-        },
-        path,
-    )
-    atomic_write_text(_digest_path(path), file_sha256(path) + "\n")
-
-
-def _digest_path(path: Path) -> Path:
-    return path.with_name(path.name + ".sha256")
+    blob = {
+        "latent_dim": generator.latent_dim,
+        "width": generator.width,
+        "size": generator.size,
+        "channels": generator.channels,
+        "upsample": generator.upsample,
+        "state": generator.state_dict(),
+        "meta": meta or {},
+    }
+    save_weights(path, blob)
 
 
 def load_generator(path: Path) -> tuple[Generator, dict]:
@@ -425,27 +417,13 @@ def load_generator(path: Path) -> tuple[Generator, dict]:
 
     Raises DataError when the file does not match the checksum written beside it (changed, damaged,
     or written by something else) or cannot be read as a generator; delete it to fit again."""
-    digest = _digest_path(path)
-    try:
-        expected = digest.read_text().strip()
-    except OSError:
-        raise DataError(
-            f"{path}: no checksum beside it ({digest.name}); delete it to fit the generator again"
-        ) from None
-    if file_sha256(path) != expected:
-        raise DataError(
-            f"{path}: changed since it was written (checksum mismatch); delete it to fit the generator again"
-        )
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+
+    def build(blob: dict) -> tuple[Generator, dict]:
         g = Generator(blob["latent_dim"], blob["width"], blob["size"], blob["channels"], blob["upsample"])
         g.load_state_dict(blob["state"])
         return g.eval(), dict(blob["meta"])
-    except Exception as exc:  # noqa: BLE001 -- whatever torch says, the file is not a generator we wrote
-        raise DataError(
-            f"{path}: not a generator this version of augforge can read ({type(exc).__name__}); "
-            "delete it to fit the generator again"
-        ) from None
+
+    return load_weights(path, build, what="generator")
 
 
 def image_grid(images: np.ndarray, ncols: int = 8, pad: int = 2, pad_value: float = 1.0) -> np.ndarray:

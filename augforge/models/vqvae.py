@@ -36,8 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from augforge import seeding
-from augforge.errors import DataError
-from augforge.fileio import atomic_write_text, atomic_write_with, file_sha256
+from augforge.models.augment import random_dihedral
+from augforge.models.weights import load_weights, save_weights
 from augforge.progress import bar as progress_bar
 
 __all__ = [
@@ -216,13 +216,6 @@ class VQVAEFit:
     warnings: list[str] = field(default_factory=list)
 
 
-def _dihedral(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """One random flip/turn per patch (tumours have no preferred orientation)."""
-    k = int(torch.randint(0, 4, (1,), generator=gen))
-    x = torch.rot90(x, k, dims=(-2, -1))
-    return x.flip(-1) if bool(torch.randint(0, 2, (1,), generator=gen)) else x
-
-
 def train_vqvae(
     data: torch.Tensor,
     cfg: VQVAEConfig,
@@ -261,7 +254,7 @@ def train_vqvae(
             pick = torch.randint(0, len(data), (min(cfg.batch_size, len(data)),), generator=gen)
             x = data[pick]
             if cfg.augment:
-                x = _dihedral(x, gen)
+                x = random_dihedral(x, gen)
             recon, idx, vq_loss = model(x)
             recon_loss = F.mse_loss(recon, x)
             opt.zero_grad(set_to_none=True)
@@ -340,42 +333,20 @@ def sample_vqvae(fit: VQVAEFit, n: int, *, seed: int, batch_size: int = 512) -> 
     return np.concatenate(out).astype(np.float32)
 
 
-def _digest_path(path: Path) -> Path:
-    return path.with_name(path.name + ".sha256")
-
-
 def save_vqvae(fit: VQVAEFit, path: Path, meta: dict | None = None) -> None:
-    """Write the models' weights and configuration (plain tensors and numbers: loadable without
-    pickle), then ``<path>.sha256``, which :func:`load_vqvae` verifies."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    blob = {
-        "config": asdict(fit.config),
-        "vqvae": fit.vqvae.state_dict(),
-        "prior": fit.prior.state_dict(),
-        "meta": meta or {},
-    }
-    atomic_write_with(path, lambda f: torch.save(blob, f))
-    atomic_write_text(_digest_path(path), file_sha256(path) + "\n")
+    """Write the models' weights and configuration (loadable without pickle) and their checksum."""
+    blob = {"config": asdict(fit.config), "vqvae": fit.vqvae.state_dict(), "prior": fit.prior.state_dict()}
+    save_weights(path, blob | {"meta": meta or {}})
 
 
 def load_vqvae(path: Path) -> tuple[VQVAEFit, dict]:
-    """Read what :func:`save_vqvae` wrote (``weights_only``: no code is unpickled). Raises DataError
-    when the file does not match its checksum or is not a VQ-VAE of this version."""
-    try:
-        expected = _digest_path(path).read_text().strip()
-    except OSError:
-        raise DataError(f"{path}: no checksum beside it; delete it to fit the VQ-VAE again") from None
-    if file_sha256(path) != expected:
-        raise DataError(f"{path}: changed since it was written (checksum mismatch); delete it to fit again")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+    """Read what :func:`save_vqvae` wrote; DataError when it is changed or not a VQ-VAE of this version."""
+
+    def build(blob: dict) -> tuple[VQVAEFit, dict]:
         cfg = VQVAEConfig(**blob["config"])
-        model = VQVAE(cfg)
+        model, prior = VQVAE(cfg), GatedPixelCNN(cfg.codes, cfg.prior_width, cfg.prior_layers)
         model.load_state_dict(blob["vqvae"])
-        prior = GatedPixelCNN(cfg.codes, cfg.prior_width, cfg.prior_layers)
         prior.load_state_dict(blob["prior"])
         return VQVAEFit(model.eval(), prior.eval(), cfg), dict(blob["meta"])
-    except Exception as exc:  # noqa: BLE001 -- whatever torch says, the file is not a model we wrote
-        raise DataError(
-            f"{path}: not a VQ-VAE this version of augforge can read ({type(exc).__name__}); delete it to fit again"
-        ) from None
+
+    return load_weights(path, build, what="VQ-VAE")
