@@ -115,6 +115,7 @@ class TumourGAN(GeneratorStrategy):
     """Shared machinery of ``dcgan`` and ``dcgan-paper``: the DCGAN fit and the patches' encoding."""
 
     stream = 0xDC6A
+    model_io = ("augforge.models.dcgan", "save_generator", "load_generator")
     fit_leftovers = ("checkpoint.pt",)  # the fit is done: keep the generator only
     variant: ClassVar[Variant]
 
@@ -215,16 +216,6 @@ class TumourGAN(GeneratorStrategy):
             "history": result.history,
         }
         return result.generator, facts
-
-    def save_generator(self, model: Any, path: Path, meta: dict[str, Any]) -> None:
-        from augforge.models.dcgan import save_generator
-
-        save_generator(model, path, meta)
-
-    def load_generator(self, path: Path) -> tuple[Any, dict[str, Any]]:
-        from augforge.models.dcgan import load_generator
-
-        return load_generator(path)
 
     # -- sampling -----------------------------------------------------------------------------
     def sample_patches(self, fitted: Fitted, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -63,6 +63,7 @@ class DDPMTumours(GeneratorStrategy):
         "exact labels, pasted into healthy lung parenchyma."
     )
     stream = 0xD0F1
+    model_io = ("augforge.models.ddpm", "save_ddpm", "load_ddpm")
     params = (
         ratio_param(),
         Param("updates", int, None, "training updates; None: 50 x the preset's gen.epochs", low=1, nullable=True),
@@ -121,23 +122,7 @@ class DDPMTumours(GeneratorStrategy):
         x = torch.from_numpy(scale.generator.to_unit(rois.hu)[:, None].astype(np.float32))
         m = torch.from_numpy(rois.mask[:, None].astype(np.float32))
         fit = train_ddpm(x, m, cfg, device=ctx.device, progress=ctx.progress, log=ctx.log)
-        facts = {
-            "config": asdict(cfg),
-            "seconds": round(fit.seconds, 1),
-            "warnings": fit.warnings,
-            "history": fit.history,
-        }
-        return fit, facts
-
-    def save_generator(self, model: Any, path: Path, meta: dict[str, Any]) -> None:
-        from augforge.models.ddpm import save_ddpm
-
-        save_ddpm(model, path, meta)
-
-    def load_generator(self, path: Path) -> tuple[Any, dict[str, Any]]:
-        from augforge.models.ddpm import load_ddpm
-
-        return load_ddpm(path)
+        return fit, self.fit_record(fit)
 
     # -- sampling -----------------------------------------------------------------------------
     def outlines(self, rois: TumourROIs, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

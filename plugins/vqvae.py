@@ -47,6 +47,7 @@ class VQVAETumours(GeneratorStrategy):
         "(the seed work's best single generator)."
     )
     stream = 0x70AE  # its own random stream for placement
+    model_io = ("augforge.models.vqvae", "save_vqvae", "load_vqvae")
     params = (
         ratio_param(),
         Param("steps", int, None, "VQ-VAE updates; None: 50 x the preset's gen.epochs", low=1, nullable=True),
@@ -114,23 +115,7 @@ class VQVAETumours(GeneratorStrategy):
         fit = train_vqvae(
             torch.from_numpy(x.astype(np.float32)), cfg, device=ctx.device, progress=ctx.progress, log=ctx.log
         )
-        facts = {
-            "config": asdict(cfg),
-            "seconds": round(fit.seconds, 1),
-            "warnings": fit.warnings,
-            "history": fit.history,
-        }
-        return fit, facts
-
-    def save_generator(self, model: Any, path: Path, meta: dict[str, Any]) -> None:
-        from augforge.models.vqvae import save_vqvae
-
-        save_vqvae(model, path, meta)
-
-    def load_generator(self, path: Path) -> tuple[Any, dict[str, Any]]:
-        from augforge.models.vqvae import load_vqvae
-
-        return load_vqvae(path)
+        return fit, self.fit_record(fit)
 
     # -- sampling -----------------------------------------------------------------------------
     def sample_patches(self, fitted: Fitted, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -28,7 +28,9 @@ position; the same training split, canvases and seed give the same slices.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
+import importlib
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -290,6 +292,10 @@ class GeneratorStrategy(PasteInStrategy):
     generator_file: ClassVar[str] = "generator.pt"
     #: Files of the cache folder the finished fit no longer needs (e.g. a checkpoint to resume from).
     fit_leftovers: ClassVar[tuple[str, ...]] = ()
+    #: Where a fit is kept, if not by overriding save_generator/load_generator: (module, save, load)
+    #: names, e.g. ("augforge.models.vqvae", "save_vqvae", "load_vqvae"), with ``save(model, path,
+    #: meta)`` and ``load(path) -> (model, meta)``; the module is imported when first needed.
+    model_io: ClassVar[tuple[str, str, str] | None] = None
 
     # -- what a subclass supplies ---------------------------------------------------------------
     def patch_size(self, ctx: PrepareContext) -> int:
@@ -323,11 +329,28 @@ class GeneratorStrategy(PasteInStrategy):
         raise NotImplementedError
 
     def save_generator(self, model: Any, path: Path, meta: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Keep a fitted model at ``path`` (default: the ``model_io`` save function)."""
+        self._model_io(1)(model, path, meta)
 
     def load_generator(self, path: Path) -> tuple[Any, dict[str, Any]]:
         """The model and meta that :meth:`save_generator` wrote; DataError when the file cannot be used."""
-        raise NotImplementedError
+        return self._model_io(2)(path)
+
+    @staticmethod
+    def fit_record(fit: Any) -> dict[str, Any]:
+        """What :meth:`fit_generator` returns about a fit object with ``config`` (a dataclass),
+        ``seconds``, ``warnings`` and ``history``."""
+        return {
+            "config": dataclasses.asdict(fit.config),
+            "seconds": round(fit.seconds, 1),
+            "warnings": list(fit.warnings),
+            "history": fit.history,
+        }
+
+    def _model_io(self, which: int) -> Callable[..., Any]:
+        if self.model_io is None:
+            raise NotImplementedError(f"{type(self).__name__}: set model_io or override save_generator/load_generator")
+        return getattr(importlib.import_module(self.model_io[0]), self.model_io[which])
 
     # -- what the base does -------------------------------------------------------------------
     def tumour_patches(self, train: list[Slice], size: int, scale: PasteScale = HU_SCALE) -> TumourROIs:
