@@ -169,6 +169,39 @@ def _transform_metric(strategy: str) -> Metric:
     )
 
 
+def _generator_benchmark(
+    strategy: str, fit_what: str, sampling_what: str, *, fit_goal: Goal | None = None, sampling_goal: Goal | None = None
+) -> Benchmark:
+    """A generator strategy through benchmarks/bench_generators.py: one whole fit per run, then
+    sampling and paste-in throughput."""
+    return Benchmark(
+        strategy,
+        "bench_generators.py",
+        args=("--strategy", strategy),
+        quick_args=("--strategy", strategy, "--preset", "tiny", "--samples", "16", "--slices", "4"),
+        repeats=1,
+        timeout_s=900,
+        uses_dataset=True,
+        note="one whole fit per run, from an empty generator cache",
+        metrics=(
+            Metric(f"{strategy}_fit", fit_what, "s", lambda j: j["fit_s"], goal=fit_goal),
+            Metric(
+                f"{strategy}_sampling_throughput",
+                sampling_what,
+                "img/s",
+                lambda j: j["sample_img_per_s"],
+                goal=sampling_goal,
+            ),
+            Metric(
+                f"{strategy}_synthesis_throughput",
+                "synthetic slices made after the fit (sample, resize, place, paste, measure)",
+                "slices/s",
+                lambda j: j["synth_slices_per_s"],
+            ),
+        ),
+    )
+
+
 TRANSFORM_STRATEGIES = ("affine", "flip", "rotate", "elastic", "intensity", "classical")
 _STRATEGY_ARGS = tuple(a for s in TRANSFORM_STRATEGIES for a in ("--strategy", s))
 
@@ -333,67 +366,17 @@ BENCHMARKS: tuple[Benchmark, ...] = (
             ),
         ),
     ),
-    Benchmark(
+    _generator_benchmark(
         "vqvae",
-        "bench_generators.py",
-        args=("--strategy", "vqvae"),
-        quick_args=("--strategy", "vqvae", "--preset", "tiny", "--samples", "16", "--slices", "4"),
-        repeats=1,
-        timeout_s=600,
-        uses_dataset=True,
-        note="one whole fit per run, from an empty generator cache",
-        metrics=(
-            Metric(
-                "vqvae_fit",
-                "the preset's whole VQ-VAE fit (VQ-VAE, then its PixelCNN prior)",
-                "s",
-                lambda j: j["fit_s"],
-            ),
-            Metric(
-                "vqvae_sampling_throughput",
-                "new tumour patches drawn from the prior and decoded (batch 512)",
-                "img/s",
-                lambda j: j["sample_img_per_s"],
-            ),
-            Metric(
-                "vqvae_synthesis_throughput",
-                "synthetic slices made after the fit (sample, resize, place, paste, measure)",
-                "slices/s",
-                lambda j: j["synth_slices_per_s"],
-            ),
-        ),
+        "the preset's whole VQ-VAE fit (VQ-VAE, then its PixelCNN prior)",
+        "new tumour patches drawn from the prior and decoded (batch 512)",
     ),
-    Benchmark(
+    _generator_benchmark(
         "ddpm",
-        "bench_generators.py",
-        args=("--strategy", "ddpm"),
-        quick_args=("--strategy", "ddpm", "--preset", "tiny", "--samples", "16", "--slices", "4"),
-        repeats=1,
-        timeout_s=900,
-        uses_dataset=True,
-        note="one whole fit per run, from an empty generator cache",
-        metrics=(
-            Metric(
-                "ddpm_fit",
-                "the preset's whole diffusion-model fit",
-                "s",
-                lambda j: j["fit_s"],
-                goal=Goal("value", "<=", 600),
-            ),
-            Metric(
-                "ddpm_sampling_throughput",
-                "tumour patches painted in real outlines (DDIM, the preset's steps)",
-                "img/s",
-                lambda j: j["sample_img_per_s"],
-                goal=Goal("value", ">=", 50),
-            ),
-            Metric(
-                "ddpm_synthesis_throughput",
-                "synthetic slices made after the fit (sample, resize, place, paste, measure)",
-                "slices/s",
-                lambda j: j["synth_slices_per_s"],
-            ),
-        ),
+        "the preset's whole diffusion-model fit",
+        "tumour patches painted in real outlines (DDIM, the preset's steps)",
+        fit_goal=Goal("value", "<=", 600),
+        sampling_goal=Goal("value", ">=", 50),
     ),
     Benchmark(
         "main_job",
