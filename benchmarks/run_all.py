@@ -443,6 +443,50 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         ),
     ),
     Benchmark(
+        "study_throughput",
+        "bench_study_throughput.py",
+        args=("--seeds", "4", "--set", "train.epochs=3", "--check-workers"),
+        quick_args=("--preset", "tiny", "--seeds", "2", "--set", "train.epochs=2"),
+        repeats=1,
+        timeout_s=900,
+        uses_dataset=True,
+        default=False,
+        note="4 baseline trials shortened to 3 epochs, one after another on all cores, then with "
+        "train.threads=1 in one process per core (a different, recorded setting: other numbers); runs only "
+        "with --only study_throughput",
+        metrics=(
+            Metric(
+                "default_study_wall_time",
+                "the default study (benchmarks/studies/default.toml, 48 quick trials) as committed in "
+                "benchmarks/studies/default-run: its trial times summed, run one after another on 2 threads",
+                "min",
+                lambda j: j["default_study_s"] / 60,
+                goal=Goal("value", "<=", 30),
+            ),
+            Metric(
+                "default_study_wall_time_parallel",
+                "the same trials projected with train.threads=1, one trial per core at once: the committed "
+                "time divided by the study speed-up measured in this run",
+                "min",
+                lambda j: j["default_study_parallel_s"] / 60,
+                reference=lambda j: j["default_study_s"] / 60,
+                ratio=lambda j: j["speedup"],
+                ratio_is="reference / value: the whole study's speed-up, measured side by side on the same trials",
+                goal=Goal("value", "<=", 30),
+            ),
+            Metric(
+                "study_trial_time_parallel",
+                "a shortened quick trial's own time with one thread while another runs beside it, against "
+                "the same trial alone on two threads",
+                "s",
+                lambda j: j["trial_s"]["parallel"],
+                reference=lambda j: j["trial_s"]["sequential"],
+                ratio=lambda j: j["trial_s"]["parallel"] / j["trial_s"]["sequential"],
+                ratio_is="value / reference",
+            ),
+        ),
+    ),
+    Benchmark(
         "ray",
         "bench_ray.py",
         quick_args=("--seeds", "1", "--set", "train.epochs=1"),

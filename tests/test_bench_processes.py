@@ -90,34 +90,40 @@ def test_sigkill_mid_study_then_resume(tmp_path):
 
 
 @pytest.mark.slow
-def test_process_executor_matches_the_local_one(tmp_path):
-    """A worker process loads the dataset itself (from the cache); with the same thread count (tiny:
-    one) its per-image metrics equal those of the in-process executor."""
+def test_results_do_not_depend_on_the_executor_or_the_worker_count(tmp_path):
+    """torch splits sums across threads, so a trial's numbers depend on its thread count: it must come
+    from the trial's settings (train.threads 0: torch's default, as in this process), never from how
+    many workers share the machine. Two trials, in process, in one worker and in two at once."""
+    import torch
+
     from augforge.bench.executors import ExecutionContext, make_executor
     from augforge.bench.study import plan_study
     from augforge.bench.trial import TrialEnv
     from augforge.config import apply_overrides, get_preset
     from augforge.data.sources import load_dataset
 
-    preset = apply_overrides(get_preset("tiny"), {"train.epochs": "2"})
+    preset = apply_overrides(get_preset("tiny"), {"train.epochs": "2", "train.threads": "0"})
     dataset = load_dataset(preset.data, progress=False)
-    (trial,) = plan_study(["none"], preset=preset, seeds=[0], fractions=[1.0], dataset_fingerprint=dataset.fingerprint)
-    results = {}
-    for name in ("local", "process"):
+    trials = plan_study(["none"], preset=preset, seeds=[0, 1], fractions=[1.0], dataset_fingerprint=dataset.fingerprint)
+    runs = {}
+    for name, workers in (("local", 0), ("process", 1), ("process", 2)):
         ctx = ExecutionContext(
             dataset=dataset,
             data_cfg=preset.data,
             allow_pickle=False,
-            workers=1,
+            workers=workers,
             env=TrialEnv(progress=False, log=lambda m: None),
         )
         outcomes = []
-        make_executor(name, ctx).run([trial], outcomes.append)
-        assert [o.status for o in outcomes] == ["ok"], outcomes[0].record.get("error")
-        results[name] = outcomes[0]
-    # JSON-like comparison, so that an undefined HD95 (NaN) in both counts as equal.
-    assert json.dumps(results["process"].rows) == json.dumps(results["local"].rows)
-    assert results["process"].record["threads"] == results["local"].record["threads"] == 1
+        make_executor(name, ctx).run(trials, outcomes.append)
+        assert [o.status for o in outcomes] == ["ok", "ok"], [o.record.get("error") for o in outcomes]
+        runs[(name, workers)] = {o.record["key"]: o for o in outcomes}
+    expected = runs[("local", 0)]
+    for where, outcomes in runs.items():
+        assert outcomes.keys() == expected.keys()
+        for key, outcome in outcomes.items():
+            assert outcome.record["threads"] == torch.get_num_threads(), where
+            assert json.dumps(outcome.rows) == json.dumps(expected[key].rows), (where, key)
 
 
 @pytest.mark.parametrize("after_s", [0.3, 1.0, 2.0])

@@ -170,7 +170,11 @@ def bench_cmd(
     ] = None,
     workers: Annotated[
         int | None,
-        typer.Option("--workers", min=0, help="Worker processes for --executor process/ray (0: one per two cores)."),
+        typer.Option(
+            "--workers",
+            min=0,
+            help="Trials run at once by --executor process/ray (0: as many as the CPU cores hold at each trial's train.threads).",
+        ),
     ] = None,
     ray_address: Annotated[
         str | None,

@@ -29,7 +29,7 @@ class ExecutionContext:
     data_cfg:     how another process loads the same dataset (``load_dataset(data_cfg, ...)``).
     allow_pickle: passed on to ``load_dataset`` in workers (the user's explicit flag).
     env:          device, generator cache, progress, log.
-    workers:      worker processes (0 = one per two CPU cores, at least one).
+    workers:      trials at once (0 = as many as the CPU cores hold at each trial's thread count, at least one).
     options:      executor-specific settings (``ray_address`` for the Ray executor).
     """
 

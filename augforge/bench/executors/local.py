@@ -3,6 +3,14 @@
 ``local``    in this process, one trial after another (the default; progress bars shown).
 ``process``  a pool of local worker processes; each loads the dataset itself (from the data cache)
              and checks its fingerprint, so no arrays are shipped between processes.
+
+Threads and results. torch's CPU kernels split their sums across threads, so a trial trained with
+one thread ends with other weights (and a slightly different Dice) than the same trial with two.
+A trial therefore trains with the thread count its own settings give (``train.threads``, or
+torch's default when 0), whichever executor runs it and however many workers run beside it: the
+worker count decides how many trials run at once, never what a trial computes. To run more trials
+at once on the same cores, lower ``train.threads`` (a different, recorded setting), not the
+threads of a worker.
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ _worker_error: str | None = None
 
 
 def _init_worker(data_cfg: DataConfig, allow_pickle: bool, fingerprint: str, threads: int) -> None:
+    """Load the study's dataset once per worker. ``threads``: torch's default thread count in the
+    parent, which a trial with ``train.threads`` 0 trains with (as it would in the parent)."""
     global _worker_dataset, _worker_error
     import torch
 
@@ -88,17 +98,30 @@ class ProcessExecutor(Executor):
     def run(self, trials: Sequence[Trial], on_result: OnResult) -> None:
         if not trials:
             return
+        import torch
+
         cpus = os.cpu_count() or 1
-        workers = self.context.workers or max(1, cpus // 2)
-        workers = min(workers, len(trials))
-        threads = max(1, cpus // workers)
+        default_threads = torch.get_num_threads()
+        per_trial = max(t.preset.train.threads or default_threads for t in trials)
+        workers = min(self.context.workers or max(1, cpus // per_trial), len(trials))
+        if workers * per_trial > cpus:
+            self.context.env.log(
+                f"note: {workers} workers x {per_trial} threads per trial on {cpus} CPU cores: trials wait for "
+                f"each other's threads (same results, more time); --set train.threads=N changes each trial's "
+                f"thread count, and with it the results"
+            )
         env = replace(self.context.env, progress=False, log=_quiet)
         mp = multiprocessing.get_context("spawn")
         with cf.ProcessPoolExecutor(
             max_workers=workers,
             mp_context=mp,
             initializer=_init_worker,
-            initargs=(self.context.data_cfg, self.context.allow_pickle, self.context.dataset.fingerprint, threads),
+            initargs=(
+                self.context.data_cfg,
+                self.context.allow_pickle,
+                self.context.dataset.fingerprint,
+                default_threads,
+            ),
         ) as pool:
             futures = {pool.submit(run_in_worker, t, env): t for t in trials}
             for fut in cf.as_completed(futures):

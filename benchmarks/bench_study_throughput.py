@@ -1,0 +1,159 @@
+"""Study throughput on this machine: trials one after another on all cores, against several trials
+at once with fewer threads each, in the same run, on the same trials.
+
+torch splits a convolution's sums across its threads, so the thread count is part of what a trial
+computes: the two layouts give (slightly) different numbers, and the second one is a different
+configuration (``train.threads`` recorded in every trial), not a faster way to the same results.
+What the script measures (printed as one JSON object):
+
+- ``sequential_s``: the study with the in-process executor, every trial on torch's default threads
+  (what ``augforge bench`` does by default).
+- ``parallel_s``: the same trials with ``train.threads`` = ``--threads`` (default 1) in
+  ``--workers`` processes at once (default: the CPU cores divided by ``--threads``).
+- ``speedup``: ``sequential_s / parallel_s``.
+- ``trial_s``: the mean of the trials' own times under each layout (a trial sharing the machine with
+  others takes longer; the study still ends sooner if ``speedup`` > 1).
+- ``workers_equal``: whether the parallel layout's per-image metrics are the same with one worker
+  as with ``--workers`` (run only with ``--check-workers``: it runs the parallel study a third time).
+- ``default_study_s``: the committed default study's trials (benchmarks/studies/default-run, run one
+  after another) summed, and ``default_study_parallel_s``: that sum divided by ``speedup``, the
+  default study's projected wall time under the parallel layout.
+
+Usage::
+
+    python benchmarks/bench_study_throughput.py [--preset quick] [--seeds 4] [--set train.epochs=3]
+        [--threads 1] [--workers 2] [--check-workers]
+
+Shortened trials (``train.epochs``) keep the run short; the ratio is one of per-step throughput,
+which the number of epochs does not change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from augforge.bench.executors import ExecutionContext, make_executor
+from augforge.bench.store import ResultsStore
+from augforge.bench.study import plan_study, run_study
+from augforge.bench.trial import Trial, TrialEnv
+from augforge.config import apply_overrides, get_preset, parse_set_options, split_overrides
+from augforge.data.records import Dataset
+from augforge.data.sources import load_dataset
+
+DEFAULT_RUN = Path(__file__).parent / "studies" / "default-run" / "trials.jsonl"
+
+
+def timed_study(
+    executor: str, workers: int, trials: list[Trial], dataset: Dataset, preset: Any, folder: Path
+) -> tuple[float, ResultsStore]:
+    env = TrialEnv(progress=False, log=lambda m: None, cache_dir=folder / "generators")
+    ctx = ExecutionContext(dataset=dataset, data_cfg=preset.data, allow_pickle=False, env=env, workers=workers)
+    store = ResultsStore(folder / "study")
+    t0 = time.perf_counter()
+    result = run_study(trials, store, make_executor(executor, ctx), log=lambda m: None)
+    seconds = time.perf_counter() - t0
+    if result.failed:
+        raise SystemExit(f"{executor} x{workers}: {result.failed} trial(s) failed; see {store.log_path}")
+    return seconds, store
+
+
+def rows_of(store: ResultsStore, trials: list[Trial]) -> list[str]:
+    out = []
+    for t in trials:
+        for r in store.rows(t.key):
+            out.append(json.dumps({k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()}))
+    return sorted(out)
+
+
+def mean_trial_s(store: ResultsStore) -> float:
+    times = [r["timings_s"]["total"] for r in store.records("ok")]
+    return round(sum(times) / len(times), 2)
+
+
+def default_study_seconds() -> float | None:
+    if not DEFAULT_RUN.exists():
+        return None
+    records = [json.loads(line) for line in DEFAULT_RUN.read_text().splitlines() if line.strip()]
+    return round(sum(r["timings_s"]["total"] for r in records if r.get("status") == "ok"), 1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="quick")
+    ap.add_argument("--strategy", action="append", default=[], help="strategies (default: the baseline 'none')")
+    ap.add_argument("--seeds", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=1, help="train.threads of the parallel layout")
+    ap.add_argument("--workers", type=int, default=0, help="processes of the parallel layout (0: cores / threads)")
+    ap.add_argument("--check-workers", action="store_true", help="also run the parallel layout with one worker")
+    ap.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
+    args = ap.parse_args()
+
+    cpus = os.cpu_count() or 1
+    workers = args.workers or max(1, cpus // args.threads)
+    preset_over, strategy_params = split_overrides(parse_set_options(args.overrides))
+    sequential = apply_overrides(get_preset(args.preset), {**preset_over, "train.threads": "0"})
+    parallel = apply_overrides(sequential, {"train.threads": str(args.threads)})
+    load_before = os.getloadavg()[0]
+    dataset = load_dataset(sequential.data, progress=False)
+
+    def plan(preset: Any) -> list[Trial]:
+        return plan_study(
+            args.strategy or ["none"],
+            preset=preset,
+            seeds=list(range(args.seeds)),
+            fractions=[1.0],
+            dataset_fingerprint=dataset.fingerprint,
+            strategy_params=strategy_params,
+            baseline=False,
+        )
+
+    seq_trials, par_trials = plan(sequential), plan(parallel)
+    with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
+        root = Path(tmp)
+        seq_s, seq = timed_study("local", 0, seq_trials, dataset, sequential, root / "sequential")
+        par_s, par = timed_study("process", workers, par_trials, dataset, parallel, root / "parallel")
+        workers_equal = None
+        if args.check_workers:
+            _, one = timed_study("process", 1, par_trials, dataset, parallel, root / "parallel-1")
+            workers_equal = rows_of(one, par_trials) == rows_of(par, par_trials)
+        trial_s = {"sequential": mean_trial_s(seq), "parallel": mean_trial_s(par)}
+        results_equal = rows_of(seq, seq_trials) == rows_of(par, par_trials)
+
+    speedup = seq_s / par_s
+    default_s = default_study_seconds()
+    print(
+        json.dumps(
+            {
+                "preset": sequential.name,
+                "overrides": args.overrides,
+                "trials": len(seq_trials),
+                "cpu_count": cpus,
+                "sequential_threads": torch.get_num_threads(),
+                "parallel_threads": args.threads,
+                "parallel_workers": workers,
+                "sequential_s": round(seq_s, 2),
+                "parallel_s": round(par_s, 2),
+                "speedup": round(speedup, 3),
+                "trial_s": trial_s,
+                "layouts_give_equal_results": results_equal,
+                "workers_equal": workers_equal,
+                "default_study_s": default_s,
+                "default_study_parallel_s": round(default_s / speedup, 1) if default_s else None,
+                "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+            },
+            indent=1,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
