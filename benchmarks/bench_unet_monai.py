@@ -22,6 +22,16 @@ script prints ``{"available": false, "reason": ...}`` and exits 0, so a suite ru
 
     python benchmarks/bench_unet_monai.py                 # quick preset: 16 x 1 x 96 x 96, width 8, depth 4
     python benchmarks/bench_unet_monai.py --preset tiny --steps 2 --rounds 2
+
+``--dice`` answers the other half of the question, what each network reaches: augforge's network,
+MONAI's as above ("matched": BatchNorm and ReLU) and MONAI's with its own defaults (instance norm,
+PReLU: what a user who picks it gets) are trained exactly as a baseline trial trains (the preset's
+loop, steps, patches, optimiser and seed) on the dataset's training split, then score every test
+image whole. Printed: each network's mean Dice, final training loss and training time per seed,
+and each MONAI variant's minus augforge's per-image Dice with its 95% hierarchical bootstrap
+interval and p values (augforge.bench.stats, as in the reports).
+
+    python benchmarks/bench_unet_monai.py --dice [--data PATH] [--seeds 1]
 """
 
 from __future__ import annotations
@@ -36,10 +46,14 @@ import time
 from typing import Any
 
 
-def monai_unet(base_width: int, depth: int, num_res_units: int) -> Any:
-    """MONAI's 2-D U-Net with widths ``base_width * 2**i`` for i = 0..depth and ``depth`` strides of 2."""
+def monai_unet(base_width: int, depth: int, num_res_units: int, layers: str = "matched") -> Any:
+    """MONAI's 2-D U-Net with widths ``base_width * 2**i`` for i = 0..depth and ``depth`` strides of 2.
+
+    layers: "matched" (BatchNorm and ReLU, as augforge's network) or "defaults" (MONAI's own choice,
+    instance norm and PReLU, what a user who picks MONAI's UNet gets)."""
     from monai.networks.nets import UNet
 
+    kinds = {"matched": {"norm": "batch", "act": "relu"}, "defaults": {}}
     return UNet(
         spatial_dims=2,
         in_channels=1,
@@ -47,9 +61,85 @@ def monai_unet(base_width: int, depth: int, num_res_units: int) -> Any:
         channels=tuple(base_width * 2**i for i in range(depth + 1)),
         strides=(2,) * depth,
         num_res_units=num_res_units,
-        norm="batch",
-        act="relu",
+        **kinds[layers],
     )
+
+
+def dice_comparison(preset: Any, seeds: int, num_res_units: int, monai_version: str) -> dict[str, Any]:
+    """Both networks trained as a baseline trial trains them, seed by seed; per-image test Dice compared."""
+    import numpy as np
+    import torch
+
+    from augforge.bench.stats import bootstrap_mean, compare_paired
+    from augforge.data.sources import load_dataset
+    from augforge.models import build_model, count_parameters
+    from augforge.seeding import seed_everything
+    from augforge.train import plan_steps, train_model
+    from augforge.train.evaluate import evaluate
+
+    cfg = preset.train
+    dataset = load_dataset(preset.data, progress=False)
+    images = [s.image for s in dataset.train]
+    masks = [s.mask for s in dataset.train]
+    makers = {
+        "augforge": lambda: build_model(preset.model),
+        "monai": lambda: monai_unet(preset.model.base_width, preset.model.depth, num_res_units),
+        "monai-defaults": lambda: monai_unet(preset.model.base_width, preset.model.depth, num_res_units, "defaults"),
+    }
+    dice: dict[str, list[list[float]]] = {name: [] for name in makers}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in makers}
+    for seed in range(seeds):
+        for name, make in makers.items():
+            seed_everything(seed)
+            net = make()
+            result = train_model(net, images, masks, cfg, seed=seed, progress=False)
+            rows = evaluate(net, dataset.test, cfg)
+            dice[name].append([r["dice"] for r in rows])
+            runs[name].append(
+                {
+                    "seed": seed,
+                    "dice": round(float(np.mean(dice[name][-1])), 4),
+                    "train_s": round(result.seconds, 1),
+                    "final_loss": round(result.final_loss, 4),
+                    "step_ms": round(1e3 * result.seconds / result.steps, 1),
+                }
+            )
+    ours = np.array(dice["augforge"])
+    est = {name: bootstrap_mean(np.array(v)) for name, v in dice.items()}
+    diffs = {name: compare_paired(np.array(dice[name]), ours) for name in makers if name != "augforge"}
+    return {
+        "available": True,
+        "mode": "dice",
+        "preset": preset.name,
+        "dataset": {
+            "name": dataset.name,
+            "fingerprint": dataset.fingerprint,
+            "n_train": len(images),
+            "n_test": len(dataset.test),
+        },
+        "steps": plan_steps(cfg, len(images))[1],
+        "threads": torch.get_num_threads(),
+        "parameters": {name: count_parameters(make()) for name, make in makers.items()},
+        "monai_num_res_units": num_res_units,
+        "runs": runs,
+        "dice": {name: [round(e.mean, 4), round(e.low, 4), round(e.high, 4)] for name, e in est.items()},
+        "minus_augforge": {
+            name: {
+                "delta": round(d.delta, 4),
+                "ci95": [round(d.low, 4), round(d.high, 4)],
+                "p_wilcoxon": d.p_wilcoxon,
+                "p_bootstrap": d.p_bootstrap,
+            }
+            for name, d in diffs.items()
+        },
+        # > 1: the MONAI network trains faster than augforge's
+        "train_time_ratio": {
+            name: round(sum(r["train_s"] for r in runs["augforge"]) / sum(r["train_s"] for r in runs[name]), 3)
+            for name in diffs
+        },
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "versions": {"monai": monai_version, "torch": torch.__version__, "python": platform.python_version()},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=0, help="torch threads (0: the preset's train.threads, as a trial uses)"
     )
     ap.add_argument("--num-res-units", type=int, default=2, help="MONAI's residual units per level")
+    ap.add_argument("--dice", action="store_true", help="train both networks as a trial does and score the test set")
+    ap.add_argument("--data", default="", help="with --dice: dataset path or name (default: the preset's)")
+    ap.add_argument("--seeds", type=int, default=1, help="with --dice: seeds 0..N-1")
     args = ap.parse_args(argv)
 
     try:
@@ -90,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     from augforge.train import get_loss, make_optimizer
 
     preset = get_preset(args.preset)
+    if args.data:
+        from augforge.config import apply_overrides
+
+        preset = apply_overrides(preset, {"data.source": args.data})
     if preset.model.arch != "unet":
         raise SystemExit(
             f"--preset {args.preset}: model.arch={preset.model.arch!r} has no MONAI counterpart; "
@@ -98,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = preset.train
     if args.threads or cfg.threads:
         torch.set_num_threads(args.threads or cfg.threads)
+    if args.dice:
+        print(json.dumps(dice_comparison(preset, args.seeds, args.num_res_units, monai.__version__), indent=2))
+        return 0
     side = cfg.patch_size or preset.data.size
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     loss_fn = get_loss(cfg.loss)
