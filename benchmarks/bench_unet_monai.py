@@ -65,8 +65,12 @@ def monai_unet(base_width: int, depth: int, num_res_units: int, layers: str = "m
     )
 
 
-def dice_comparison(preset: Any, seeds: int, num_res_units: int, monai_version: str) -> dict[str, Any]:
+def dice_comparison(
+    preset: Any, seeds: int, num_res_units: int, monai_version: str, monai_epochs: int = 0
+) -> dict[str, Any]:
     """Both networks trained as a baseline trial trains them, seed by seed; per-image test Dice compared."""
+    from dataclasses import replace
+
     import numpy as np
     import torch
 
@@ -92,7 +96,8 @@ def dice_comparison(preset: Any, seeds: int, num_res_units: int, monai_version: 
         for name, make in makers.items():
             seed_everything(seed)
             net = make()
-            result = train_model(net, images, masks, cfg, seed=seed, progress=False)
+            run_cfg = cfg if name == "augforge" or not monai_epochs else replace(cfg, epochs=monai_epochs)
+            result = train_model(net, images, masks, run_cfg, seed=seed, progress=False)
             rows = evaluate(net, dataset.test, cfg)
             dice[name].append([r["dice"] for r in rows])
             runs[name].append(
@@ -101,6 +106,7 @@ def dice_comparison(preset: Any, seeds: int, num_res_units: int, monai_version: 
                     "dice": round(float(np.mean(dice[name][-1])), 4),
                     "train_s": round(result.seconds, 1),
                     "final_loss": round(result.final_loss, 4),
+                    "steps": result.steps,
                     "step_ms": round(1e3 * result.seconds / result.steps, 1),
                 }
             )
@@ -155,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dice", action="store_true", help="train both networks as a trial does and score the test set")
     ap.add_argument("--data", default="", help="with --dice: dataset path or name (default: the preset's)")
     ap.add_argument("--seeds", type=int, default=1, help="with --dice: seeds 0..N-1")
+    ap.add_argument(
+        "--monai-epochs",
+        type=int,
+        default=0,
+        help="with --dice: train the MONAI networks this many epochs (0: the preset's), e.g. for equal training time",
+    )
     args = ap.parse_args(argv)
 
     try:
@@ -196,7 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads or cfg.threads:
         torch.set_num_threads(args.threads or cfg.threads)
     if args.dice:
-        print(json.dumps(dice_comparison(preset, args.seeds, args.num_res_units, monai.__version__), indent=2))
+        print(
+            json.dumps(
+                dice_comparison(preset, args.seeds, args.num_res_units, monai.__version__, args.monai_epochs), indent=2
+            )
+        )
         return 0
     side = cfg.patch_size or preset.data.size
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
