@@ -25,52 +25,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import ray
+from study_timing import comparable_rows, timed_study, trial_seconds
 
-from augforge.bench.executors import ExecutionContext, make_executor
-from augforge.bench.store import ResultsStore
-from augforge.bench.study import plan_study, run_study
-from augforge.bench.trial import Trial, TrialEnv
+from augforge.bench.study import plan_study
 from augforge.config import apply_overrides, get_preset, parse_set_options, split_overrides
-from augforge.data.records import Dataset
 from augforge.data.sources import load_dataset
-
-
-def timed_study(
-    name: str, trials: list[Trial], dataset: Dataset, preset: Any, folder: Path, options: dict[str, Any]
-) -> tuple[float, ResultsStore]:
-    """Run the study with executor ``name`` into ``folder``; its wall time in seconds and its store."""
-    env = TrialEnv(progress=False, log=lambda m: None, cache_dir=folder / "generators")
-    ctx = ExecutionContext(dataset=dataset, data_cfg=preset.data, allow_pickle=False, env=env, options=options)
-    store = ResultsStore(folder / "study")
-    t0 = time.perf_counter()
-    result = run_study(trials, store, make_executor(name, ctx), log=lambda m: None)
-    seconds = time.perf_counter() - t0
-    if result.failed:
-        raise SystemExit(f"{name}: {result.failed} trial(s) failed; see {store.log_path}")
-    return seconds, store
-
-
-def comparable_rows(store: ResultsStore, trials: list[Trial]) -> list[str]:
-    """Every trial's per-image rows as sorted JSON lines (NaN written as null, so equal compares equal)."""
-    out = []
-    for t in trials:
-        for r in store.rows(t.key):
-            clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
-            out.append(json.dumps(clean, sort_keys=True))
-    return sorted(out)
-
-
-def trial_seconds(store: ResultsStore) -> float:
-    return round(sum(r["timings_s"]["total"] for r in store.records("ok")), 2)
 
 
 def main() -> None:
@@ -97,19 +63,22 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
         root = Path(tmp)
-        local_s, local = timed_study("local", trials, dataset, preset, root / "local", {})
+        local_s, local = timed_study("local", trials, dataset, preset, root / "local")
         t0 = time.perf_counter()
         ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         ray_init_s = time.perf_counter() - t0
         try:
             opts = {"ray_cpus_per_trial": 1}
-            cold_s, cold = timed_study("ray", trials, dataset, preset, root / "ray-cold", opts)
-            warm_s, warm = timed_study("ray", trials, dataset, preset, root / "ray-warm", opts)
+            cold_s, cold = timed_study("ray", trials, dataset, preset, root / "ray-cold", options=opts)
+            warm_s, warm = timed_study("ray", trials, dataset, preset, root / "ray-warm", options=opts)
         finally:
             ray.shutdown()
         reference = comparable_rows(local, trials)
         equal = comparable_rows(cold, trials) == reference and comparable_rows(warm, trials) == reference
-        seconds = {"local": trial_seconds(local), "ray_cold": trial_seconds(cold), "ray_warm": trial_seconds(warm)}
+        seconds = {
+            name: round(sum(trial_seconds(s)), 2)
+            for name, s in (("local", local), ("ray_cold", cold), ("ray_warm", warm))
+        }
 
     print(
         json.dumps(

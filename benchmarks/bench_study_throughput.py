@@ -32,50 +32,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from study_timing import comparable_rows, timed_study, trial_seconds
 
-from augforge.bench.executors import ExecutionContext, make_executor
 from augforge.bench.store import ResultsStore
-from augforge.bench.study import plan_study, run_study
-from augforge.bench.trial import Trial, TrialEnv
+from augforge.bench.study import plan_study
+from augforge.bench.trial import Trial
 from augforge.config import apply_overrides, get_preset, parse_set_options, split_overrides
-from augforge.data.records import Dataset
 from augforge.data.sources import load_dataset
 
 DEFAULT_RUN = Path(__file__).parent / "studies" / "default-run" / "trials.jsonl"
 
 
-def timed_study(
-    executor: str, workers: int, trials: list[Trial], dataset: Dataset, preset: Any, folder: Path
-) -> tuple[float, ResultsStore]:
-    env = TrialEnv(progress=False, log=lambda m: None, cache_dir=folder / "generators")
-    ctx = ExecutionContext(dataset=dataset, data_cfg=preset.data, allow_pickle=False, env=env, workers=workers)
-    store = ResultsStore(folder / "study")
-    t0 = time.perf_counter()
-    result = run_study(trials, store, make_executor(executor, ctx), log=lambda m: None)
-    seconds = time.perf_counter() - t0
-    if result.failed:
-        raise SystemExit(f"{executor} x{workers}: {result.failed} trial(s) failed; see {store.log_path}")
-    return seconds, store
-
-
-def rows_of(store: ResultsStore, trials: list[Trial]) -> list[str]:
-    out = []
-    for t in trials:
-        for r in store.rows(t.key):
-            out.append(json.dumps({k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()}))
-    return sorted(out)
-
-
 def mean_trial_s(store: ResultsStore) -> float:
-    times = [r["timings_s"]["total"] for r in store.records("ok")]
+    times = trial_seconds(store)
     return round(sum(times) / len(times), 2)
 
 
@@ -119,14 +94,14 @@ def main() -> None:
     seq_trials, par_trials = plan(sequential), plan(parallel)
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
         root = Path(tmp)
-        seq_s, seq = timed_study("local", 0, seq_trials, dataset, sequential, root / "sequential")
-        par_s, par = timed_study("process", workers, par_trials, dataset, parallel, root / "parallel")
+        seq_s, seq = timed_study("local", seq_trials, dataset, sequential, root / "sequential")
+        par_s, par = timed_study("process", par_trials, dataset, parallel, root / "parallel", workers=workers)
         workers_equal = None
         if args.check_workers:
-            _, one = timed_study("process", 1, par_trials, dataset, parallel, root / "parallel-1")
-            workers_equal = rows_of(one, par_trials) == rows_of(par, par_trials)
+            _, one = timed_study("process", par_trials, dataset, parallel, root / "parallel-1", workers=1)
+            workers_equal = comparable_rows(one, par_trials) == comparable_rows(par, par_trials)
         trial_s = {"sequential": mean_trial_s(seq), "parallel": mean_trial_s(par)}
-        results_equal = rows_of(seq, seq_trials) == rows_of(par, par_trials)
+        results_equal = comparable_rows(seq, seq_trials) == comparable_rows(par, par_trials)
 
     speedup = seq_s / par_s
     default_s = default_study_seconds()
