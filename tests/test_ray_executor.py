@@ -337,6 +337,25 @@ def test_options_are_validated(dataset, preset, tmp_path):
     )
 
 
+def test_a_thread_count_other_than_the_local_one_is_said(dataset, preset, tmp_path, monkeypatch):
+    """Threads change a CPU trial's numbers: a trial left at train.threads 0 that gets another count on
+    Ray than locally is named in the log; a trial with its own count is not."""
+    import torch
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    free = apply_overrides(preset, {"train.threads": "0"})
+    lines: list[str] = []
+    ex = make_executor("ray", context(dataset, free, tmp_path, lines))
+    ex._note_threads(plan(dataset, free, ["none"]), gpus=0.0)
+    assert len(lines) == 1 and "train with 1 thread(s) each" in lines[0] and "local executor uses 2" in lines[0]
+    lines.clear()
+    ex._note_threads(plan(dataset, free, ["none"]), gpus=1.0)  # GPU trials: threads do not decide their numbers
+    ex = make_executor("ray", context(dataset, free, tmp_path, lines, ray_cpus_per_trial="2"))
+    ex._note_threads(plan(dataset, free, ["none"]), gpus=0.0)  # the same count as locally
+    ex._note_threads(plan(dataset, preset, ["none"]), gpus=0.0)  # the preset's own train.threads (1)
+    assert lines == []
+
+
 def test_without_ray_the_error_says_how_to_install_it(dataset, preset, tmp_path, monkeypatch):
     monkeypatch.delitem(EXECUTORS, "ray", raising=False)
     monkeypatch.delitem(sys.modules, "augforge.bench.executors.ray_cluster", raising=False)

@@ -467,6 +467,22 @@ class RayExecutor(Executor):
         )
         return True
 
+    def _note_threads(self, trials: Sequence[Trial], gpus: float) -> None:
+        """The thread count is part of what a CPU trial computes: say so when trials with
+        ``train.threads`` 0 get another count here than the local executor would give them."""
+        import torch
+
+        if gpus:
+            return
+        local = torch.get_num_threads()
+        counts = {int(self._cpus_per_trial(t)) for t in trials if t.preset.train.threads <= 0}
+        if counts and counts != {local}:
+            self.context.env.log(
+                f"ray: trials with train.threads 0 train with {'/'.join(map(str, sorted(counts)))} thread(s) each "
+                f"(the CPUs they declare), where the local executor uses {local}: their numbers differ slightly "
+                "from a local run's; set train.threads to compare across executors"
+            )
+
     def _cpus_per_trial(self, trial: Trial) -> float:
         if self.options.cpus_per_trial is not None:
             return self.options.cpus_per_trial
@@ -511,6 +527,7 @@ class RayExecutor(Executor):
             planned.append(_Planned(t, group if opts.share_generators else None, needs_gpu))
         for label in sorted({p.trial.name for p in planned if p.needs_gpu and not gpus}):
             log(f"ray: strategy {label!r} needs a GPU to be practical and its trials get none; they run on CPU")
+        self._note_threads(trials, gpus)
 
         if opts.dataset == "object-store":
             data: Any = ray.put(ctx.dataset)  # once; every task gets a reference, each node one copy
