@@ -18,6 +18,10 @@ the rest. Sized to finish in well under 8 minutes on a recent GPU.
 
     python benchmarks/gpu_check.py --out gpu.json        # on a CUDA machine
     python benchmarks/gpu_check.py --smoke                # anywhere: tiny sizes on the CPU
+    python benchmarks/gpu_check.py --cpu                  # the full sizes on this CPU, few steps each
+
+``--cpu`` answers what the paper preset would cost without a GPU: the same parts at full size on
+the CPU, each timed over a few steps (mixed precision is a no-op there and is not timed).
 """
 
 from __future__ import annotations
@@ -53,6 +57,11 @@ def _time_steps(step, device: Any, warmup: int, steps: int) -> float:
     return (time.perf_counter() - t0) / steps
 
 
+def _steps(device: Any, smoke: bool, on_gpu: int) -> int:
+    """Timed steps of a part: ``on_gpu`` on a GPU, a few on the CPU (full sizes take seconds each)."""
+    return 3 if smoke or device.type != "cuda" else on_gpu
+
+
 def unet_paper(device: Any, smoke: bool) -> dict[str, Any]:
     import torch
 
@@ -69,7 +78,7 @@ def unet_paper(device: Any, smoke: bool) -> dict[str, Any]:
     x = torch.rand(cfg.batch_size, 1, side, side, device=device).contiguous(memory_format=torch.channels_last)
     y = (torch.rand_like(x) > 0.9).float()
     out: dict[str, Any] = {"side": side, "batch_size": cfg.batch_size, "arch": preset.model.arch}
-    for amp in (False, True):
+    for amp in (False, True) if device.type == "cuda" else (False,):
         autocast, scaler = _autocast(device, amp)
 
         def step(autocast=autocast, scaler=scaler) -> None:
@@ -85,18 +94,20 @@ def unet_paper(device: Any, smoke: bool) -> dict[str, Any]:
                 loss.backward()
                 opt.step()
 
-        out[f"step_ms_amp_{'on' if amp else 'off'}"] = round(1000 * _time_steps(step, device, 2, 3 if smoke else 20), 2)
+        out[f"step_ms_amp_{'on' if amp else 'off'}"] = round(
+            1000 * _time_steps(step, device, 1 if device.type != "cuda" else 2, _steps(device, smoke, 20)), 2
+        )
     steps_per_epoch = -(-preset.data.n_train // cfg.batch_size)  # the paper's 708 slices, batch 6
-    best = min(out["step_ms_amp_on"], out["step_ms_amp_off"]) / 1000
+    best = min(out.get("step_ms_amp_on", out["step_ms_amp_off"]), out["step_ms_amp_off"]) / 1000
     with torch.inference_mode():
         model.eval()
         xe = torch.rand(cfg.eval_batch_size, 1, side, side, device=device).contiguous(memory_format=torch.channels_last)
-        eval_s = _time_steps(lambda: model(xe), device, 1, 2 if smoke else 5) * -(-preset.data.n_test // len(xe))
+        eval_s = _time_steps(lambda: model(xe), device, 1, _steps(device, smoke, 5)) * -(-preset.data.n_test // len(xe))
     out |= {
         "steps_per_epoch": steps_per_epoch,
         "epoch_s": round(best * steps_per_epoch, 2),
         "projected_trial_s": round(best * steps_per_epoch * cfg.epochs + eval_s, 1),
-        "amp_speedup": round(out["step_ms_amp_off"] / out["step_ms_amp_on"], 2),
+        "amp_speedup": round(out["step_ms_amp_off"] / out["step_ms_amp_on"], 2) if "step_ms_amp_on" in out else None,
     }
     return out
 
@@ -127,7 +138,7 @@ def dcgan_paper(device: Any, smoke: bool) -> dict[str, Any]:
         g_loss.backward()
         opt_g.step()
 
-    seconds = _time_steps(step, device, 2, 3 if smoke else 30)
+    seconds = _time_steps(step, device, 2, _steps(device, smoke, 30))
     # The paper's fit: 300 epochs over its 708 tumour patches.
     return {
         "batch_size": batch,
@@ -154,7 +165,7 @@ def vqvae_paper(device: Any, smoke: bool) -> dict[str, Any]:
         loss.backward()
         opt.step()
 
-    seconds = _time_steps(step, device, 2, 3 if smoke else 50)
+    seconds = _time_steps(step, device, 2, _steps(device, smoke, 50))
     return {"updates_per_s": round(1 / seconds, 1), "vqvae_fit_projected_s": round(cfg.steps * seconds, 1)}
 
 
@@ -173,14 +184,17 @@ def tiny_study(device: Any, smoke: bool) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, on the CPU if no GPU: checks the script")
+    ap.add_argument(
+        "--cpu", action="store_true", help="full sizes on the CPU, a few steps each: the cost without a GPU"
+    )
     ap.add_argument("--out", type=Path, help="also write the JSON here")
     args = ap.parse_args(argv)
 
     import torch
 
-    cuda = torch.cuda.is_available()
-    if not cuda and not args.smoke:
-        print("gpu_check: no CUDA device here; run it on a GPU machine, or with --smoke", file=sys.stderr)
+    cuda = torch.cuda.is_available() and not args.cpu
+    if not cuda and not (args.smoke or args.cpu):
+        print("gpu_check: no CUDA device here; run it on a GPU machine, or with --smoke or --cpu", file=sys.stderr)
         return 2
     device = torch.device("cuda" if cuda else "cpu")
     result: dict[str, Any] = {
@@ -188,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "smoke": args.smoke,
+        "threads": None if cuda else torch.get_num_threads(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     for name, part in (("unet_paper", unet_paper), ("dcgan_paper", dcgan_paper), ("vqvae_paper", vqvae_paper)):

@@ -487,6 +487,43 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         ),
     ),
     Benchmark(
+        "paper_cpu",
+        "gpu_check.py",
+        args=("--cpu",),
+        quick_args=("--smoke",),
+        repeats=1,
+        timeout_s=900,
+        default=False,
+        note="the paper preset's parts at full size on this CPU, a few steps each (benchmarks/gpu_check.py --cpu); "
+        "runs only with --only paper_cpu",
+        metrics=(
+            Metric(
+                "paper_step_cpu",
+                "one training step of the paper preset's U-Net (VGG11 encoder, 512x512, batch 6, SGD) on this CPU",
+                "s",
+                lambda j: j["unet_paper"]["step_ms_amp_off"] / 1000,
+            ),
+            Metric(
+                "paper_trial_projected_cpu",
+                "a paper-preset trial projected from it: 40 epochs of the 708 training slices, then the test set",
+                "h",
+                lambda j: j["unet_paper"]["projected_trial_s"] / 3600,
+            ),
+            Metric(
+                "paper_dcgan_fit_projected_cpu",
+                "the paper's DCGAN fit (64x64, batch 128, 300 epochs of 708 patches) projected from timed steps",
+                "h",
+                lambda j: j["dcgan_paper"]["paper_fit_projected_s"] / 3600,
+            ),
+            Metric(
+                "paper_vqvae_fit_projected_cpu",
+                "the paper-sized VQ-VAE fit (width 256, 15,000 updates) projected from timed updates",
+                "h",
+                lambda j: j["vqvae_paper"]["vqvae_fit_projected_s"] / 3600,
+            ),
+        ),
+    ),
+    Benchmark(
         "ray",
         "bench_ray.py",
         quick_args=("--seeds", "1", "--set", "train.epochs=1"),
