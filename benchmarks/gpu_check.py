@@ -9,7 +9,10 @@ script itself works):
 2. the paper's DCGAN (64x64, batch 128): real patches per second through a full fit step;
 3. the VQ-VAE of the paper preset (64x64, batch 16): updates per second, and its projected fit;
 4. a tiny study end to end (`augforge bench --preset tiny --strategy flip`, the harness on this
-   machine), its wall time.
+   machine), its wall time;
+5. on a GPU only, the README's main job (`augforge bench --strategy dcgan`, the `quick` preset on the
+   embedded data) with an empty cache: its wall time and the two strategies' Dice, to compare with
+   the CPU figures (the same seeds; a GPU's arithmetic differs, so the digits may too).
 
 The networks train on random tensors of the right shapes: the cost of a step does not depend on
 what the pixels are, and no dataset has to be built. Prints one JSON object (and writes it to
@@ -27,6 +30,7 @@ the CPU, each timed over a few steps (mixed precision is a no-op there and is no
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import subprocess
@@ -36,6 +40,38 @@ import time
 import traceback
 from pathlib import Path
 from typing import Any
+
+
+def _machine(device: Any) -> dict[str, Any]:
+    """What ran the check: CPU model and cores, RAM, the GPU's memory and driver, Python and numpy."""
+    import os
+
+    import numpy
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError, StopIteration):
+        cpu = next(
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        )
+    out: dict[str, Any] = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+    }
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        out["ram_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    if device.type == "cuda":
+        out["gpu_memory_gib"] = round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1)
+        try:
+            smi = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]
+            out["driver"] = subprocess.run(smi, capture_output=True, text=True, timeout=30).stdout.strip() or None
+        except (OSError, subprocess.TimeoutExpired):
+            out["driver"] = None
+    return out
 
 
 def _sync(device: Any) -> None:
@@ -169,6 +205,32 @@ def vqvae_paper(device: Any, smoke: bool) -> dict[str, Any]:
     return {"updates_per_s": round(1 / seconds, 1), "vqvae_fit_projected_s": round(cfg.steps * seconds, 1)}
 
 
+def fit_repeat(device: Any, smoke: bool) -> dict[str, Any]:
+    """Is a DCGAN fit repeatable on this device? Two short fits (the same seed and patches) with torch's
+    deterministic algorithms on, as augforge fits generators, and two with them off; for each pair,
+    whether the generators' weights are bit-identical and their largest difference."""
+    import torch
+
+    from augforge.models.dcgan import DCGANConfig, train_dcgan
+    from augforge.seeding import deterministic, torch_generator
+
+    cfg = DCGANConfig(size=64, channels=2, epochs=1 if smoke else 3, batch_size=16 if smoke else 128, seed=0)
+    n = 64 if smoke else 768
+    data = torch.rand(n, 2, 64, 64, generator=torch_generator(1)) * 2 - 1
+
+    def fit() -> list[Any]:
+        g = train_dcgan(data, cfg, device=device.type, progress=False, log=lambda _m: None).generator
+        return [t.detach().cpu().clone() for t in g.state_dict().values()]
+
+    out: dict[str, Any] = {"epochs": cfg.epochs, "patches": n}
+    for mode in ("on", "off"):
+        with deterministic(mode == "on"):
+            a, b = fit(), fit()
+        diff = max(float((x.double() - y.double()).abs().max()) if x.numel() else 0.0 for x, y in zip(a, b))
+        out[f"deterministic_{mode}"] = {"identical": all(torch.equal(x, y) for x, y in zip(a, b)), "max_abs_diff": diff}
+    return out
+
+
 def tiny_study(device: Any, smoke: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         argv = [sys.executable, "-m", "augforge", "bench", "--preset", "tiny", "--strategy", "flip"]
@@ -181,6 +243,36 @@ def tiny_study(device: Any, smoke: bool) -> dict[str, Any]:
     return {"wall_s": round(wall, 1), "trials": 2}
 
 
+def main_job(device: Any, smoke: bool) -> dict[str, Any]:
+    """The README's main job from an empty cache: wall time, and each strategy's Dice from the leaderboard."""
+    import csv
+    import os
+
+    with tempfile.TemporaryDirectory() as tmp:
+        env = os.environ | {"AUGFORGE_CACHE": str(Path(tmp) / "cache")}
+        run = Path(tmp) / "run"
+        argv = [sys.executable, "-m", "augforge", "bench", "--strategy", "dcgan", "--out", str(run), "--no-progress"]
+        t0 = time.perf_counter()
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}")
+        with open(run / "leaderboard.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        trials = [json.loads(line) for line in (run / "trials.jsonl").read_text().splitlines() if line.strip()]
+    out: dict[str, Any] = {"wall_s": round(wall, 1)}
+    for row in rows:
+        out[row["strategy"]] = {
+            "dice": round(float(row["dice_mean"]), 4),
+            "ci95": [round(float(row["dice_ci95_low"]), 4), round(float(row["dice_ci95_high"]), 4)],
+            "p_vs_baseline": float(row["p_value_vs_baseline"]) if row["p_value_vs_baseline"] else None,
+        }
+    out["trial_s"] = {t["strategy"]: t["timings_s"] for t in trials}
+    out["trial_device"] = sorted({t["device_name"] for t in trials})
+    out["cuda_peak_mb"] = {t["strategy"]: t["memory"].get("cuda_peak_mb") for t in trials}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, on the CPU if no GPU: checks the script")
@@ -188,6 +280,13 @@ def main(argv: list[str] | None = None) -> int:
         "--cpu", action="store_true", help="full sizes on the CPU, a few steps each: the cost without a GPU"
     )
     ap.add_argument("--out", type=Path, help="also write the JSON here")
+    ap.add_argument(
+        "--only",
+        action="append",
+        choices=["unet_paper", "dcgan_paper", "vqvae_paper", "fit_repeat", "tiny_study", "main_job"],
+        help="run only this part (repeatable)",
+    )
+    ap.add_argument("--no-main-job", action="store_true", help="on a GPU, skip the README's main job (part 5)")
     args = ap.parse_args(argv)
 
     import torch
@@ -204,8 +303,17 @@ def main(argv: list[str] | None = None) -> int:
         "smoke": args.smoke,
         "threads": None if cuda else torch.get_num_threads(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": _machine(device),
     }
-    for name, part in (("unet_paper", unet_paper), ("dcgan_paper", dcgan_paper), ("vqvae_paper", vqvae_paper)):
+    parts = (
+        ("unet_paper", unet_paper),
+        ("dcgan_paper", dcgan_paper),
+        ("vqvae_paper", vqvae_paper),
+        ("fit_repeat", fit_repeat),
+    )
+    for name, part in parts:
+        if args.only and name not in args.only:
+            continue
         t0 = time.perf_counter()
         try:
             result[name] = part(device, args.smoke) | {"seconds": round(time.perf_counter() - t0, 1)}
@@ -213,10 +321,16 @@ def main(argv: list[str] | None = None) -> int:
             result[name] = {"skipped": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc(limit=3)}
         if cuda:
             torch.cuda.empty_cache()
-    try:
-        result["tiny_study"] = tiny_study(device, args.smoke)
-    except Exception as exc:  # noqa: BLE001 -- as above
-        result["tiny_study"] = {"skipped": f"{type(exc).__name__}: {exc}"}
+    if not args.only or "tiny_study" in args.only:
+        try:
+            result["tiny_study"] = tiny_study(device, args.smoke)
+        except Exception as exc:  # noqa: BLE001 -- as above
+            result["tiny_study"] = {"skipped": f"{type(exc).__name__}: {exc}"}
+    if cuda and not args.no_main_job and (not args.only or "main_job" in args.only):
+        try:
+            result["main_job"] = main_job(device, args.smoke)
+        except Exception as exc:  # noqa: BLE001 -- as above
+            result["main_job"] = {"skipped": f"{type(exc).__name__}: {exc}"}
     text = json.dumps(result, indent=1)
     print(text)
     if args.out is not None:

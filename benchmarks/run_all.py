@@ -26,6 +26,7 @@ that benchmark's last run fits in ``--budget`` seconds, so the suite stays withi
     python benchmarks/run_all.py --only training --only placement   # re-measure some, keep the rest
     python benchmarks/run_all.py --render           # rebuild the docs table from results.json
     python benchmarks/run_all.py --list             # the benchmarks and their metrics
+    python benchmarks/run_all.py --import-gpu benchmarks/gpu/nvidia-h200.json   # a GPU run, recorded
 """
 
 from __future__ import annotations
@@ -524,6 +525,73 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         ),
     ),
     Benchmark(
+        "gpu",
+        "gpu_check.py",
+        quick_args=("--smoke",),
+        repeats=1,
+        timeout_s=600,
+        default=False,
+        note="measured on a CUDA machine by benchmarks/gpu_check.py and recorded with --import-gpu (the "
+        "machine named in each entry); the raw output is in benchmarks/gpu/",
+        metrics=(
+            Metric(
+                "gpu_paper_step",
+                "one training step of the paper preset's U-Net (VGG11 encoder, 512x512, batch 6, SGD) on the "
+                "GPU with mixed precision, against the same step in fp32",
+                "ms",
+                lambda j: j["unet_paper"]["step_ms_amp_on"],
+                reference=lambda j: j["unet_paper"]["step_ms_amp_off"],
+                ratio=lambda j: j["unet_paper"]["amp_speedup"],
+                ratio_is="reference / value: mixed precision's speed-up",
+            ),
+            Metric(
+                "gpu_paper_trial_projected",
+                "a paper-preset trial projected from the faster step: 40 epochs of the 708 training slices, "
+                "then the test set",
+                "s",
+                lambda j: j["unet_paper"]["projected_trial_s"],
+            ),
+            Metric(
+                "gpu_paper_dcgan_fit",
+                "the paper's DCGAN (64x64, batch 128): real patches per second through a full fit step",
+                "patches/s",
+                lambda j: j["dcgan_paper"]["fit_img_per_s"],
+            ),
+            Metric(
+                "gpu_paper_dcgan_fit_projected",
+                "the paper's DCGAN fit (300 epochs of 708 patches) projected from it",
+                "s",
+                lambda j: j["dcgan_paper"]["paper_fit_projected_s"],
+            ),
+            Metric(
+                "gpu_paper_vqvae_fit_projected",
+                "the paper-sized VQ-VAE fit (width 256, 15,000 updates) projected from timed updates",
+                "s",
+                lambda j: j["vqvae_paper"]["vqvae_fit_projected_s"],
+            ),
+            Metric(
+                "gpu_tiny_study",
+                "`augforge bench --preset tiny --strategy flip` end to end (2 trials)",
+                "s",
+                lambda j: j["tiny_study"]["wall_s"],
+            ),
+            Metric(
+                "gpu_main_job_wall_time",
+                "the README's main job (`augforge bench --strategy dcgan`, quick preset) from an empty cache",
+                "s",
+                lambda j: j["main_job"]["wall_s"],
+            ),
+            Metric(
+                "gpu_fit_repeat_max_diff",
+                "two DCGAN fits with the same seed and patches (3 epochs): largest weight difference with "
+                "torch's deterministic algorithms on (as augforge fits), against off",
+                "",
+                lambda j: j["fit_repeat"]["deterministic_on"]["max_abs_diff"],
+                reference=lambda j: j["fit_repeat"]["deterministic_off"]["max_abs_diff"],
+            ),
+        ),
+    ),
+    Benchmark(
         "ray",
         "bench_ray.py",
         quick_args=("--seeds", "1", "--set", "train.epochs=1"),
@@ -1016,7 +1084,9 @@ def render_table(entries: Sequence[dict[str, Any]]) -> str:
         when = sorted({e.get("measured_at", "")[:10] for e in group} - {""})
         loads = [x for e in group for x in e.get("load_average_1min") or [] if x is not None]
         load = f"; 1-min load average at run starts {min(loads):.1f} to {max(loads):.1f}" if loads else ""
-        cores = f"{m.get('cores')} logical / {m.get('physical_cores') or '?'} physical cores"
+        cores = f"{m.get('cores')} logical" + (
+            f" / {m['physical_cores']} physical cores" if m.get("physical_cores") else " cores"
+        )
         lines.append(
             f"- {', '.join(when) or 'unknown date'}, {group[0].get('mode', 'full')} mode "
             f"({len(group)} metrics): {m.get('cpu', '?')}, {cores}, {m.get('ram_gib', '?')} GiB RAM, "
@@ -1075,6 +1145,50 @@ def print_summary(entries: Sequence[dict[str, Any]]) -> None:
 # Command line
 
 
+def import_gpu(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    """The ``gpu`` benchmark's entries from outputs of ``gpu_check.py`` made on a CUDA machine.
+
+    Several files are merged part by part (a later file's parts are added to the earlier ones');
+    the machine, versions and time are the first file's. A file without a CUDA device, or a smoke
+    or --cpu run, is refused: these entries stand for a GPU.
+    """
+    merged: dict[str, Any] = {}
+    for path in paths:
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise DataError(f"{path}: not found; give the JSON that gpu_check.py --out wrote") from None
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: not valid JSON ({exc}); give the JSON that gpu_check.py --out wrote") from None
+        if not isinstance(data, dict) or data.get("cuda") is None or data.get("smoke") or "machine" not in data:
+            raise DataError(
+                f"{path}: not the output of a full gpu_check.py run on a CUDA machine (needs 'cuda', 'machine' "
+                "and no smoke run)"
+            )
+        merged = {**data, **merged} if merged else dict(data)
+    first = json.loads(paths[0].read_text())
+    m = first["machine"]
+    driver = f", driver {m['driver']}" if m.get("driver") else ""
+    machine = {
+        "cpu": m.get("cpu"),
+        "cores": m.get("cores"),
+        "physical_cores": None,
+        "ram_gib": m.get("ram_gib"),
+        "gpu": f"{first['device']} ({m.get('gpu_memory_gib')} GiB{driver})",
+        "os": None,
+    }
+    versions = {"torch": first["torch"], "cuda": first["cuda"], "numpy": m.get("numpy"), "python": m.get("python")}
+    bench = next(b for b in BENCHMARKS if b.key == "gpu")
+    run = Run(output=merged, error=None, wall_s=0.0, load_before=None)
+    stamp = first.get("measured_at")
+    return [
+        make_entry(
+            metric, bench, [run], machine=machine, versions=versions, quick=False, runs_planned=1, measured_at=stamp
+        )
+        for metric in bench.metrics
+    ]
+
+
 def select(names: Sequence[str]) -> list[Benchmark]:
     """The benchmarks named (in suite order), or the default suite when ``names`` is empty."""
     if not names:
@@ -1123,6 +1237,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-docs", action="store_true", help="do not touch the markdown file")
     ap.add_argument("--render", action="store_true", help="only rebuild the markdown table from --out")
     ap.add_argument("--list", action="store_true", help="list the benchmarks and their metrics")
+    ap.add_argument(
+        "--import-gpu",
+        type=Path,
+        action="append",
+        metavar="FILE",
+        help="record the gpu benchmark from gpu_check.py output made on a CUDA machine (repeatable: parts merged)",
+    )
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
@@ -1138,6 +1259,15 @@ def main(argv: list[str] | None = None) -> int:
             docs = args.docs or DOCS_PATH
             update_markdown(docs, render_table(read_results(args.out or RESULTS_PATH)))
             print(f"table written to {docs}")
+            return 0
+
+        if args.import_gpu:
+            out = args.out or RESULTS_PATH
+            entries = merge_entries(read_results(out) if out.exists() else [], import_gpu(args.import_gpu))
+            write_results(out, entries)
+            if not args.no_docs:
+                update_markdown(args.docs or DOCS_PATH, render_table(entries))
+            print(f"gpu entries recorded in {out}")
             return 0
 
         benches = select(args.only)

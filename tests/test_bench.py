@@ -454,6 +454,39 @@ def test_a_shift_whose_sign_depends_on_the_seed_is_not_significant(tmp_path):
     assert float(csv_p["mixed"]) > 0.05 and float(csv_p["steady"]) < 0.05
 
 
+def test_one_seed_never_calls_a_difference(tmp_path):
+    # Every image gains 0.1 on the one training run: both tests give tiny p-values, but one run per
+    # strategy cannot show that another run (or the same seed on other hardware) would agree.
+    store = _fake_study(tmp_path, {"none": 0.0, "good": 0.1, "bad": -0.05}, seeds=(0,), n_images=40)
+    board = write_report(store, n_boot=1000)
+    by_name = {r.strategy: r for r in board.rows}
+    for name in ("good", "bad"):
+        row = by_name[name]
+        assert row.p_adjusted < 0.001 and row.p_boot_adjusted < 0.01  # the images alone are clear ...
+        assert row.one_seed and row.significant is False and not row.images_only  # ... no verdict
+    assert by_name["good"].separated_from_next is False
+    assert not by_name["none"].one_seed
+    report = store.report_path.read_text()
+    good_line = next(line for line in report.splitlines() if line.startswith("| ") and "`good`" in line)
+    assert "**n.s.** (one seed)" in good_line and "significant" not in good_line
+    # With a second seed that agrees, the same gain is called.
+    two = _fake_study(tmp_path / "two", {"none": 0.0, "good": 0.1}, seeds=(0, 1), n_images=40)
+    good = next(r for r in write_report(two, n_boot=1000).rows if r.strategy == "good")
+    assert good.significant and not good.one_seed
+
+
+def test_the_terminal_leaderboard_says_one_seed_calls_nothing(tmp_path):
+    from rich.console import Console
+
+    from augforge.cli.report import print_leaderboard
+
+    store = _fake_study(tmp_path, {"none": 0.0, "good": 0.1}, seeds=(0,), n_images=20)
+    console = Console(record=True, width=200)
+    print_leaderboard(write_report(store, n_boot=200), console)
+    text = console.export_text()
+    assert "n.s. (one seed)" in text and "--seeds 3" in text
+
+
 def test_leaderboard_separates_train_fractions(tmp_path):
     store = _fake_study(tmp_path, {"none": 0.0, "good": 0.1})
     for rec in list(store.records()):

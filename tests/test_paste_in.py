@@ -101,6 +101,25 @@ def test_the_base_caches_the_fit_by_what_changes_it(tiny, tmp_path, registry):
     assert np.array_equal(redo.patches_hu, first.patches_hu)  # same fit, same seed, same samples
 
 
+def test_every_generator_fit_runs_with_deterministic_algorithms(tiny, tmp_path, registry, monkeypatch):
+    # On a GPU a fit without them gives another generator each run (measured: benchmarks/gpu/); the
+    # base turns them on around any generator's fit, a third-party one's too, and restores the setting.
+    import torch
+
+    strategy = registry.create("mean-tumour")
+    seen: list[bool] = []
+    fit = type(strategy).fit_generator
+
+    def spy(self, *args, **kwargs):
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(strategy), "fit_generator", spy)
+    before = torch.are_deterministic_algorithms_enabled()
+    strategy.generate(list(tiny.train), _ctx(tiny, tmp_path), 4)
+    assert seen == [True] and torch.are_deterministic_algorithms_enabled() == before
+
+
 def test_without_healthy_slices_the_base_pastes_into_training_slices(tiny, tmp_path, registry):
     logs: list[str] = []
     made = registry.create("mean-tumour").generate(list(tiny.train), _ctx(tiny, tmp_path, healthy=False, logs=logs), 6)

@@ -249,3 +249,37 @@ def test_a_quick_run_is_marked_as_a_smoke_test(tmp_path):
     assert {e["mode"] for e in entries} == {"quick"}
     assert run_all.render_table(entries).startswith("**Smoke test (`--quick`)")
     assert "Smoke test" not in run_all.render_table(_suite([_fake_bench(tmp_path)]))
+
+
+def test_a_gpu_run_is_recorded_with_its_own_machine(tmp_path):
+    # The committed outputs of the one GPU run: the entries name that machine, not the one importing.
+    gpu = ROOT / "benchmarks" / "gpu"
+    entries = run_all.import_gpu([gpu / "nvidia-h200.json", gpu / "nvidia-h200-fit-repeat.json"])
+    by_name = {e["name"]: e for e in entries}
+    assert {e["benchmark"] for e in entries} == {"gpu"} and not any(e["error"] for e in entries)
+    step = by_name["gpu_paper_step"]
+    raw = json.loads((gpu / "nvidia-h200.json").read_text())
+    assert (
+        step["value"] == raw["unet_paper"]["step_ms_amp_on"]
+        and step["reference"] == raw["unet_paper"]["step_ms_amp_off"]
+    )
+    assert step["machine"]["gpu"].startswith(raw["device"]) and step["machine"]["cores"] == raw["machine"]["cores"]
+    assert step["measured_at"] == raw["measured_at"] and step["versions"]["torch"] == raw["torch"]
+    # The second file adds its part: the repeatability check.
+    fit = by_name["gpu_fit_repeat_max_diff"]
+    assert fit["value"] == 0.0 and fit["reference"] > 0
+    # Recorded through the command line: merged into the results file, the table rendered.
+    out, docs = tmp_path / "results.json", tmp_path / "performance.md"
+    docs.write_text(f"# x\n\n{run_all.BEGIN_MARK}\n{run_all.END_MARK}\n")
+    args = ["--import-gpu", str(gpu / "nvidia-h200.json"), "--out", str(out), "--docs", str(docs)]
+    assert run_all.main(args) == 0
+    assert "NVIDIA H200" in docs.read_text() and json.loads(out.read_text())[0]["benchmark"] == "gpu"
+
+
+def test_a_cpu_or_smoke_output_is_not_recorded_as_a_gpu_run(tmp_path):
+    smoke = tmp_path / "smoke.json"
+    smoke.write_text(json.dumps({"device": "cpu (x)", "cuda": None, "smoke": True, "machine": {}}))
+    with pytest.raises(DataError, match="not the output of a full gpu_check.py run on a CUDA machine"):
+        run_all.import_gpu([smoke])
+    with pytest.raises(DataError, match="not found"):
+        run_all.import_gpu([tmp_path / "missing.json"])

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from augforge.bench.stats import ALPHA, Comparison, Estimate, bootstrap_mean, compare_paired, holm_adjust
+from augforge.bench.stats import ALPHA, MIN_SEEDS, Comparison, Estimate, bootstrap_mean, compare_paired, holm_adjust
 from augforge.bench.store import ResultsStore, json_default
 from augforge.errors import DataError
 from augforge.strategy import BASELINE
@@ -85,8 +85,16 @@ class LeaderboardRow:
         Both tests must agree: the Wilcoxon test on the test images (given these seeds) *and* the
         two-level bootstrap, which also resamples the seeds. A shift that is consistent across images
         but whose sign depends on the seed is not called a difference: another training run could
-        reverse it."""
-        return None if self.vs_baseline is None else bool(self.p_adjusted < ALPHA and self.p_boot_adjusted < ALPHA)
+        reverse it. With fewer than MIN_SEEDS shared seeds no difference is called (see :attr:`one_seed`)."""
+        if self.vs_baseline is None:
+            return None
+        return bool(self.p_adjusted < ALPHA and self.p_boot_adjusted < ALPHA and not self.one_seed)
+
+    @property
+    def one_seed(self) -> bool:
+        """Compared with the baseline on a single shared seed: the tests see one training run of each,
+        so their p-values say nothing about another run, and no difference is called."""
+        return self.vs_baseline is not None and self.vs_baseline.n_seeds < MIN_SEEDS
 
     @property
     def p_value(self) -> float:
@@ -99,14 +107,15 @@ class LeaderboardRow:
         """The test images shift consistently with the seeds run (Wilcoxon), but the shift is not
         established across training runs (bootstrap over seeds): not significant; more seeds may
         settle it."""
-        return self.vs_baseline is not None and self.p_adjusted < ALPHA <= self.p_boot_adjusted
+        return self.vs_baseline is not None and not self.one_seed and self.p_adjusted < ALPHA <= self.p_boot_adjusted
 
     @property
     def separated_from_next(self) -> bool | None:
         """Differs from the next-ranked strategy, by the same two tests (None for the last of a context)."""
         if self.vs_next is None:
             return None
-        return bool(self.p_next_adjusted < ALPHA and self.p_next_boot_adjusted < ALPHA)
+        enough = self.vs_next.n_seeds >= MIN_SEEDS
+        return bool(self.p_next_adjusted < ALPHA and self.p_next_boot_adjusted < ALPHA and enough)
 
     def csv_row(self) -> list[str]:
         delta = "" if self.vs_baseline is None else f"{self.vs_baseline.delta:.6f}"

@@ -148,7 +148,10 @@ def render_markdown(
                 f"{ALPHA}; p is the larger of the two. **n.s.** marks a difference not shown; "
                 '"images only" means the test images shift consistently with the seeds run, but the '
                 "shift is not established across training runs (the bootstrap over seeds): more seeds "
-                'may settle it. "vs next" says whether a strategy is separated from the one ranked just below '
+                "may settle it. With one seed no difference is called, whatever p says (**n.s.** (one seed)): "
+                "both tests then see a single training run of each strategy, and another run, or the same "
+                "seed on other hardware, can reverse the sign; run at least 2 seeds (`--seeds 3`). "
+                '"vs next" says whether a strategy is separated from the one ranked just below '
                 "it (same tests, Holm across the adjacent pairs). Method: docs/statistics.md."
             ),
             "",
@@ -174,7 +177,15 @@ def render_markdown(
             elif c is None:
                 mark, delta, p, eff = "no baseline", "-", "-", "-"
             else:
-                mark = "significant" if r.significant else "**n.s.** (images only)" if r.images_only else "**n.s.**"
+                mark = (
+                    "significant"
+                    if r.significant
+                    else "**n.s.** (one seed)"
+                    if r.one_seed
+                    else "**n.s.** (images only)"
+                    if r.images_only
+                    else "**n.s.**"
+                )
                 delta = f"{c.delta:+.3f} [{c.low:+.3f}, {c.high:+.3f}]"
                 p = f"{fmt_p(r.p_value)} (Wilcoxon {fmt_p(r.p_adjusted)}, bootstrap {fmt_p(r.p_boot_adjusted)})"
                 eff = f"{c.rank_biserial:+.2f}"

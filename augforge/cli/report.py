@@ -37,7 +37,15 @@ def print_leaderboard(board: Leaderboard, console: Console) -> None:
             mark = (
                 "baseline"
                 if r.is_baseline
-                else ("" if c is None or r.significant else "n.s. (images only)" if r.images_only else "n.s.")
+                else (
+                    ""
+                    if c is None or r.significant
+                    else "n.s. (one seed)"
+                    if r.one_seed
+                    else "n.s. (images only)"
+                    if r.images_only
+                    else "n.s."
+                )
             )
             if r.beats_floor is False:  # the network earned nothing a fixed rule does not score
                 mark = f"{mark}; NOT ABOVE FLOOR" if mark else "NOT ABOVE FLOOR"
@@ -63,6 +71,12 @@ def print_leaderboard(board: Leaderboard, console: Console) -> None:
         console.print(table)
     for note in board.notes:
         console.print(f"note: {note}", markup=False)
+    if any(r.one_seed for r in board.rows):
+        console.print(
+            "note: one seed: no difference is called, since a single training run per strategy cannot show "
+            "that another run would agree; add --seeds 3 to test the differences",
+            markup=False,
+        )
     if board.failed:
         console.print(f"{len(board.failed)} trial(s) failed; see the report and run.log", markup=False)
 

@@ -399,7 +399,10 @@ class GeneratorStrategy(PasteInStrategy):
                 f"{self.name}: fitting generator {key} on {len(rois)} tumour patches of "
                 f"{len(set(rois.slice_ids))} training slices"
             )
-            model, facts = self.fit_generator(rois, ctx, folder=folder, scale=scale, state=state)
+            # torch's deterministic algorithms: on a GPU, a fit without them gives another generator
+            # each run (atomic adds in the convolutions' backward pass), and so other trial results.
+            with seeding.deterministic():
+                model, facts = self.fit_generator(rois, ctx, folder=folder, scale=scale, state=state)
             history = facts.get("history") or []
             meta = {
                 "strategy": self.name,
