@@ -84,6 +84,9 @@ class DataConfig(Section):
     consensus: int = setting(2, low=1)
     # LIDC per-slice crops: cut each crop at a random offset of up to this (docs/data.md)
     offset_px: int = setting(16, low=0)
+    # lidc-phantom's imaging model: "v4" (one simulated scanner, the published figures) or "ct" (CT
+    # physics at a training and a held-out site; docs/data.md, "Simulated CT physics")
+    physics: str = setting("v4", choices=("v4", "ct"))
 
     def check(self) -> None:
         parse_window(self.window)
@@ -92,7 +95,7 @@ class DataConfig(Section):
 #: Data settings that only shape one source's slices and labels. The source records them in its
 #: dataset fingerprint (and meta), which is part of every trial's identity; they stay out of the trial's
 #: settings so that a setting added for one source does not change the identity of trials on others.
-DATASET_ONLY = ("consensus", "offset_px")
+DATASET_ONLY = ("consensus", "offset_px", "physics")
 #: Settings added after trials were first recorded, with the value that reproduces what trials did
 #: before them: at that value a setting stays out of a trial's identity (earlier results still count),
 #: at any other it enters it.

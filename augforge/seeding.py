@@ -36,6 +36,7 @@ PATCH_POSITIONS = 2**31 - 1  # where training patches are cut (an epoch's order:
 PHANTOM_SPLITS = {"train": 1, "test": 2, "healthy": 3}  # a phantom slice: stream(seed, split, index)
 PHANTOM_FRACTIONS = 7  # the phantom's part-solid core fractions
 PHANTOM_PATIENTS = 0  # the phantom's patient-level draws
+PHANTOM_CT = 8  # lidc-phantom with physics "ct": stream(seed, PHANTOM_CT, split, index, part)
 
 
 def stream(seed: int, *keys: int) -> np.random.Generator:

@@ -7,6 +7,7 @@ workers, wall ~ CPU / W. ``AUGFORGE_DATA_WORKERS=1`` measures the single-process
 
     python benchmarks/bench_data.py                 # the default dataset (quick preset)
     python benchmarks/bench_data.py --preset tiny   # the tests' dataset
+    python benchmarks/bench_data.py --physics ct    # CT physics at two sites (every slice twice)
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def main() -> None:
     ap.add_argument("--preset", default="quick")
     ap.add_argument("--size", type=int)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--physics", choices=("v4", "ct"), default="v4", help="lidc-phantom's imaging model")
     args = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="augforge-bench-data-")
@@ -49,7 +51,7 @@ def main() -> None:
     from augforge.data.sources import lidc, load_dataset
 
     cfg = get_preset(args.preset).data
-    cfg = dataclasses.replace(cfg, seed=args.seed, **({"size": args.size} if args.size else {}))
+    cfg = dataclasses.replace(cfg, seed=args.seed, physics=args.physics, **({"size": args.size} if args.size else {}))
     n = cfg.n_train + cfg.n_test + cfg.n_healthy
     try:
         _, index_wall, index_cpu = _timed(lidc.read_nodules)
@@ -64,8 +66,10 @@ def main() -> None:
                 "dataset": ds.name,
                 "preset": args.preset,
                 "size": cfg.size,
+                "physics": args.physics,
                 "slices": n,
                 "train_test_healthy": [len(ds.train), len(ds.test), len(ds.healthy)],
+                "shifted_and_train_shifted": [len(ds.shifted), len(ds.train_shifted)],
                 # Cold = parse the LIDC annotations + generate + preprocess + write the cache.
                 "cold_build_s": round(index_wall + cold_wall, 2),
                 "cold_build_cpu_s": round(index_cpu + cold_cpu, 2),

@@ -525,6 +525,52 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         ),
     ),
     Benchmark(
+        "data_ct",
+        "bench_data.py",
+        args=("--physics", "ct"),
+        quick_args=("--preset", "tiny", "--physics", "ct"),
+        repeats=1,
+        timeout_s=300,
+        default=False,
+        note="lidc-phantom with data.physics ct: every training and test slice acquired at two sites; "
+        "runs only with --only data_ct",
+        metrics=(
+            Metric(
+                "dataset_ct_cold_build",
+                "lidc-phantom with CT physics at two sites, built from an empty cache (1,372 slices, 2,344 images)",
+                "s",
+                lambda j: j["cold_build_s"],
+                goal=Goal("value", "<=", 60),
+            ),
+            Metric(
+                "dataset_ct_reload",
+                "the same dataset loaded again from its cache",
+                "s",
+                lambda j: j["reload_s"],
+                goal=Goal("value", "<=", 3),
+            ),
+        ),
+    ),
+    Benchmark(
+        "data_ct_tiny",
+        "bench_data.py",
+        args=("--preset", "tiny", "--physics", "ct"),
+        quick_args=("--preset", "tiny", "--physics", "ct"),
+        repeats=3,
+        timeout_s=120,
+        default=False,
+        note="the tiny preset's dataset with data.physics ct (the tests'); runs only with --only data_ct_tiny",
+        metrics=(
+            Metric(
+                "dataset_ct_tiny_build",
+                "the tiny preset's dataset with CT physics, built from an empty cache",
+                "s",
+                lambda j: j["cold_build_s"],
+                goal=Goal("value", "<=", 2),
+            ),
+        ),
+    ),
+    Benchmark(
         "gpu",
         "gpu_check.py",
         quick_args=("--smoke",),

@@ -107,9 +107,10 @@ def solid_lidc_nodules(n: int = 2):
     return picks
 
 
-def commit_fake_trial(store, name: str, seed: int, values, *, config: dict | None = None) -> None:
+def commit_fake_trial(store, name: str, seed: int, values, *, config: dict | None = None, shifted_values=None) -> None:
     """Commit a finished trial ``NAME-SEED`` of strategy ``name`` to ``store`` whose per-image Dice are
-    ``values`` (hand-made results for ranking and report tests: image i has class LR2..LR4B in turn)."""
+    ``values`` (hand-made results for ranking and report tests: image i has class LR2..LR4B in turn);
+    ``shifted_values``: the same images' Dice at a held-out scanner site (ids ``imgNNN@held-out-site``)."""
     import numpy as np
 
     labels = ("LR2", "LR3", "LR4A", "LR4B")
@@ -147,4 +148,8 @@ def commit_fake_trial(store, name: str, seed: int, values, *, config: dict | Non
         "memory": {"peak_rss_mb": 100.0},
         "training": {"n_total": 10, "data_wait_share": 0.01},
     }
-    store.commit(record, rows)
+    shifted = [
+        {**row, "image": f"{row['image']}@held-out-site", "dice": float(v), "recall": float(v), "iou": float(v) / 2}
+        for row, v in zip(rows, shifted_values if shifted_values is not None else [])
+    ]
+    store.commit(record, rows, shifted)

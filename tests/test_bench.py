@@ -233,7 +233,8 @@ def test_trial_key_covers_config_and_dataset(dataset, plugin):
     from augforge.config import DATASET_ONLY
 
     for name in DATASET_ONLY:
-        value = getattr(tiny_preset().data, name) + 1
+        current = getattr(tiny_preset().data, name)
+        value = "ct" if name == "physics" else current + 1
         moved = plan_study(
             ["none"],
             preset=apply_overrides(tiny_preset(), {f"data.{name}": str(value)}),

@@ -173,6 +173,7 @@ class Leaderboard:
     contexts: list[tuple[float, str, str]] = field(default_factory=list)
     floors: dict[tuple[float, str, str], list[FloorRow]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # e.g. contexts whose floors are missing
+    shift: list[ShiftRow] = field(default_factory=list)  # held-out-site scores (shift_table), where any
 
     def best_floor(self, ctx: tuple[float, str, str]) -> FloorRow | None:
         return next((f for f in self.floors.get(ctx, []) if f.best), None)
@@ -432,3 +433,109 @@ def build_leaderboard(store: ResultsStore, *, n_boot: int = 10_000) -> Leaderboa
                 setattr(r, adjusted[0], float(p))
                 setattr(r, adjusted[1], float(pb))
     return board
+
+
+# -- the held-out scanner site --------------------------------------------------------------------
+@dataclass
+class ShiftRow:
+    """One strategy in one context, scored on the test slices as a held-out scanner site acquired them.
+
+    gap:             shifted minus in-domain Dice, paired by image and seed.
+    vs_baseline:     shifted Dice minus the baseline's shifted Dice (same images and seeds).
+    gap_vs_baseline: this strategy's gap minus the baseline's: does it lose less to the shift?
+    p_adjusted / p_boot_adjusted: vs_baseline's Wilcoxon and bootstrap p, Holm across the context's
+    strategies; a difference is called as in the leaderboard (both tests, at least MIN_SEEDS seeds).
+    """
+
+    strategy: str
+    label: str
+    context: tuple[float, str, str]
+    n_trials: int
+    in_domain: Estimate
+    shifted: Estimate
+    gap: Comparison
+    vs_baseline: Comparison | None = None
+    gap_vs_baseline: Comparison | None = None
+    p_adjusted: float = float("nan")
+    p_boot_adjusted: float = float("nan")
+    is_baseline: bool = False
+
+    @property
+    def one_seed(self) -> bool:
+        return self.vs_baseline is not None and self.vs_baseline.n_seeds < MIN_SEEDS
+
+    @property
+    def significant(self) -> bool | None:
+        if self.vs_baseline is None:
+            return None
+        return bool(self.p_adjusted < ALPHA and self.p_boot_adjusted < ALPHA and not self.one_seed)
+
+
+def _site_free(image_id: str) -> str:
+    """The in-domain id of a held-out-site image (``X@site`` -> ``X``)."""
+    return image_id.split("@", 1)[0]
+
+
+def _shifted_matrix(store: ResultsStore, recs: Sequence[dict[str, Any]], image_ids: list[str]) -> np.ndarray | None:
+    """(seeds, images) Dice of the trials on the held-out site, columns in ``image_ids`` (in-domain
+    ids) order; None when a trial has no held-out-site rows."""
+    out = []
+    for rec in recs:
+        by_image = {_site_free(r["image"]): r["dice"] for r in store.shifted_rows(rec["key"])}
+        if not by_image:
+            return None
+        if sorted(by_image) != image_ids:
+            raise DataError(
+                f"{store.per_image_shifted_path}: trial {rec['key']} was scored on other held-out-site "
+                "images than its in-domain test images; rerun it with --force"
+            )
+        out.append([by_image[i] for i in image_ids])
+    return np.asarray(out, dtype=np.float64)
+
+
+def shift_table(store: ResultsStore, board: Leaderboard, *, n_boot: int = 10_000) -> list[ShiftRow]:
+    """In-domain against held-out-site Dice for every leaderboard row whose trials were scored at a
+    held-out site; empty when none were (data acquired at one site)."""
+    out: list[ShiftRow] = []
+    matrices: dict[tuple, tuple[np.ndarray, np.ndarray, list[int]]] = {}
+    for row in board.rows:
+        recs = sorted(
+            (r for r in board.records if r["strategy"] == row.label and trial_context(r) == row.context),
+            key=lambda r: r["seed"],
+        )
+        inside, image_ids = _dice_matrix(store, recs)
+        shifted = _shifted_matrix(store, recs, image_ids)
+        if shifted is None:
+            continue
+        seeds = [int(r["seed"]) for r in recs]
+        matrices[(row.label, row.context)] = (inside, shifted, seeds)
+        out.append(
+            ShiftRow(
+                strategy=row.strategy,
+                label=row.label,
+                context=row.context,
+                n_trials=len(recs),
+                in_domain=row.dice,
+                shifted=bootstrap_mean(shifted, n_boot=n_boot),
+                gap=compare_paired(shifted, inside, n_boot=n_boot),
+                is_baseline=row.is_baseline,
+            )
+        )
+    for s in out:
+        base = matrices.get((BASELINE, s.context))
+        if base is None or s.is_baseline:
+            continue
+        inside, shifted, seeds = matrices[(s.label, s.context)]
+        if not set(seeds) & set(base[2]):
+            continue
+        s.vs_baseline = compare_paired(shifted, base[1], seeds_a=seeds, seeds_b=base[2], n_boot=n_boot)
+        s.gap_vs_baseline = compare_paired(
+            shifted - inside, base[1] - base[0], seeds_a=seeds, seeds_b=base[2], n_boot=n_boot
+        )
+    for ctx in {s.context for s in out}:
+        family = [s for s in out if s.context == ctx and s.vs_baseline is not None]
+        wilcoxon = holm_adjust([s.vs_baseline.p_wilcoxon for s in family])
+        bootstrap = holm_adjust([s.vs_baseline.p_bootstrap for s in family])
+        for s, p, pb in zip(family, wilcoxon, bootstrap):
+            s.p_adjusted, s.p_boot_adjusted = float(p), float(pb)
+    return out

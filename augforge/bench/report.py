@@ -12,7 +12,14 @@ from typing import Any
 
 from augforge.bench.curves import curve_rows, learning_curve_figure, subsample_unit
 from augforge.bench.figures import sample_grid_path, write_figures
-from augforge.bench.ranking import LEADERBOARD_COLUMNS, FloorRow, Leaderboard, build_leaderboard, trial_context
+from augforge.bench.ranking import (
+    LEADERBOARD_COLUMNS,
+    FloorRow,
+    Leaderboard,
+    build_leaderboard,
+    shift_table,
+    trial_context,
+)
 from augforge.bench.stats import ALPHA, fmt_p
 from augforge.bench.store import ResultsStore
 from augforge.fileio import atomic_write_text
@@ -106,6 +113,58 @@ def _per_seed_section(board: Leaderboard) -> list[str]:
         *_table(["strategy", *[f"seed {s}" for s in seeds], "spread"], body),
         "",
     ]
+
+
+def _shift_section(board: Leaderboard) -> list[str]:
+    """The held-out scanner site: in-domain and shifted Dice, the gap, and each strategy against the
+    baseline there (empty when no trial was scored at a held-out site)."""
+    if not board.shift:
+        return []
+    lines = [
+        "## At the held-out scanner site",
+        "",
+        (
+            "The same test slices acquired by a second, held-out scanner (sharper kernel, more noise, "
+            "thicker slices, another HU offset, larger patients; docs/data.md). No strategy saw that "
+            "site. Gap: held-out minus in-domain Dice on the same images and seeds. Δ at the held-out "
+            "site and its verdict use the leaderboard's tests (Holm across the table's strategies; no "
+            "difference is called on one seed). Gap vs baseline: the strategy's gap minus the "
+            "baseline's (positive: it loses less to the shift)."
+        ),
+        "",
+    ]
+    contexts = list(dict.fromkeys(s.context for s in board.shift))
+    for ctx in contexts:
+        body = []
+        for s in (x for x in board.shift if x.context == ctx):
+            if s.is_baseline or s.vs_baseline is None:
+                delta, verdict, gap_vs = "-", "baseline" if s.is_baseline else "no baseline", "-"
+            else:
+                c = s.vs_baseline
+                delta = f"{c.delta:+.3f} [{c.low:+.3f}, {c.high:+.3f}], p {fmt_p(max(s.p_adjusted, s.p_boot_adjusted))}"
+                verdict = "significant" if s.significant else "**n.s.** (one seed)" if s.one_seed else "**n.s.**"
+                g = s.gap_vs_baseline
+                gap_vs = f"{g.delta:+.3f} [{g.low:+.3f}, {g.high:+.3f}]"
+            g = s.gap
+            body.append(
+                [
+                    f"`{s.strategy}`",
+                    str(s.n_trials),
+                    f"{s.in_domain.mean:.3f}",
+                    f"{s.shifted.mean:.3f} [{s.shifted.low:.3f}, {s.shifted.high:.3f}]",
+                    f"{g.delta:+.3f} [{g.low:+.3f}, {g.high:+.3f}]",
+                    delta,
+                    verdict,
+                    gap_vs,
+                ]
+            )
+        if len(contexts) > 1:
+            recs = [r for r in board.records if trial_context(r) == ctx]
+            lines += [f"### {_context_heading(ctx, recs)}", ""]
+        header = ["strategy", "trials", "in-domain Dice", "held-out Dice [95% CI]", "gap [95% CI]"]
+        lines += _table([*header, "Δ vs baseline at held-out site", "vs baseline", "gap vs baseline"], body)
+        lines.append("")
+    return lines
 
 
 def render_markdown(
@@ -247,6 +306,7 @@ def render_markdown(
             "",
         ]
         lines += [f"Note: {n}" for n in board.notes] + ([""] if board.notes else [])
+        lines += _shift_section(board)
 
         lines += [
             "## Other metrics",
@@ -372,6 +432,7 @@ def write_report(store: ResultsStore | Path | str, *, n_boot: int = 10_000) -> L
     if not isinstance(store, ResultsStore):
         store = ResultsStore(store)
     board = build_leaderboard(store, n_boot=n_boot)
+    board.shift = shift_table(store, board, n_boot=n_boot)
     atomic_write_text(store.leaderboard_path, leaderboard_csv(board))
     figures = write_figures(board, store.figures_dir)
     curve = store.figures_dir / "learning_curve.png"

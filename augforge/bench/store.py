@@ -5,6 +5,8 @@ Files (all in the study folder):
 ``trials.jsonl``    one JSON record per finished trial (ok or failed): config, dataset fingerprint,
                     metric summary, per-class Dice, timings, memory, versions, device.
 ``per_image.csv``   one row per (trial, test image): class and every metric.
+``per_image_shifted.csv``  the same for the test slices acquired at a held-out scanner site, on
+                    data that have them (lidc-phantom with ``data.physics = "ct"``).
 ``floors.csv``      one row per (floor, test image) of the predictors that learn nothing
                     (:mod:`augforge.bench.floors`), per dataset and input setting (``key``).
 ``run.log``         what happened, with the traceback of every failed trial.
@@ -126,6 +128,7 @@ class ResultsStore:
         self.root = Path(root)
         self.trials_path = self.root / "trials.jsonl"
         self.per_image_path = self.root / "per_image.csv"
+        self.per_image_shifted_path = self.root / "per_image_shifted.csv"
         self.floors_path = self.root / "floors.csv"
         self.log_path = self.root / "run.log"
         self.leaderboard_path = self.root / "leaderboard.csv"
@@ -134,6 +137,7 @@ class ResultsStore:
         self.command_path = self.root / "command.md"  # the command line and environment of the last run
         self._records: dict[str, dict[str, Any]] = {}
         self._rows: dict[str, list[dict[str, Any]]] = {}
+        self._shifted: dict[str, list[dict[str, Any]]] = {}
         self._floors: dict[str, list[dict[str, Any]]] = {}
         self.load()
 
@@ -142,6 +146,7 @@ class ResultsStore:
         """(Re)read the folder. A malformed record or row is a DataError naming the file and line."""
         self._records.clear()
         self._rows.clear()
+        self._shifted.clear()
         self._floors.clear()
         for row in self._read_csv(self.floors_path, FLOOR_COLUMNS):
             self._floors.setdefault(row["key"], []).append(row)
@@ -171,9 +176,14 @@ class ResultsStore:
             self.per_image_path, PER_IMAGE_COLUMNS, "rerun with --force into a fresh --out folder"
         ):
             self._rows.setdefault(row["trial"], []).append(row)
+        for row in self._read_csv(
+            self.per_image_shifted_path, PER_IMAGE_COLUMNS, "rerun with --force into a fresh --out folder"
+        ):
+            self._shifted.setdefault(row["trial"], []).append(row)
         # Rows without a committed ok record belong to an interrupted or failed run: not results.
-        for key in [k for k in self._rows if self._records.get(k, {}).get("status") != "ok"]:
-            del self._rows[key]
+        for rows in (self._rows, self._shifted):
+            for key in [k for k in rows if self._records.get(k, {}).get("status") != "ok"]:
+                del rows[key]
 
     def _read_csv(
         self, path: Path, columns: tuple[str, ...], remedy: str = "delete the file, `augforge bench` writes it again"
@@ -218,6 +228,11 @@ class ResultsStore:
         """Per-image rows of a finished trial (empty for unknown or failed trials)."""
         return self._rows.get(key, [])
 
+    def shifted_rows(self, key: str) -> list[dict[str, Any]]:
+        """Per-image rows of a finished trial on the held-out site's test slices (empty where the data
+        have none)."""
+        return self._shifted.get(key, [])
+
     def finished(self, key: str) -> bool:
         """True when the trial ended ok and its per-image rows are stored: a resume skips it."""
         return self._records.get(key, {}).get("status") == "ok" and bool(self._rows.get(key))
@@ -255,19 +270,27 @@ class ResultsStore:
         finally:
             os.close(fd)  # closing the descriptor releases the lock
 
-    def commit(self, record: dict[str, Any], rows: Iterable[dict[str, Any]] = ()) -> None:
-        """Store a finished trial (replacing an earlier record with the same key): rows first, then
-        the record, each file replaced atomically."""
+    def commit(
+        self, record: dict[str, Any], rows: Iterable[dict[str, Any]] = (), shifted: Iterable[dict[str, Any]] = ()
+    ) -> None:
+        """Store a finished trial (replacing an earlier record with the same key): rows first (the
+        held-out site's too), then the record, each file replaced atomically."""
         key = record["key"]
-        rows = list(rows)
-        if rows or key in self._rows:
-            if rows:
-                self._rows[key] = rows
-            else:
-                self._rows.pop(key, None)
-            self._write_rows()
+        for table, new_rows, write in (
+            (self._rows, list(rows), self._write_rows),
+            (self._shifted, list(shifted), self._write_shifted),
+        ):
+            if new_rows or key in table:
+                if new_rows:
+                    table[key] = new_rows
+                else:
+                    table.pop(key, None)
+                write()
         self._records[key] = _clean_nan(record)
         self._write_records()
+
+    def _write_shifted(self) -> None:
+        atomic_write_text(self.per_image_shifted_path, _csv_text(PER_IMAGE_COLUMNS, self._shifted.values()))
 
     def _write_rows(self) -> None:
         atomic_write_text(self.per_image_path, _csv_text(PER_IMAGE_COLUMNS, self._rows.values()))

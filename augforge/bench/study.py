@@ -122,7 +122,7 @@ def run_study(
     store.log(f"study: {len(todo)} trials to run, {result.skipped} already finished")
 
     def on_result(outcome: TrialOutcome) -> None:
-        store.commit(outcome.record, outcome.rows)
+        store.commit(outcome.record, outcome.rows, outcome.shifted_rows)
         for line in outcome.log_lines:
             store.log(line)
         result.outcomes.append(outcome)

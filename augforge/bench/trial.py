@@ -133,6 +133,7 @@ class TrialOutcome:
     record: dict[str, Any]
     rows: list[dict[str, Any]] = field(default_factory=list)
     log_lines: list[str] = field(default_factory=list)
+    shifted_rows: list[dict[str, Any]] = field(default_factory=list)  # the held-out site's test slices
 
     @property
     def ok(self) -> bool:
@@ -396,6 +397,8 @@ def run_trial(trial: Trial, dataset: Dataset, env: TrialEnv) -> TrialOutcome:
         )
         t_eval = time.perf_counter()
         rows = evaluate(model, dataset.test, cfg, device=env.device, progress=env.progress)
+        # Data acquired at a second, held-out scanner site: the same test slices as that site sees them.
+        shifted = evaluate(model, dataset.shifted, cfg, device=env.device) if dataset.shifted else []
         eval_s = time.perf_counter() - t_eval
         threads = torch.get_num_threads()
 
@@ -409,6 +412,7 @@ def run_trial(trial: Trial, dataset: Dataset, env: TrialEnv) -> TrialOutcome:
             "n_train": len(dataset.train),
             "n_test": len(dataset.test),
             "n_healthy": len(dataset.healthy),
+            **({"n_shifted": len(dataset.shifted)} if dataset.shifted else {}),
         },
         "metrics": {k: v for k, v in summary.items() if k != "per_class"},
         "per_class": summary["per_class"],
@@ -430,22 +434,31 @@ def run_trial(trial: Trial, dataset: Dataset, env: TrialEnv) -> TrialOutcome:
             "evaluate": round(eval_s, 2),
             "total": round(time.perf_counter() - t0, 2),
         },
+        **({"shifted": _shifted_summary(shifted)} if shifted else {}),
         "memory": memory.as_dict(),
         **_environment(env.device, threads),
         "started_at": started,
         "finished_at": utc_stamp(),
     }
-    rows = [
-        {
-            "trial": trial.key,
-            "strategy": record["strategy"],
-            "seed": trial.seed,
-            "train_fraction": trial.train_fraction,
-            **r,
-        }
-        for r in rows
-    ]
-    return TrialOutcome(key=trial.key, status="ok", record=record, rows=rows)
+    head = {
+        "trial": trial.key,
+        "strategy": record["strategy"],
+        "seed": trial.seed,
+        "train_fraction": trial.train_fraction,
+    }
+    return TrialOutcome(
+        key=trial.key,
+        status="ok",
+        record=record,
+        rows=[{**head, **r} for r in rows],
+        shifted_rows=[{**head, **r} for r in shifted],
+    )
+
+
+def _shifted_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """A trial's scores on the held-out site's test slices: the mean metrics and Dice per class."""
+    summary = summarise_rows(rows)
+    return {"metrics": {k: v for k, v in summary.items() if k != "per_class"}, "per_class": summary["per_class"]}
 
 
 def failed_outcome(

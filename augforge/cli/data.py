@@ -13,6 +13,7 @@ from rich.table import Table
 
 from augforge.config import DEFAULT_PRESET, DataConfig, get_preset
 from augforge.data.records import LUNG_RADS_CLASSES
+from augforge.errors import UsageError
 
 data_app = typer.Typer(
     name="data",
@@ -32,6 +33,9 @@ _WINDOW = typer.Option(
 )
 _CLAHE = typer.Option(None, "--clahe/--no-clahe", help="CLAHE after normalisation.")
 _SOURCE = typer.Argument(..., help="lidc-phantom, or a dataset path.")
+_PHYSICS = typer.Option(
+    None, "--physics", help="lidc-phantom's imaging model: v4 (default) or ct (CT physics at two scanner sites)."
+)
 _JSON = typer.Option(False, "--json", help="Machine-readable output.")
 _SLICES = typer.Option(False, "--slices", help="Also list every slice with its provenance (JSON).")
 _OUT = typer.Option(..., "--out", help="PNG file to write.")
@@ -49,9 +53,13 @@ def data_config(
     seed: int | None = None,
     window: str | None = None,
     clahe: bool | None = None,
+    physics: str | None = None,
 ) -> DataConfig:
     """The preset's DataConfig with ``source`` and every option that was given."""
+    if physics is not None and physics not in ("v4", "ct"):
+        raise UsageError(f"--physics {physics}: choose v4 or ct")
     given = {
+        "physics": physics,
         "size": size,
         "n_train": n_train,
         "n_test": n_test,
@@ -80,9 +88,10 @@ def build_cmd(
     seed: int | None = _SEED,
     window: str | None = _WINDOW,
     clahe: bool | None = _CLAHE,
+    physics: str | None = _PHYSICS,
 ) -> None:
     """Build the embedded lidc-phantom dataset into the cache (a no-op when already built)."""
-    cfg = data_config("lidc-phantom", preset, size, n_train, n_test, n_healthy, seed, window, clahe)
+    cfg = data_config("lidc-phantom", preset, size, n_train, n_test, n_healthy, seed, window, clahe, physics)
     t0 = time.perf_counter()
     ds = _load(cfg, allow_pickle=False)
     typer.echo(
@@ -103,11 +112,12 @@ def info_cmd(
     n_test: int | None = _N_TEST,
     n_healthy: int | None = _N_HEALTHY,
     seed: int | None = _SEED,
+    physics: str | None = _PHYSICS,
 ) -> None:
     """Counts per split and class, shapes, spacing, HU ranges and provenance of a dataset."""
     from augforge.data.display.summary import slice_records, summarize
 
-    cfg = data_config(source, preset, size, n_train, n_test, n_healthy, seed)
+    cfg = data_config(source, preset, size, n_train, n_test, n_healthy, seed, physics=physics)
     ds = _load(cfg, allow_pickle)
     facts = summarize(ds)
     if with_slices:
@@ -173,13 +183,28 @@ def preview_cmd(
     preset: str = _PRESET,
     size: int | None = _SIZE,
     seed: int | None = _SEED,
+    physics: str | None = _PHYSICS,
+    site: str = typer.Option(
+        "train", "--site", help="On two-site data (--physics ct): the training site, or the held-out site's view."
+    ),
 ) -> None:
     """A PNG grid: a row per Lung-RADS class, lung window, tumour outlines and a zoom on each."""
     from augforge.data.display.preview import check_output, save_preview
+    from augforge.data.records import Dataset
 
+    if site not in ("train", "held-out"):
+        raise UsageError(f"--site {site}: choose train or held-out")
     check_output(out)
-    cfg = data_config(source, preset, size=size, seed=seed)
-    path = save_preview(_load(cfg, allow_pickle), out, per_class=per_class)
+    cfg = data_config(source, preset, size=size, seed=seed, physics=physics)
+    ds = _load(cfg, allow_pickle)
+    title = None
+    if site == "held-out":
+        if not ds.shifted:
+            raise UsageError(f"--site held-out: {ds.name} was acquired at one site; give --physics ct")
+        # The same nodules as the training-site preview picks, as the held-out scanner acquired them.
+        ds = Dataset(ds.name, ds.train_shifted, ds.shifted, [], ds.meta, ds.fingerprint)
+        title = f"{ds.name}, held-out scanner site: the same nodules; lung window L-600 W1500; red = tumour mask"
+    path = save_preview(ds, out, per_class=per_class, title=title)
     typer.echo(str(path))
 
 

@@ -69,6 +69,24 @@ def print_leaderboard(board: Leaderboard, console: Console) -> None:
                 "learns nothing" if f.best else ("readers agree" if f.kind == "ceiling" else ""),
             )
         console.print(table)
+    if board.shift:
+        table = Table(title="at the held-out scanner site (same test slices)", title_justify="left")
+        for name, justify in (("strategy", "left"), ("in-domain", "right"), ("held-out [95% CI]", "right")):
+            table.add_column(name, justify=justify, overflow="fold")
+        for name in ("gap", "Δ none", ""):
+            table.add_column(name, justify="right" if name else "left", no_wrap=True)
+        for r in board.shift:
+            c = r.vs_baseline
+            mark = "baseline" if r.is_baseline else ("" if c is None or r.significant else "n.s.")
+            table.add_row(
+                r.strategy,
+                f"{r.in_domain.mean:.3f}",
+                f"{r.shifted.mean:.3f} [{r.shifted.low:.3f}, {r.shifted.high:.3f}]",
+                f"{r.gap.delta:+.3f}",
+                "-" if c is None else f"{c.delta:+.3f}",
+                mark,
+            )
+        console.print(table)
     for note in board.notes:
         console.print(f"note: {note}", markup=False)
     if any(r.one_seed for r in board.rows):

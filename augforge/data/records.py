@@ -80,6 +80,9 @@ class Dataset:
     """A train/test split plus a pool of healthy slices (canvases for synthesis).
 
     The test split is for evaluation only: strategies receive ``train`` and ``healthy``, never ``test``.
+    Data simulated at two scanner sites (lidc-phantom, physics "ct") also carry ``shifted``, the test
+    slices acquired at a held-out site (paired with ``test`` slice by slice), and ``train_shifted``,
+    the training slices acquired there (for the data-oracle control only); strategies see neither.
     """
 
     name: str
@@ -88,10 +91,14 @@ class Dataset:
     healthy: list[Slice] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
+    shifted: list[Slice] = field(default_factory=list)
+    train_shifted: list[Slice] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.fingerprint:
-            self.fingerprint = fingerprint_slices(self.train + self.test + self.healthy)
+            self.fingerprint = fingerprint_slices(
+                self.train + self.test + self.healthy + self.shifted + self.train_shifted
+            )
 
 
 def fingerprint_slices(slices: list[Slice]) -> str:

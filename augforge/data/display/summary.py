@@ -10,6 +10,8 @@ import numpy as np
 from augforge.data.records import LUNG_RADS_CLASSES, Dataset, Slice
 
 SPLITS = ("train", "test", "healthy")
+#: Data acquired at two scanner sites also hold these (Dataset attribute -> split name).
+SITE_SPLITS = {"shifted": "shifted", "train_shifted": "train-shifted"}
 
 
 def _percentiles(values: np.ndarray, qs: tuple[float, ...]) -> list[float]:
@@ -29,14 +31,15 @@ def slice_records(ds: Dataset) -> list[dict[str, Any]]:
             "tumour_pixels": int(s.mask.sum()),
             "provenance": s.provenance,
         }
-        for split in SPLITS
-        for s in getattr(ds, split)
+        for split, attr in [*((k, k) for k in SPLITS), *((v, k) for k, v in SITE_SPLITS.items())]
+        for s in getattr(ds, attr)
     ]
 
 
 def summarize(ds: Dataset) -> dict[str, Any]:
     """Counts per split and class, shapes, spacing, HU ranges, tumour sizes, provenance summary."""
     parts: dict[str, list[Slice]] = {"train": ds.train, "test": ds.test, "healthy": ds.healthy}
+    parts |= {name: getattr(ds, attr) for attr, name in SITE_SPLITS.items() if getattr(ds, attr)}
     every = [s for k in SPLITS for s in parts[k]]
     counts = {
         k: {c: n for c, n in sorted(Counter(s.label for s in v).items(), key=lambda kv: LUNG_RADS_CLASSES.index(kv[0]))}

@@ -46,7 +46,8 @@ from augforge.fileio import atomic_write_text, atomic_write_with, file_sha256, r
 #: 2: the lung field is computed from the image alone (format 1 added the tumour mask to it).
 #: 3: checksums of every file and of the records, verified at load.
 FORMAT_VERSION = 3
-SPLITS = ("train", "test", "healthy")
+#: "shifted" and "train-shifted": lidc-phantom with physics "ct", the held-out site (phantom.CT_SPLITS).
+SPLITS = ("train", "test", "healthy", "shifted", "train-shifted")
 
 
 def cache_root() -> Path:
@@ -321,6 +322,8 @@ def to_dataset(stack: SliceStack, images_: np.ndarray, name: str) -> Dataset:
         train=parts["train"],
         test=parts["test"],
         healthy=parts["healthy"],
+        shifted=parts["shifted"],
+        train_shifted=parts["train-shifted"],
         meta=dict(stack.meta),
         fingerprint=stack.fingerprint,
     )

@@ -48,7 +48,11 @@ def _phantom_key(cfg: DataConfig) -> dict[str, Any]:
         "n_healthy": cfg.n_healthy,
         "seed": cfg.seed,
         "lidc": [st.st_size, int(st.st_mtime)],
-    }
+    } | (
+        {}
+        if cfg.physics == "v4"
+        else {"physics": cfg.physics, "ct_version": phantom.CT_VERSION, "physics_card": phantom.scanner.card()}
+    )
 
 
 def detect(path: Path) -> str:
@@ -103,7 +107,9 @@ def load_dataset(cfg: DataConfig, *, allow_pickle: bool = False, progress: bool 
         key = _phantom_key(cfg)
 
         def build() -> cache.SliceStack:
-            return phantom.build(cfg.size, cfg.n_train, cfg.n_test, cfg.n_healthy, cfg.seed, progress=progress)
+            return phantom.build(
+                cfg.size, cfg.n_train, cfg.n_test, cfg.n_healthy, cfg.seed, progress=progress, physics=cfg.physics
+            )
     else:
         path = Path(source).expanduser()
         kind = detect(path)

@@ -429,3 +429,52 @@ def finish(hu: np.ndarray, spacing_mm: float, rng: np.random.Generator, noise_hu
     np.copyto(out, np.float32(PADDING_HU), where=padding)
     np.clip(out, -1024, 3071, out=out)
     return np.rint(out) + np.float32(0.0)  # + 0 turns rint's -0.0 into 0.0
+
+
+def add_vessel_sections(chest: ChestSlice, spacing_mm: float, rng: np.random.Generator) -> int:
+    """Add the larger pulmonary vessels cut across (``data.physics = "ct"``): round or, where cut
+    obliquely, oval cross-sections 1-10 mm across, the widest near the hila and thinning towards
+    the pleura, filled with blood (partial volume at their edges, drawn on a 2x grid). They are what
+    makes nodule segmentation on a single slice hard: a bright round blob of a nodule's size.
+    Modifies ``chest.hu`` in place (inside the lungs only); returns how many were drawn."""
+    lungs = chest.lung
+    size = lungs.shape[0]
+    blood = float(chest.params.get("blood_hu", 40.0))
+    v = _axis(size)
+    cov = np.zeros((2 * size, 2 * size), np.float32)
+    paint = _Painter(cov, spacing_mm / 2)
+    drawn = 0
+    for side in (-1, 1):
+        half = lungs[:, : size // 2] if side < 0 else lungs[:, size // 2 :]
+        rows, cols = np.nonzero(half)
+        if len(rows) < 10:
+            continue
+        cols = cols + (0 if side < 0 else size // 2)
+        # The hilum: the medial edge of this lung at the height of its centroid.
+        cy = float(rows.mean())
+        near = np.abs(rows - cy) < max(3, size // 40)
+        mx = cols[near].max() if side < 0 else cols[near].min()
+        hx, hy = float(v[int(mx)]), float(v[int(round(cy))])
+        # About one per 5 cm^2 of lung, at uniformly drawn lung pixels, thinning outwards.
+        n = int(len(rows) * spacing_mm**2 / 500.0)
+        pick = rng.integers(0, len(rows), n)
+        for r, c in zip(rows[pick], cols[pick]):
+            x, y = float(v[c]), float(v[r])
+            dist = math.hypot(x - hx, y - hy)
+            diameter = max(1.0, rng.uniform(2.0, 10.0) * math.exp(-dist / 70.0))
+            elong = rng.uniform(1.0, 1.6)  # an oblique cut: long along the direction to the hilum
+            angle = math.degrees(math.atan2(y - hy, x - hx))
+            paint.ellipse(x, y, 0.5 * diameter * elong, 0.5 * diameter, angle, 1.0)
+            drawn += 1
+        # The lobar and segmental vessels next to the hilum (2-4 a lung): 5-8 mm across, often cut obliquely.
+        near_hilum = np.hypot(v[cols] - hx, v[rows] - hy)
+        pool = np.flatnonzero((near_hilum > 8.0) & (near_hilum < 45.0))
+        for j in rng.choice(pool, size=min(len(pool), int(rng.integers(2, 5))), replace=False) if len(pool) else ():
+            x, y = float(v[cols[j]]), float(v[rows[j]])
+            diameter = rng.uniform(5.0, 8.0)
+            angle = math.degrees(math.atan2(y - hy, x - hx))
+            paint.ellipse(x, y, 0.5 * diameter * rng.uniform(1.2, 2.2), 0.5 * diameter, angle, 1.0)
+            drawn += 1
+    share = cv2.resize(cov, (size, size), interpolation=cv2.INTER_AREA) * lungs
+    chest.hu += share * (np.float32(blood) - chest.hu)
+    return drawn

@@ -21,6 +21,7 @@ import numpy as np
 
 from augforge.data.sources.anatomy import smooth_noise
 from augforge.data.sources.lidc import LidcNodule, Outline
+from augforge.data.sources.scanner import partial_volume
 
 #: A tumour mask never has fewer pixels: smaller nodules are drawn enlarged (``render_scale > 1``).
 MIN_MASK_PIXELS = 4
@@ -139,6 +140,23 @@ def choose_centre(
     return (float(c) + rng.uniform(-0.5, 0.5), float(r) + rng.uniform(-0.5, 0.5)), fits
 
 
+def choose_touching_centre(
+    lung: np.ndarray, radius: float, preferred: tuple[float, float], rng: np.random.Generator
+) -> tuple[tuple[float, float], bool]:
+    """Like :func:`choose_centre`, but the nodule touches the pleura: a centre whose distance to the
+    lung's edge is about ``radius`` (within a pixel). Falls back to :func:`choose_centre` where no
+    such place exists."""
+    dist = cv2.distanceTransform(lung.astype(np.uint8), cv2.DIST_L2, 5)
+    ok = (dist >= radius - 0.5) & (dist <= radius + 1.0)
+    if not ok.any():
+        return choose_centre(lung, radius, preferred, rng)
+    rows, cols = np.nonzero(ok)
+    d = np.hypot(cols - preferred[0], rows - preferred[1])
+    near = np.flatnonzero(d <= d.min() + 0.08 * lung.shape[0])
+    i = int(near[rng.integers(len(near))])
+    return (float(cols[i]) + rng.uniform(-0.3, 0.3), float(rows[i]) + rng.uniform(-0.3, 0.3)), True
+
+
 def render(
     hu: np.ndarray,
     nodule: LidcNodule,
@@ -147,14 +165,19 @@ def render(
     scale: float,
     rng: np.random.Generator,
     solid_fraction: float | None,
+    slab: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Draw ``nodule`` into ``hu`` (H, W float32 HU, modified in place); return its mask (H, W) uint8.
 
     spacing:        phantom pixel spacing, mm; centre: (x, y) pixels; scale: see :func:`visible_scale`.
     solid_fraction: the solid core's share of the diameter for textures 3 and 4 (0.5 when None).
+    slab:           (thickness, offset) in mm: draw the nodule as a slab of that thickness, centred
+                    that far from the nodule's centre, sees it (partial volume, scanner.partial_volume);
+                    None: an infinitely thin slice through its centre. The mask is the outline either way.
     """
     fp = rasterise(nodule.outline, nodule.spacing_mm, spacing, centre, hu.shape, scale)
     h, w = fp.coverage.shape
+    seen = fp.coverage if slab is None else partial_volume(fp.coverage, spacing, *slab)
     frame = (fp.row0, fp.col0, h, w)
     crop = hu[fp.row0 : fp.row0 + h, fp.col0 : fp.col0 + w]
     mask = np.zeros(hu.shape, np.uint8)
@@ -171,17 +194,19 @@ def render(
     if texture <= 4:
         # Ground glass: hazy, soft-edged, and only brightening, so vessels stay visible through it.
         level = rng.uniform(-650, -400) if texture == 1 else rng.uniform(-550, -250)
-        alpha = blurred(fp.coverage, 1.0 if texture <= 2 else 0.6) * rng.uniform(0.85, 1.0)
+        alpha = blurred(seen, 1.0 if texture <= 2 else 0.6) * rng.uniform(0.85, 1.0)
         crop += alpha * np.maximum(level + heterogeneity(40.0) - crop, 0.0)
     if texture >= 3:
         if texture == 5:
-            core = fp.coverage
+            core = seen
         else:
             frac = 0.5 if solid_fraction is None else solid_fraction
             core = rasterise(
                 nodule.outline, nodule.spacing_mm, spacing, centre, hu.shape, scale * frac, frame=frame
             ).coverage
-            core = np.minimum(core, fp.coverage)
+            if slab is not None:
+                core = partial_volume(core, spacing, *slab)
+            core = np.minimum(core, seen)
         # Solid tissue replaces what lies beneath; its edge is sharp but for partial volume.
         solid = rng.uniform(10, 60) + heterogeneity(12.0)
         crop += blurred(core, 0.3) * (solid - crop)

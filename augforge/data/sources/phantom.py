@@ -29,7 +29,7 @@ from augforge import seeding
 from augforge.data.processing import lungrads, parallel
 from augforge.data.processing.cache import SliceStack
 from augforge.data.processing.lungfield import lung_field
-from augforge.data.sources import anatomy, lidc, nodule
+from augforge.data.sources import anatomy, lidc, nodule, scanner
 from augforge.errors import DataError
 
 NAME = "lidc-phantom"
@@ -158,6 +158,65 @@ def _tumour_slice(
     return hu, mask, facts
 
 
+#: physics "ct": share of nodules placed against the pleura (about 40% of nodules touch it in
+#: screening CT, docs/data.md).
+PLEURAL_SHARE = 0.4
+PHYSICS = ("v4", "ct")
+#: Bump whenever a change to the "ct" path (here, scanner.py, anatomy.add_vessel_sections, the
+#: nodule's partial volume) changes its arrays; v4's arrays are GENERATOR_VERSION's.
+CT_VERSION = 4
+
+
+def _ct_tumour_slice(
+    size: int, cand: Candidate, srng: np.random.Generator, key: tuple[int, ...], sites: tuple[str, ...]
+) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, Any]]:
+    """Physics "ct": one nodule in one anatomy, acquired at each of ``sites``. Returns
+    ({site: hu (H, W) float32}, mask (H, W) uint8, facts). The anatomy and the nodule's appearance
+    are the same at every site; each site has its own slice position (partial volume), kernel,
+    noise and HU offset. ``key`` seeds the per-site streams: stream(*key, part)."""
+    spacing = anatomy.FOV_MM / size
+    nod = cand.nodule
+    scale = nodule.visible_scale(nod.outline, nod.spacing_mm, spacing)
+    radius = nodule.radius_px(nod.outline, nod.spacing_mm, spacing, scale)
+    cx, cy = nod.centroid_px
+    pref = [((v - 255.5) * nod.spacing_mm + srng.normal(0, 10.0)) / spacing + size / 2 - 0.5 for v in (cx, cy)]
+    pleural = bool(srng.random() < PLEURAL_SHARE)
+    choose = nodule.choose_touching_centre if pleural else nodule.choose_centre
+    for _ in range(4):
+        chest = anatomy.chest_slice(size, srng)
+        n_vessels = anatomy.add_vessel_sections(chest, spacing, srng)
+        centre, fits = choose(chest.lung, radius, (pref[0], pref[1]), srng)
+        if fits:
+            break
+    while (
+        nodule.rasterise(nod.outline, nod.spacing_mm, spacing, centre, chest.hu.shape, scale).mask.sum()
+        < nodule.MIN_MASK_PIXELS
+    ):
+        scale *= 1.1
+    width = float(chest.params["body_mm"][0])
+    images: dict[str, np.ndarray] = {}
+    mask = None
+    for k, name in enumerate(sites):
+        site = scanner.SITES[name]
+        place = seeding.stream(*key, 2 * k + 1)  # this site's slice position relative to the nodule
+        offset = float(place.uniform(-0.5, 0.5) * site.slice_mm)
+        hu = chest.hu.copy()
+        # The same draws for the nodule's own texture at every site: one object, several scanners.
+        mask = nodule.render(
+            hu, nod, spacing, centre, scale, seeding.stream(*key, 0), cand.solid_fraction, slab=(site.slice_mm, offset)
+        )
+        images[name] = scanner.acquire(hu, spacing, site, seeding.stream(*key, 2 * k + 2), width)
+    facts = {
+        "centre_px": [round(centre[0], 2), round(centre[1], 2)],
+        "render_scale": round(scale, 3),
+        "fits_in_lung": fits,
+        "pleural": pleural,
+        "vessel_sections": n_vessels,
+        "anatomy": chest.params,
+    }
+    return images, mask, facts
+
+
 def _provenance(cand: Candidate, repeat: int) -> dict[str, Any]:
     n = cand.nodule
     return {
@@ -185,10 +244,14 @@ _CHUNK = 32  # slices per unit of work (and per progress step)
 _Job = tuple[str, int, "tuple[Candidate, int] | None"]
 
 
-def _render_jobs(args: tuple[int, int, list[_Job]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+def _render_jobs(
+    args: tuple[int, int, list[_Job]] | tuple[int, int, list[_Job], str],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
     """Generate the slices of ``jobs``: (hu, field, mask) stacks and records. Module-level, so that
     worker processes can run it."""
-    size, seed, jobs = args
+    size, seed, jobs, physics = args if len(args) == 4 else (*args, "v4")
+    if physics == "ct":
+        return _render_ct_jobs(size, seed, jobs)
     spacing = anatomy.FOV_MM / size
     n = len(jobs)
     hu = np.empty((n, size, size), np.float32)
@@ -224,8 +287,75 @@ def _render_jobs(args: tuple[int, int, list[_Job]]) -> tuple[np.ndarray, np.ndar
     return hu, field, mask, records
 
 
-def build(size: int, n_train: int, n_test: int, n_healthy: int, seed: int, progress: bool = True) -> SliceStack:
-    """Generate the dataset as stacked arrays (see :class:`augforge.data.processing.cache.SliceStack`)."""
+#: physics "ct": where each split's slices are acquired, and the split each acquisition goes to.
+#: The held-out site gives the shifted test and the data oracle's training slices; strategies see
+#: neither (the Dataset keeps them apart from ``train`` and ``healthy``).
+CT_SPLITS: dict[str, tuple[tuple[str, str], ...]] = {
+    "train": (("train", scanner.TRAIN_SITE), ("train-shifted", scanner.HELD_OUT_SITE)),
+    "test": (("test", scanner.TRAIN_SITE), ("shifted", scanner.HELD_OUT_SITE)),
+    "healthy": (("healthy", scanner.TRAIN_SITE),),
+}
+
+
+def _render_ct_jobs(
+    size: int, seed: int, jobs: list[_Job]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    spacing = anatomy.FOV_MM / size
+    hus: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
+    records: list[dict[str, Any]] = []
+    for split, i, pick in jobs:
+        code = seeding.PHANTOM_SPLITS[split]
+        srng = seeding.stream(seed, seeding.PHANTOM_CT, code, i)
+        key = (seed, seeding.PHANTOM_CT, code, i)
+        outputs = CT_SPLITS[split]
+        sites = tuple(site for _, site in outputs)
+        if pick is None:
+            chest = anatomy.chest_slice(size, srng)
+            n_vessels = anatomy.add_vessel_sections(chest, spacing, srng)
+            width = float(chest.params["body_mm"][0])
+            site = scanner.SITES[sites[0]]
+            images = {sites[0]: scanner.acquire(chest.hu, spacing, site, seeding.stream(*key, 2), width)}
+            mask = np.zeros((size, size), np.uint8)
+            prov: dict[str, Any] = {"anatomy": chest.params, "vessel_sections": n_vessels}
+            label, patient, base_id = "LR1", f"phantom-healthy-{i:04d}", f"healthy-{i:04d}"
+        else:
+            cand, repeat = pick
+            images, mask, facts = _ct_tumour_slice(size, cand, srng, key, sites)
+            prov = {**_provenance(cand, repeat), **facts}
+            label, patient = cand.label, cand.nodule.patient_id
+            base_id = f"{split}-{i:04d}-a{cand.nodule.annotation_id}"
+        prov["seed"] = [seed, seeding.PHANTOM_CT, code, i]
+        for out_split, site in outputs:
+            hus.append(images[site])
+            masks.append(mask)
+            records.append(
+                {
+                    "id": base_id if out_split == split else f"{base_id}@{site}",
+                    "label": label,
+                    "split": out_split,
+                    "patient": patient,
+                    "source": NAME,
+                    "spacing_mm": spacing,
+                    "provenance": {**prov, "site": site},
+                }
+            )
+    hu = np.stack(hus) if hus else np.empty((0, size, size), np.float32)
+    field = np.stack([lung_field(x) for x in hus]) if hus else np.empty((0, size, size), bool)
+    return hu, field, np.stack(masks) if masks else np.empty((0, size, size), np.uint8), records
+
+
+def build(
+    size: int, n_train: int, n_test: int, n_healthy: int, seed: int, progress: bool = True, physics: str = "v4"
+) -> SliceStack:
+    """Generate the dataset as stacked arrays (see :class:`augforge.data.processing.cache.SliceStack`).
+
+    physics: "v4", the published phantom (one simulated scanner); or "ct", CT physics at two sites
+    (:mod:`augforge.data.sources.scanner`): every training and test slice is also acquired at the
+    held-out site (splits ``train-shifted`` and ``shifted``), the same anatomy and nodule.
+    """
+    if physics not in PHYSICS:
+        raise DataError(f"{NAME}: physics {physics!r} unknown; choose one of {', '.join(PHYSICS)}")
     if size < 32:
         raise DataError(f"{NAME}: size {size} is too small for a chest slice; use 32 or more")
     if min(n_train, n_test, n_healthy) < 0 or n_test < 1:
@@ -239,11 +369,16 @@ def build(size: int, n_train: int, n_test: int, n_healthy: int, seed: int, progr
     )
     n = len(jobs)
     spacing = anatomy.FOV_MM / size
-    hu = np.empty((n, size, size), np.float32)
-    field = np.empty((n, size, size), bool)
-    mask = np.zeros((n, size, size), np.uint8)
+    per_job = {"v4": {"train": 1, "test": 1, "healthy": 1}, "ct": {k: len(v) for k, v in CT_SPLITS.items()}}[physics]
+    total = sum(per_job[split] for split, _, _ in jobs)
+    hu = np.empty((total, size, size), np.float32)
+    field = np.empty((total, size, size), bool)
+    mask = np.zeros((total, size, size), np.uint8)
     records: list[dict[str, Any]] = []
-    chunks = [(size, seed, chunk) for chunk in parallel.chunked(jobs, _CHUNK)]
+    chunks = [
+        (size, seed, chunk) if physics == "v4" else (size, seed, chunk, physics)
+        for chunk in parallel.chunked(jobs, _CHUNK)
+    ]
     k = 0
     for c_hu, c_field, c_mask, c_records in parallel.map_chunks(
         _render_jobs, chunks, parallel.workers_for(n), f"building {NAME} ({n} slices, {size}x{size})", progress
@@ -263,4 +398,11 @@ def build(size: int, n_train: int, n_test: int, n_healthy: int, seed: int, progr
         "n_healthy": n_healthy,
         "lidc_database": str(lidc.database_path()),
     }
+    if physics != "v4":
+        meta |= {
+            "physics": physics,
+            "ct_version": CT_VERSION,
+            "physics_card": scanner.card(),
+            "pleural_share": PLEURAL_SHARE,
+        }
     return SliceStack(hu=hu, field=field, mask=mask, records=records, meta=meta)
