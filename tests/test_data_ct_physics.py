@@ -134,7 +134,7 @@ def test_the_report_scores_every_strategy_at_the_held_out_site(tmp_path):
         commit_fake_trial(store, "none", seed, base[seed], shifted_values=base[seed] - 0.2)
         noise = rng.normal(0, 0.005, 40)
         commit_fake_trial(store, "robust", seed, base[seed] + noise, shifted_values=base[seed] - 0.05 + noise)
-    board = write_report(store, n_boot=1000)
+    board = write_report(store, n_boot=400)
     by = {r.label: r for r in board.shift}
     assert by["none"].gap.delta == pytest.approx(-0.2, abs=1e-9) and by["none"].vs_baseline is None
     robust = by["robust"]
@@ -159,7 +159,8 @@ def test_a_bench_run_on_two_site_data_scores_the_held_out_site(tmp_path):
 
     out = tmp_path / "run"
     argv = ["bench", "--strategy", "flip", "--preset", "tiny", "--no-progress", "--no-samples"]
-    assert main([*argv, "--set", "data.physics=ct", "--out", str(out)]) == 0
+    # One epoch: the test is about where the held-out scores go, not how good they are.
+    assert main([*argv, "--set", "data.physics=ct", "--set", "train.epochs=1", "--out", str(out)]) == 0
     records = [json.loads(x) for x in (out / "trials.jsonl").read_text().splitlines()]
     assert {r["strategy"] for r in records} == {"none", "flip"}
     n_test = get_preset("tiny").data.n_test
