@@ -124,10 +124,21 @@ def split_by_patient(
     return out
 
 
-def _tumour_slice(
-    size: int, cand: Candidate, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """(hu (H, W) float32, mask (H, W) uint8, facts) of one slice showing ``cand``."""
+#: physics "ct": share of nodules placed against the pleura (about 40% of nodules touch it in
+#: screening CT, docs/data.md).
+PLEURAL_SHARE = 0.4
+PHYSICS = ("v4", "ct")
+#: Bump whenever a change to the "ct" path (here, scanner.py, anatomy.add_vessel_sections, the
+#: nodule's partial volume) changes its arrays; v4's arrays are GENERATOR_VERSION's.
+CT_VERSION = 4
+
+
+def _place(
+    size: int, cand: Candidate, rng: np.random.Generator, ct: bool = False
+) -> tuple[anatomy.ChestSlice, tuple[float, float], bool, float, dict[str, Any]]:
+    """Draw a chest and a place in its lung for ``cand``: (chest, centre, fits, render scale, facts).
+    With ``ct`` (physics "ct") the chest also gets the vessel cross-sections, and PLEURAL_SHARE of
+    the nodules are placed against the pleura; facts then say which and how many vessels."""
     spacing = anatomy.FOV_MM / size
     nod = cand.nodule
     scale = nodule.visible_scale(nod.outline, nod.spacing_mm, spacing)
@@ -135,9 +146,14 @@ def _tumour_slice(
     # Near where it was in the real scan (mm from the image centre), jittered by ~1 cm.
     cx, cy = nod.centroid_px
     pref = [((v - 255.5) * nod.spacing_mm + rng.normal(0, 10.0)) / spacing + size / 2 - 0.5 for v in (cx, cy)]
+    pleural = ct and bool(rng.random() < PLEURAL_SHARE)
+    choose = nodule.choose_touching_centre if pleural else nodule.choose_centre
+    n_vessels = 0
     for _ in range(4):  # a large nodule may not fit a small (apical) lung: draw another chest
         chest = anatomy.chest_slice(size, rng)
-        centre, fits = nodule.choose_centre(chest.lung, radius, (pref[0], pref[1]), rng)
+        if ct:
+            n_vessels = anatomy.add_vessel_sections(chest, spacing, rng)
+        centre, fits = choose(chest.lung, radius, (pref[0], pref[1]), rng)
         if fits:
             break
     # The sub-pixel position can still cost a tiny nodule a pixel: grow it until the mask is large
@@ -147,7 +163,16 @@ def _tumour_slice(
         < nodule.MIN_MASK_PIXELS
     ):
         scale *= 1.1
-    mask = nodule.render(chest.hu, nod, spacing, centre, scale, rng, cand.solid_fraction)
+    return chest, centre, fits, scale, ({"pleural": pleural, "vessel_sections": n_vessels} if ct else {})
+
+
+def _tumour_slice(
+    size: int, cand: Candidate, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """(hu (H, W) float32, mask (H, W) uint8, facts) of one slice showing ``cand``."""
+    spacing = anatomy.FOV_MM / size
+    chest, centre, fits, scale, _ = _place(size, cand, rng)
+    mask = nodule.render(chest.hu, cand.nodule, spacing, centre, scale, rng, cand.solid_fraction)
     hu = anatomy.finish(chest.hu, spacing, rng)
     facts = {
         "centre_px": [round(centre[0], 2), round(centre[1], 2)],
@@ -158,15 +183,6 @@ def _tumour_slice(
     return hu, mask, facts
 
 
-#: physics "ct": share of nodules placed against the pleura (about 40% of nodules touch it in
-#: screening CT, docs/data.md).
-PLEURAL_SHARE = 0.4
-PHYSICS = ("v4", "ct")
-#: Bump whenever a change to the "ct" path (here, scanner.py, anatomy.add_vessel_sections, the
-#: nodule's partial volume) changes its arrays; v4's arrays are GENERATOR_VERSION's.
-CT_VERSION = 4
-
-
 def _ct_tumour_slice(
     size: int, cand: Candidate, srng: np.random.Generator, key: tuple[int, ...], sites: tuple[str, ...]
 ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, Any]]:
@@ -175,24 +191,7 @@ def _ct_tumour_slice(
     are the same at every site; each site has its own slice position (partial volume), kernel,
     noise and HU offset. ``key`` seeds the per-site streams: stream(*key, part)."""
     spacing = anatomy.FOV_MM / size
-    nod = cand.nodule
-    scale = nodule.visible_scale(nod.outline, nod.spacing_mm, spacing)
-    radius = nodule.radius_px(nod.outline, nod.spacing_mm, spacing, scale)
-    cx, cy = nod.centroid_px
-    pref = [((v - 255.5) * nod.spacing_mm + srng.normal(0, 10.0)) / spacing + size / 2 - 0.5 for v in (cx, cy)]
-    pleural = bool(srng.random() < PLEURAL_SHARE)
-    choose = nodule.choose_touching_centre if pleural else nodule.choose_centre
-    for _ in range(4):
-        chest = anatomy.chest_slice(size, srng)
-        n_vessels = anatomy.add_vessel_sections(chest, spacing, srng)
-        centre, fits = choose(chest.lung, radius, (pref[0], pref[1]), srng)
-        if fits:
-            break
-    while (
-        nodule.rasterise(nod.outline, nod.spacing_mm, spacing, centre, chest.hu.shape, scale).mask.sum()
-        < nodule.MIN_MASK_PIXELS
-    ):
-        scale *= 1.1
+    chest, centre, fits, scale, placed = _place(size, cand, srng, ct=True)
     width = float(chest.params["body_mm"][0])
     images: dict[str, np.ndarray] = {}
     mask = None
@@ -203,15 +202,21 @@ def _ct_tumour_slice(
         hu = chest.hu.copy()
         # The same draws for the nodule's own texture at every site: one object, several scanners.
         mask = nodule.render(
-            hu, nod, spacing, centre, scale, seeding.stream(*key, 0), cand.solid_fraction, slab=(site.slice_mm, offset)
+            hu,
+            cand.nodule,
+            spacing,
+            centre,
+            scale,
+            seeding.stream(*key, 0),
+            cand.solid_fraction,
+            slab=(site.slice_mm, offset),
         )
         images[name] = scanner.acquire(hu, spacing, site, seeding.stream(*key, 2 * k + 2), width)
     facts = {
         "centre_px": [round(centre[0], 2), round(centre[1], 2)],
         "render_scale": round(scale, 3),
         "fits_in_lung": fits,
-        "pleural": pleural,
-        "vessel_sections": n_vessels,
+        **placed,
         "anatomy": chest.params,
     }
     return images, mask, facts
