@@ -13,7 +13,8 @@ and on the shifted test (the same slices acquired at the held-out site):
 The checks (each difference paired by image, two-level bootstrap over seeds and images, the
 package's own statistics):
 
-1. not trivial: the threshold-and-largest-blob floor scores <= 0.30 on the in-domain test;
+1. not trivial: the threshold-and-largest-blob floor scores <= 0.30 on the in-domain test (the
+   output also gives the ceiling: the drawn outline's Dice against the label, where they differ);
 2. headroom: baseline in-domain Dice in [0.50, 0.75], and LR2 < LR3 < LR4A <= LR4B;
 3. the shift is real: shifted Dice at least 0.05 below in-domain, significant;
 4. data matter: 100% beats 10% by at least 0.08 on the in-domain test, significant;
@@ -29,6 +30,7 @@ Prints one JSON object (per-arm Dice, per-class Dice, each check's figures and v
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -43,6 +45,15 @@ def _dice_matrix(rows_by_seed: list[list[dict[str, Any]]]) -> np.ndarray:
     return np.array([[r["dice"] for r in rows] for rows in rows_by_seed])
 
 
+def _training_site_hash(ds: Any) -> str:
+    h = hashlib.sha256()
+    for s in ds.train + ds.test:
+        h.update(s.id.encode())
+        h.update(np.ascontiguousarray(s.hu).tobytes())
+        h.update(np.ascontiguousarray(s.mask).tobytes())
+    return h.hexdigest()[:16]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="quick")
@@ -53,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     arms = args.arms or list(ARMS)
 
-    from augforge.bench.floors import floor_masks, median_tumour_area
+    from augforge.bench.floors import floor_masks, median_tumour_area, reader_agreement
     from augforge.bench.stats import bootstrap_mean, compare_paired
     from augforge.bench.trial import subsample_train
     from augforge.config import apply_overrides, get_preset, parse_set_options
@@ -76,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
             "n_test": len(ds.test),
             "n_shifted": len(ds.shifted),
             "load_s": round(time.perf_counter() - t0, 1),
+            # The training site's slices (training and in-domain test): two runs whose physics
+            # differ at the held-out site only have the same hash, and train the same models.
+            "training_site_sha256": _training_site_hash(ds),
         },
     }
     if not ds.shifted or len(ds.shifted) != len(ds.test):
@@ -97,6 +111,12 @@ def main(argv: list[str] | None = None) -> int:
         est = bootstrap_mean(np.array(dice))
         floors[name] = {"dice": round(est.mean, 4), "ci95": [round(est.low, 4), round(est.high, 4)]}
     out["floors"] = floors
+    if ds.test and all(s.readers is not None and len(s.readers) > 1 for s in ds.test):
+        # The ceiling: how well the outline each image was drawn from agrees with its label.
+        consensus = int(ds.meta.get("consensus", 2))
+        agree = np.array([reader_agreement(np.asarray(s.readers), consensus).mean() for s in ds.test])
+        est = bootstrap_mean(agree)
+        out["ceiling"] = {"readers": {"dice": round(est.mean, 4), "ci95": [round(est.low, 4), round(est.high, 4)]}}
 
     cfg = preset.train
     rows: dict[str, dict[str, list]] = {a: {"in": [], "shifted": []} for a in arms}

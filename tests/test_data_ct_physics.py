@@ -10,8 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
+from augforge.bench import floors
 from augforge.config import get_preset
-from augforge.data.sources import load_dataset, phantom, scanner
+from augforge.data.sources import anatomy, lidc, load_dataset, nodule, phantom, scanner
 from augforge.errors import DataError
 from augforge.strategy import PrepareContext
 
@@ -198,3 +199,104 @@ def test_preview_shows_the_held_out_site_and_refuses_it_on_one_site_data(tmp_pat
         ["data", "preview", "lidc-phantom", "--preset", "tiny", "--site", "held-out", "--out", str(tmp_path / "x.png")]
     )
     assert code != 0 and "acquired at one site; give --physics ct" in capsys.readouterr().err
+
+
+def _square_reading(aid: int, x0: float, y0: float, side: float) -> lidc.LidcNodule:
+    """An LIDC-like reading whose outline is a square of ``side`` native pixels at (x0, y0)."""
+    pts = np.array([[x0, y0], [x0 + side, y0], [x0 + side, y0 + side], [x0, y0 + side]], float)
+    outline = lidc.Outline(0.0, (pts,), (), side * side)
+    return lidc.LidcNodule(
+        annotation_id=aid,
+        scan_id=1,
+        patient_id="P",
+        series_uid="S",
+        texture=5,
+        malignancy=3,
+        calcification=6,
+        spacing_mm=1.0,
+        n_slices=3,
+        outline=outline,
+        long_axis_mm=side * 2**0.5,
+        short_axis_mm=side,
+        centroid_px=(float(pts[:, 0].mean()), float(pts[:, 1].mean())),
+    )
+
+
+def test_the_label_is_the_other_readers_consensus_placed_where_they_drew():
+    drawn = _square_reading(1, 100, 100, 10)
+    # Two readers 4 px to the right of the drawn reader, one 4 px to the left: the majority is right.
+    others = (_square_reading(2, 104, 100, 10), _square_reading(3, 104, 100, 10), _square_reading(4, 96, 100, 10))
+    label = nodule.consensus_label(drawn, others, 1.0, (50.0, 50.0), 1.0, (100, 100))
+    fp = nodule.rasterise(drawn.outline, 1.0, 1.0, (50.0, 50.0), (100, 100))
+    mine = np.zeros((100, 100), bool)
+    mine[fp.row0 : fp.row0 + fp.mask.shape[0], fp.col0 : fp.col0 + fp.mask.shape[1]] = fp.mask
+    assert label is not None and int(label.sum()) == int(mine.sum())  # the same square, moved by whole pixels
+    cols = np.nonzero(label.any(axis=0))[0]
+    mine_cols = np.nonzero(mine.any(axis=0))[0]
+    assert cols.min() == mine_cols.min() + 4 and cols.max() == mine_cols.max() + 4
+    # Votes are counted per pixel: one reader of two is enough, one of three is not.
+    pair = nodule.consensus_label(drawn, others[1:], 1.0, (50.0, 50.0), 1.0, (100, 100))
+    assert pair is not None and int(pair.sum()) > int(label.sum())
+    lone = nodule.consensus_label(drawn, others[2:] + others[2:] + others[:1], 1.0, (50.0, 50.0), 1.0, (100, 100))
+    assert lone is not None and np.nonzero(lone.any(axis=0))[0].min() == mine_cols.min() - 4
+    # No other reader, or others that agree on nothing: the caller keeps the drawn outline.
+    assert nodule.consensus_label(drawn, (), 1.0, (50.0, 50.0), 1.0, (100, 100)) is None
+    apart = (_square_reading(5, 140, 100, 10), _square_reading(6, 60, 100, 10), _square_reading(7, 100, 140, 10))
+    assert nodule.consensus_label(drawn, apart, 1.0, (50.0, 50.0), 1.0, (100, 100)) is None
+
+
+def test_ct_images_show_one_reader_and_the_label_is_the_others(ct):
+    """readers[0] is the outline drawn into the image, readers[1] the label; they differ where the
+    nodule's readers disagree, and the data have a readers' ceiling below 1 that floors report."""
+    tumours = [s for s in ct.train + ct.test if s.mask.any()]
+    assert tumours and all(s.readers is not None and s.readers.shape == (2, *s.mask.shape) for s in tumours)
+    for s in tumours:
+        assert np.array_equal(s.readers[1], s.mask)
+        drawn, label = s.readers[0].astype(bool), s.mask.astype(bool)
+        dice = 2 * (drawn & label).sum() / (drawn.sum() + label.sum())
+        assert dice == pytest.approx(s.provenance["drawn_label_dice"], abs=1e-4)
+        if s.provenance["label_readers"] == 0:
+            assert dice == 1.0
+    assert any(s.provenance["drawn_label_dice"] < 1.0 for s in tumours)
+    rows = [r for r in floors.floor_rows(ct) if r["floor"] == floors.CEILING]
+    assert len(rows) == len(ct.test)
+    want = np.mean([s.provenance["drawn_label_dice"] for s in ct.test])
+    assert np.mean([r["dice"] for r in rows]) == pytest.approx(want, abs=1e-3)
+
+
+def test_oblique_vessels_fade_and_smear_in_thick_slices():
+    square_on = anatomy.VesselSection(0.0, 0.0, 3.0, 1.0, 0.0)
+    tilted = anatomy.VesselSection(0.0, 0.0, 3.0, 0.6, 0.0)
+    a, b, c = square_on.footprint(2.5)
+    assert (a, b, c) == (1.5, 1.5, 1.0)  # cut square-on: round, full contrast at any thickness
+    thin, thick = tilted.footprint(1.25), tilted.footprint(2.5)
+    assert thick[2] < thin[2] < 1.0 and thick[0] > thin[0] > 1.5 / 0.6 - 1e-9
+    for major, minor, contrast in (thin, thick):  # the blood in the slab is conserved
+        assert np.pi * major * minor * contrast == pytest.approx(np.pi * 1.5**2 / 0.6)
+    # Painted: the same tilted 2 mm vessel is fainter at the held-out site's thickness.
+    rng = np.random.default_rng(0)
+    chest = anatomy.chest_slice(256, rng)
+    lung = np.argwhere(chest.lung)[len(np.argwhere(chest.lung)) // 2]
+    x, y = ((lung[1] - 127.5) * SPACING, (lung[0] - 127.5) * SPACING)
+    vessel = [anatomy.VesselSection(x, y, 2.0, 0.6, 30.0)]
+    added = []
+    for slice_mm in (1.25, 2.5):
+        hu = chest.hu.copy()
+        anatomy.paint_vessel_sections(hu, chest, vessel, SPACING, slice_mm)
+        added.append(hu - chest.hu)
+    assert added[1].max() < added[0].max() - 50
+    assert (added[1] > 1).sum() > (added[0] > 1).sum()  # fainter but longer
+
+
+def test_other_readings_are_the_same_nodules_other_readers():
+    nodules = lidc.read_nodules()
+    others = lidc.other_readings()
+    by_id = {n.annotation_id: n for n in nodules}
+    assert set(others) == set(by_id)
+    with_others = [aid for aid, o in others.items() if o]
+    assert len(with_others) > len(nodules) // 2  # most LIDC nodules were outlined by several readers
+    for aid in with_others[:500]:
+        n = by_id[aid]
+        for o in others[aid]:
+            assert o.annotation_id != aid and o.scan_id == n.scan_id and o.group == n.group
+            assert aid in {x.annotation_id for x in others[o.annotation_id]}  # symmetric

@@ -164,6 +164,14 @@ def info_cmd(
             f"{meta.get('dropped_no_consensus')} without a consensus left out",
             markup=False,
         )
+    if "reader_split" in facts:
+        rs = facts["reader_split"]
+        con.print(
+            f"labels: the other readers' consensus on {rs['labelled_by_other_readers']} of "
+            f"{rs['tumour_slices']} tumour slices (the image shows one reader's outline); drawn outline "
+            f"against label on the test slices: mean Dice {rs['test_drawn_vs_label_dice']}",
+            markup=False,
+        )
     if "lidc" in facts:
         lidc = facts["lidc"]
         con.print(

@@ -99,6 +99,7 @@ def save_preview(ds: Dataset, out: Path, per_class: int = 4, title: str | None =
         ax.set_axis_off()
     hu_data = str(ds.meta.get("intensity", "HU")) == "HU"
     reader_colours = ["#3fa7ff", "#ffd23f", "#3fff8f", "#ff8cf0", "#ffffff", "#ff9f3f"]
+    split_roles = ds.meta.get("reader_roles") == ["drawn", "label"]
     for r, (label, slices) in enumerate(rows.items()):
         for c, s in enumerate(slices):
             full, zoom = axes[r, 2 * c], axes[r, 2 * c + 1]
@@ -111,7 +112,9 @@ def save_preview(ds: Dataset, out: Path, per_class: int = 4, title: str | None =
                 if m.any():
                     ax.contour(m.astype(float), levels=[0.5], colors=["#ff3030"], linewidths=0.9)
             if s.readers is not None:  # every reader's own outline, thin, one colour each
-                for k, rm in enumerate(np.asarray(s.readers)):
+                # (lidc-phantom's reader split keeps the drawn outline and the label: the first only)
+                shown_readers = np.asarray(s.readers)[:1] if split_roles else np.asarray(s.readers)
+                for k, rm in enumerate(shown_readers):
                     if rm[crop].any():
                         zoom.contour(
                             rm[crop].astype(float),
@@ -134,11 +137,12 @@ def save_preview(ds: Dataset, out: Path, per_class: int = 4, title: str | None =
             )
     shown = "lung window L-600 W1500" if hu_data else f"{ds.meta.get('intensity')} intensities, min-max"
     names = ["blue", "yellow", "green", "pink", "white", "orange"]
-    readers = (
-        f"; zoom: each reader's outline ({', '.join(names[: int(ds.meta.get('readers', 0))])})"
-        if any(s.readers is not None for v in rows.values() for s in v)
-        else ""
-    )
+    if ds.meta.get("reader_roles") == ["drawn", "label"]:
+        readers = "; zoom: blue = the reader's outline the image was drawn from"
+    elif any(s.readers is not None for v in rows.values() for s in v):
+        readers = f"; zoom: each reader's outline ({', '.join(names[: int(ds.meta.get('readers', 0))])})"
+    else:
+        readers = ""
     fig.suptitle(
         title
         or f"{ds.name}: {len(ds.train)} train / {len(ds.test)} test / "

@@ -79,7 +79,18 @@ def summarize(ds: Dataset) -> dict[str, Any]:
         "meta": {k: v for k, v in ds.meta.items() if isinstance(v, (str, int, float, bool)) or v is None},
         "intensity": str(ds.meta.get("intensity", "HU")),
     }
-    if any(s.readers is not None for s in every):
+    if ds.meta.get("reader_roles") == ["drawn", "label"]:
+        # lidc-phantom's reader split: readers hold the drawn outline and the label, not R readers.
+        tumours = [s for s in ds.train + ds.test if s.mask.any()]
+        test = [s for s in ds.test if s.mask.any()]
+        out["reader_split"] = {
+            "labelled_by_other_readers": sum(s.provenance.get("label_readers", 0) > 0 for s in tumours),
+            "tumour_slices": len(tumours),
+            "test_drawn_vs_label_dice": round(float(np.mean([s.provenance["drawn_label_dice"] for s in test])), 4)
+            if test
+            else None,
+        }
+    elif any(s.readers is not None for s in every):
         out["readers"] = int(ds.meta.get("readers", max(len(s.readers) for s in every if s.readers is not None)))
         out["consensus"] = (
             f"a pixel is tumour when at least {ds.meta.get('consensus', '?')} of the {out['readers']} readers marked it"

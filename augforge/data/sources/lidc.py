@@ -55,6 +55,7 @@ class LidcNodule:
     centroid_px: (x, y) mean of the inclusion vertices, native pixels.
     reader_rank: 0 for the first reading of a physical nodule, 1 for the second reader's, ... (LIDC
     has up to four readings of each nodule; see :func:`reader_ranks`).
+    group:       the physical nodule's number (:func:`nodule_groups`); -1 when not grouped.
     """
 
     annotation_id: int
@@ -71,6 +72,7 @@ class LidcNodule:
     short_axis_mm: float
     centroid_px: tuple[float, float]
     reader_rank: int = 0
+    group: int = -1
 
     @property
     def mean_diameter_mm(self) -> float:
@@ -215,8 +217,11 @@ def _nodules_from_database(path: Path) -> list[LidcNodule]:
                 centroid_px=(float(pts[:, 0].mean()), float(pts[:, 1].mean())),
             )
         )
-    ranks = reader_ranks(nodules)
-    return [dataclasses.replace(n, reader_rank=ranks[n.annotation_id]) for n in nodules]
+    groups = nodule_groups(nodules)
+    return [
+        dataclasses.replace(n, group=groups[n.annotation_id][0], reader_rank=groups[n.annotation_id][1])
+        for n in nodules
+    ]
 
 
 def nodule_groups(nodules: list[LidcNodule]) -> dict[int, tuple[int, int]]:
@@ -251,8 +256,8 @@ def reader_ranks(nodules: list[LidcNodule]) -> dict[int, int]:
 
 # The parsed nodule table is kept as plain arrays in the cache (~3 MB): reading it takes ~30 ms,
 # parsing the 41,406 contours from SQLite about 1.5 s.
-_INDEX_VERSION = 1
-_INT_FIELDS = ("annotation_id", "scan_id", "texture", "malignancy", "calcification", "n_slices", "reader_rank")
+_INDEX_VERSION = 2
+_INT_FIELDS = ("annotation_id", "scan_id", "texture", "malignancy", "calcification", "n_slices", "reader_rank", "group")
 _FLOAT_FIELDS = ("spacing_mm", "long_axis_mm", "short_axis_mm")
 
 
@@ -326,3 +331,17 @@ def read_nodules(path: Path | None = None) -> tuple[LidcNodule, ...]:
     if not nodules:
         raise DataError(f"{db}: no nodule contours found")
     return tuple(nodules)
+
+
+@functools.lru_cache(maxsize=2)
+def other_readings(path: Path | None = None) -> dict[int, tuple[LidcNodule, ...]]:
+    """``{annotation_id: the other readers' annotations of the same physical nodule}`` (grouped by
+    :func:`nodule_groups`, every annotation whatever its ratings), ordered by annotation id."""
+    nodules = read_nodules() if path is None else read_nodules(path)  # one cache entry for the default
+    groups: dict[int, list[LidcNodule]] = defaultdict(list)
+    for n in nodules:
+        groups[n.group].append(n)
+    return {
+        n.annotation_id: tuple(o for o in groups[n.group] if o.annotation_id != n.annotation_id) if n.group >= 0 else ()
+        for n in nodules
+    }

@@ -157,6 +157,35 @@ def choose_touching_centre(
     return (float(cols[i]) + rng.uniform(-0.3, 0.3), float(rows[i]) + rng.uniform(-0.3, 0.3)), True
 
 
+def consensus_label(
+    drawn: LidcNodule,
+    others: tuple[LidcNodule, ...],
+    spacing: float,
+    centre: tuple[float, float],
+    scale: float,
+    shape: tuple[int, int],
+) -> np.ndarray | None:
+    """The label of a slice whose image shows ``drawn``'s outline at ``centre``: the pixels that at
+    least half of the ``others`` (the other readers of the same nodule) cover, each outline placed
+    where its reader put it relative to ``drawn`` (centroid offsets in mm, scaled like the nodule)
+    and on its reader's own largest slice. (H, W) uint8, or None without other readers or where their
+    consensus has fewer than ``MIN_MASK_PIXELS`` pixels (the caller keeps the drawn outline)."""
+    if not others:
+        return None
+    votes = np.zeros(shape, np.float32)
+    for o in others:
+        dx, dy = (
+            (o.centroid_px[k] * o.spacing_mm - drawn.centroid_px[k] * drawn.spacing_mm) * scale / spacing
+            for k in (0, 1)
+        )
+        fp = rasterise(o.outline, o.spacing_mm, spacing, (centre[0] + dx, centre[1] + dy), shape, scale)
+        h, w = fp.coverage.shape
+        region = votes[fp.row0 : fp.row0 + h, fp.col0 : fp.col0 + w]  # clipped at the slice's edge
+        region += fp.mask[: region.shape[0], : region.shape[1]]
+    label = (votes >= 0.5 * len(others)).astype(np.uint8)
+    return label if int(label.sum()) >= MIN_MASK_PIXELS else None
+
+
 def render(
     hu: np.ndarray,
     nodule: LidcNodule,

@@ -56,11 +56,14 @@ class Candidate:
     """An LIDC annotation usable as a tumour slice, with its Lung-RADS class.
 
     solid_fraction: the solid core's share of the diameter (textures 3 and 4), else None.
+    others:         the other readers' annotations of the same nodule (physics "ct" labels the
+                    image drawn from this reading with their consensus).
     """
 
     nodule: lidc.LidcNodule
     label: str
     solid_fraction: float | None
+    others: tuple[lidc.LidcNodule, ...] = ()
 
     @property
     def solid_diameter_mm(self) -> float | None:
@@ -73,6 +76,7 @@ def candidates(seed: int) -> list[Candidate]:
     """Every non-calcified LIDC annotation, classified. The core fractions of part-solid nodules are
     drawn per annotation from ``seed`` (they decide LR3 / LR4A / LR4B)."""
     out = []
+    others = lidc.other_readings()
     for n in lidc.read_nodules():
         if n.calcification != lidc.CALCIFICATION_ABSENT or n.texture not in (1, 2, 3, 4, 5):
             continue
@@ -82,7 +86,7 @@ def candidates(seed: int) -> list[Candidate]:
             frac = float(rng.uniform(0.3, 0.85) if n.texture == 3 else rng.uniform(0.7, 0.95))
         solid = None if frac is None else frac * n.mean_diameter_mm
         label = lungrads.classify(n.mean_diameter_mm, n.texture, solid)
-        out.append(Candidate(n, label, frac))
+        out.append(Candidate(n, label, frac, others[n.annotation_id]))
     return out
 
 
@@ -128,17 +132,18 @@ def split_by_patient(
 #: screening CT, docs/data.md).
 PLEURAL_SHARE = 0.4
 PHYSICS = ("v4", "ct")
-#: Bump whenever a change to the "ct" path (here, scanner.py, anatomy.add_vessel_sections, the
+#: Bump whenever a change to the "ct" path (here, scanner.py, anatomy.vessel_sections, the
 #: nodule's partial volume) changes its arrays; v4's arrays are GENERATOR_VERSION's.
-CT_VERSION = 4
+CT_VERSION = 10
 
 
 def _place(
     size: int, cand: Candidate, rng: np.random.Generator, ct: bool = False
-) -> tuple[anatomy.ChestSlice, tuple[float, float], bool, float, dict[str, Any]]:
-    """Draw a chest and a place in its lung for ``cand``: (chest, centre, fits, render scale, facts).
-    With ``ct`` (physics "ct") the chest also gets the vessel cross-sections, and PLEURAL_SHARE of
-    the nodules are placed against the pleura; facts then say which and how many vessels."""
+) -> tuple[anatomy.ChestSlice, tuple[float, float], bool, float, dict[str, Any], list[anatomy.VesselSection]]:
+    """Draw a chest and a place in its lung for ``cand``: (chest, centre, fits, render scale, facts,
+    vessel sections). With ``ct`` (physics "ct") the chest also gets vessel cross-sections (to be
+    painted per slice thickness), and PLEURAL_SHARE of the nodules are placed against the pleura;
+    facts then say which and how many vessels."""
     spacing = anatomy.FOV_MM / size
     nod = cand.nodule
     scale = nodule.visible_scale(nod.outline, nod.spacing_mm, spacing)
@@ -148,11 +153,11 @@ def _place(
     pref = [((v - 255.5) * nod.spacing_mm + rng.normal(0, 10.0)) / spacing + size / 2 - 0.5 for v in (cx, cy)]
     pleural = ct and bool(rng.random() < PLEURAL_SHARE)
     choose = nodule.choose_touching_centre if pleural else nodule.choose_centre
-    n_vessels = 0
+    sections: list[anatomy.VesselSection] = []
     for _ in range(4):  # a large nodule may not fit a small (apical) lung: draw another chest
         chest = anatomy.chest_slice(size, rng)
         if ct:
-            n_vessels = anatomy.add_vessel_sections(chest, spacing, rng)
+            sections = anatomy.vessel_sections(chest, spacing, rng)
         centre, fits = choose(chest.lung, radius, (pref[0], pref[1]), rng)
         if fits:
             break
@@ -163,7 +168,8 @@ def _place(
         < nodule.MIN_MASK_PIXELS
     ):
         scale *= 1.1
-    return chest, centre, fits, scale, ({"pleural": pleural, "vessel_sections": n_vessels} if ct else {})
+    facts = {"pleural": pleural, "vessel_sections": len(sections)} if ct else {}
+    return chest, centre, fits, scale, facts, sections
 
 
 def _tumour_slice(
@@ -171,7 +177,7 @@ def _tumour_slice(
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """(hu (H, W) float32, mask (H, W) uint8, facts) of one slice showing ``cand``."""
     spacing = anatomy.FOV_MM / size
-    chest, centre, fits, scale, _ = _place(size, cand, rng)
+    chest, centre, fits, scale, _, _ = _place(size, cand, rng)
     mask = nodule.render(chest.hu, cand.nodule, spacing, centre, scale, rng, cand.solid_fraction)
     hu = anatomy.finish(chest.hu, spacing, rng)
     facts = {
@@ -185,23 +191,27 @@ def _tumour_slice(
 
 def _ct_tumour_slice(
     size: int, cand: Candidate, srng: np.random.Generator, key: tuple[int, ...], sites: tuple[str, ...]
-) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, Any]]:
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, dict[str, Any]]:
     """Physics "ct": one nodule in one anatomy, acquired at each of ``sites``. Returns
-    ({site: hu (H, W) float32}, mask (H, W) uint8, facts). The anatomy and the nodule's appearance
-    are the same at every site; each site has its own slice position (partial volume), kernel,
-    noise and HU offset. ``key`` seeds the per-site streams: stream(*key, part)."""
+    ({site: hu (H, W) float32}, label (H, W) uint8, drawn (H, W) uint8, facts). The anatomy and the
+    nodule's appearance are the same at every site; each site has its own slice position and
+    thickness (partial volume of the nodule, fading of oblique vessels), kernel, noise and HU offset.
+    The image shows one reader's outline (``drawn``); the label is the other readers' consensus
+    where the nodule has other readers (:func:`nodule.consensus_label`), else the drawn outline.
+    ``key`` seeds the per-site streams: stream(*key, part)."""
     spacing = anatomy.FOV_MM / size
-    chest, centre, fits, scale, placed = _place(size, cand, srng, ct=True)
+    chest, centre, fits, scale, placed, sections = _place(size, cand, srng, ct=True)
     width = float(chest.params["body_mm"][0])
     images: dict[str, np.ndarray] = {}
-    mask = None
+    drawn = np.zeros((size, size), np.uint8)
     for k, name in enumerate(sites):
         site = scanner.SITES[name]
         place = seeding.stream(*key, 2 * k + 1)  # this site's slice position relative to the nodule
         offset = float(place.uniform(-0.5, 0.5) * site.slice_mm)
         hu = chest.hu.copy()
+        anatomy.paint_vessel_sections(hu, chest, sections, spacing, site.slice_mm)
         # The same draws for the nodule's own texture at every site: one object, several scanners.
-        mask = nodule.render(
+        drawn = nodule.render(
             hu,
             cand.nodule,
             spacing,
@@ -212,14 +222,19 @@ def _ct_tumour_slice(
             slab=(site.slice_mm, offset),
         )
         images[name] = scanner.acquire(hu, spacing, site, seeding.stream(*key, 2 * k + 2), width)
+    consensus = nodule.consensus_label(cand.nodule, cand.others, spacing, centre, scale, (size, size))
+    label = drawn if consensus is None else consensus
+    both = int(np.logical_and(label, drawn).sum())
     facts = {
         "centre_px": [round(centre[0], 2), round(centre[1], 2)],
         "render_scale": round(scale, 3),
         "fits_in_lung": fits,
         **placed,
+        "label_readers": 0 if consensus is None else len(cand.others),
+        "drawn_label_dice": round(2 * both / max(int(label.sum()) + int(drawn.sum()), 1), 4),
         "anatomy": chest.params,
     }
-    return images, mask, facts
+    return images, label, drawn, facts
 
 
 def _provenance(cand: Candidate, repeat: int) -> dict[str, Any]:
@@ -251,9 +266,10 @@ _Job = tuple[str, int, "tuple[Candidate, int] | None"]
 
 def _render_jobs(
     args: tuple[int, int, list[_Job]] | tuple[int, int, list[_Job], str],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
-    """Generate the slices of ``jobs``: (hu, field, mask) stacks and records. Module-level, so that
-    worker processes can run it."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]], np.ndarray | None]:
+    """Generate the slices of ``jobs``: (hu, field, mask) stacks, records, and for physics "ct" the
+    (N, 2, H, W) readers stack (the outline the image was drawn from, the label). Module-level, so
+    that worker processes can run it."""
     size, seed, jobs, physics = args if len(args) == 4 else (*args, "v4")
     if physics == "ct":
         return _render_ct_jobs(size, seed, jobs)
@@ -289,7 +305,7 @@ def _render_jobs(
                 "provenance": prov,
             }
         )
-    return hu, field, mask, records
+    return hu, field, mask, records, None
 
 
 #: physics "ct": where each split's slices are acquired, and the split each acquisition goes to.
@@ -304,10 +320,11 @@ CT_SPLITS: dict[str, tuple[tuple[str, str], ...]] = {
 
 def _render_ct_jobs(
     size: int, seed: int, jobs: list[_Job]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]], np.ndarray]:
     spacing = anatomy.FOV_MM / size
     hus: list[np.ndarray] = []
     masks: list[np.ndarray] = []
+    readers: list[np.ndarray] = []
     records: list[dict[str, Any]] = []
     for split, i, pick in jobs:
         code = seeding.PHANTOM_SPLITS[split]
@@ -317,16 +334,17 @@ def _render_ct_jobs(
         sites = tuple(site for _, site in outputs)
         if pick is None:
             chest = anatomy.chest_slice(size, srng)
-            n_vessels = anatomy.add_vessel_sections(chest, spacing, srng)
+            sections = anatomy.vessel_sections(chest, spacing, srng)
             width = float(chest.params["body_mm"][0])
             site = scanner.SITES[sites[0]]
+            anatomy.paint_vessel_sections(chest.hu, chest, sections, spacing, site.slice_mm)
             images = {sites[0]: scanner.acquire(chest.hu, spacing, site, seeding.stream(*key, 2), width)}
-            mask = np.zeros((size, size), np.uint8)
-            prov: dict[str, Any] = {"anatomy": chest.params, "vessel_sections": n_vessels}
+            mask = drawn = np.zeros((size, size), np.uint8)
+            prov: dict[str, Any] = {"anatomy": chest.params, "vessel_sections": len(sections)}
             label, patient, base_id = "LR1", f"phantom-healthy-{i:04d}", f"healthy-{i:04d}"
         else:
             cand, repeat = pick
-            images, mask, facts = _ct_tumour_slice(size, cand, srng, key, sites)
+            images, mask, drawn, facts = _ct_tumour_slice(size, cand, srng, key, sites)
             prov = {**_provenance(cand, repeat), **facts}
             label, patient = cand.label, cand.nodule.patient_id
             base_id = f"{split}-{i:04d}-a{cand.nodule.annotation_id}"
@@ -334,6 +352,7 @@ def _render_ct_jobs(
         for out_split, site in outputs:
             hus.append(images[site])
             masks.append(mask)
+            readers.append(np.stack([drawn, mask]))
             records.append(
                 {
                     "id": base_id if out_split == split else f"{base_id}@{site}",
@@ -347,7 +366,8 @@ def _render_ct_jobs(
             )
     hu = np.stack(hus) if hus else np.empty((0, size, size), np.float32)
     field = np.stack([lung_field(x) for x in hus]) if hus else np.empty((0, size, size), bool)
-    return hu, field, np.stack(masks) if masks else np.empty((0, size, size), np.uint8), records
+    mask = np.stack(masks) if masks else np.empty((0, size, size), np.uint8)
+    return hu, field, mask, records, np.stack(readers) if readers else np.empty((0, 2, size, size), np.uint8)
 
 
 def build(
@@ -379,17 +399,20 @@ def build(
     hu = np.empty((total, size, size), np.float32)
     field = np.empty((total, size, size), bool)
     mask = np.zeros((total, size, size), np.uint8)
+    readers = np.zeros((total, 2, size, size), np.uint8) if physics == "ct" else None
     records: list[dict[str, Any]] = []
     chunks = [
         (size, seed, chunk) if physics == "v4" else (size, seed, chunk, physics)
         for chunk in parallel.chunked(jobs, _CHUNK)
     ]
     k = 0
-    for c_hu, c_field, c_mask, c_records in parallel.map_chunks(
+    for c_hu, c_field, c_mask, c_records, c_readers in parallel.map_chunks(
         _render_jobs, chunks, parallel.workers_for(n), f"building {NAME} ({n} slices, {size}x{size})", progress
     ):
         m = len(c_records)
         hu[k : k + m], field[k : k + m], mask[k : k + m] = c_hu, c_field, c_mask
+        if readers is not None:
+            readers[k : k + m] = c_readers
         records += c_records
         k += m
     meta = {
@@ -409,5 +432,10 @@ def build(
             "ct_version": CT_VERSION,
             "physics_card": scanner.card(),
             "pleural_share": PLEURAL_SHARE,
+            # readers.npy: the outline each image was drawn from, and the label (the other
+            # readers' consensus, or that outline where the nodule has no other reader).
+            "readers": 2,
+            "consensus": 1,
+            "reader_roles": ["drawn", "label"],
         }
-    return SliceStack(hu=hu, field=field, mask=mask, records=records, meta=meta)
+    return SliceStack(hu=hu, field=field, mask=mask, records=records, meta=meta, readers=readers)
