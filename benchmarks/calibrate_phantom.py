@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     arms = args.arms or list(ARMS)
 
+    import torch
+
     from augforge.bench.floors import floor_masks, median_tumour_area, reader_agreement
     from augforge.bench.stats import bootstrap_mean, compare_paired
     from augforge.bench.trial import subsample_train
@@ -223,6 +225,12 @@ def main(argv: list[str] | None = None) -> int:
         }
     out["checks"] = checks
     out["wall_s"] = round(time.perf_counter() - t0, 1)
+    # Trained weights, hence every Dice above, depend on the CPU's vector instructions (AVX2 vs AVX512
+    # kernels round differently): the same dataset gives other per-seed figures on another CPU.
+    out["machine"] = {
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": cfg.threads or torch.get_num_threads(),
+    }
     print(json.dumps(out, indent=1))
     return 0
 

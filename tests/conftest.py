@@ -107,10 +107,13 @@ def solid_lidc_nodules(n: int = 2):
     return picks
 
 
-def commit_fake_trial(store, name: str, seed: int, values, *, config: dict | None = None, shifted_values=None) -> None:
+def commit_fake_trial(
+    store, name: str, seed: int, values, *, config: dict | None = None, shifted_values=None, **record_fields
+) -> None:
     """Commit a finished trial ``NAME-SEED`` of strategy ``name`` to ``store`` whose per-image Dice are
     ``values`` (hand-made results for ranking and report tests: image i has class LR2..LR4B in turn);
-    ``shifted_values``: the same images' Dice at a held-out scanner site (ids ``imgNNN@held-out-site``)."""
+    ``shifted_values``: the same images' Dice at a held-out scanner site (ids ``imgNNN@held-out-site``);
+    ``record_fields`` go into the trial record as they are."""
     import numpy as np
 
     labels = ("LR2", "LR3", "LR4A", "LR4B")
@@ -147,6 +150,7 @@ def commit_fake_trial(store, name: str, seed: int, values, *, config: dict | Non
         "timings_s": {"total": 1.0},
         "memory": {"peak_rss_mb": 100.0},
         "training": {"n_total": 10, "data_wait_share": 0.01},
+        **record_fields,
     }
     shifted = [
         {**row, "image": f"{row['image']}@held-out-site", "dice": float(v), "recall": float(v), "iou": float(v) / 2}

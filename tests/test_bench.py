@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import commit_fake_trial
 
 from augforge import Param, Strategy, hookimpl
@@ -339,6 +340,8 @@ def test_store_round_trip_and_resume(dataset, plugin, tmp_path):
     for field in ("config", "dataset", "metrics", "per_class", "timings_s", "memory", "versions", "device"):
         assert field in rec
     assert rec["dataset"]["fingerprint"] == dataset.fingerprint
+    # The CPU's vector instruction set is part of what a trial ran on (it can change the rounding).
+    assert rec["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and rec["cpu_capability"]
 
 
 def _minimal_record(key: str, **more) -> dict:
@@ -402,6 +405,20 @@ def _fake_study(tmp_path: Path, gains: dict[str, float], seeds=(0, 1), n_images:
             values = base[si] + shift + (0 if name == "none" else noise[g, si])
             commit_fake_trial(store, name, seed, values)
     return store
+
+
+def test_report_says_when_trials_ran_on_different_cpu_vector_instructions(tmp_path):
+    store = ResultsStore(tmp_path)
+    values = np.linspace(0.3, 0.5, 12)
+    commit_fake_trial(store, "none", 0, values, cpu_capability="AVX2")
+    commit_fake_trial(store, "none", 1, values, cpu_capability="AVX512")
+    write_report(store, n_boot=100)
+    report = store.report_path.read_text()
+    assert "(AVX2" in report  # the header names the first trial's
+    assert "CPU vector instructions differ across trials (AVX2: 1, AVX512: 1)" in report
+    commit_fake_trial(store, "none", 1, values, cpu_capability="AVX2")  # the same key: replaces the AVX512 one
+    write_report(store, n_boot=100)
+    assert "differ across trials" not in store.report_path.read_text()
 
 
 def test_leaderboard_ranks_and_marks_significance(tmp_path):

@@ -31,8 +31,26 @@ def _digest_module() -> types.ModuleType:
 
 def test_the_built_in_paste_in_strategies_make_the_same_slices_as_before():
     """dcgan, dcgan-paper and copy-paste (HU and 8-bit, with and without healthy canvases): the same
-    synthetic slices, patches and facts as the digests recorded before they moved onto the base."""
-    assert _digest_module().digests() == json.loads(DIGESTS.read_text())
+    synthetic slices, patches and facts as the digests recorded before they moved onto the base
+    (kept per CPU capability: trained generators' weights round differently on AVX2 and AVX512)."""
+    module = _digest_module()
+    kept = json.loads(DIGESTS.read_text())
+    if module.env() not in kept:
+        pytest.skip(f"digests kept for {sorted(kept)}; this is {module.env()}")
+    assert module.digests() == kept[module.env()]
+
+
+def test_the_kept_digest_sets_differ_only_in_trained_weights():
+    """What does not pass through a trained network (copy-paste) and the facts of every case (how
+    many slices, what the strategy reports) are the same on every CPU."""
+    sets = list(json.loads(DIGESTS.read_text()).values())
+    assert len(sets) >= 1
+    for other in sets[1:]:
+        assert other.keys() == sets[0].keys()
+        for case, first in sets[0].items():
+            assert (other[case]["added"], other[case]["info"]) == (first["added"], first["info"]), case
+            if case.startswith("copy-paste"):
+                assert other[case] == first, case
 
 
 @pytest.fixture

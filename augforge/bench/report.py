@@ -6,6 +6,7 @@ import csv
 import datetime as _dt
 import io
 import math
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -183,10 +184,20 @@ def render_markdown(
             f"- seeds: {', '.join(map(str, seeds))}",
             _cost_line(recs),
             (
-                f"- device: {first.get('device', '?')} ({first.get('device_name', '')}), "
+                f"- device: {first.get('device', '?')} ({first.get('device_name', '')}"
+                + (f", {first['cpu_capability']}" if first.get("cpu_capability") else "")
+                + "), "
                 f"torch {versions.get('torch', '?')}, augforge {versions.get('augforge', '?')}"
             ),
         ]
+        caps = Counter(r["cpu_capability"] for r in recs if r.get("cpu_capability"))
+        if len(caps) > 1:
+            lines.append(
+                "- CPU vector instructions differ across trials ("
+                + ", ".join(f"{c}: {n}" for c, n in sorted(caps.items()))
+                + "): a seed's numbers depend on them, so trials from both are samples of one setting, "
+                "not reruns"
+            )
         for ctx in board.contexts:
             name = next(r["dataset"]["name"] for r in recs if trial_context(r) == ctx)
             lines.append(f"- context: {board.context_name(ctx)} ({name})")

@@ -252,6 +252,9 @@ def _environment(device: str, threads: int | None = None) -> dict[str, Any]:
         },
         "device": device,
         "device_name": name,
+        # The vector instructions torch's CPU kernels use (AVX2, AVX512...): two machines that differ
+        # here can round a convolution's sums differently, and a trained model with them.
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "threads": threads if threads is not None else torch.get_num_threads(),
     }
 

@@ -2,7 +2,14 @@
 still give the same synthetic slices, patches and facts, slice for slice.
 
 Run ``python tests/data/paste_in_digests.py`` to print the digests of the current code; write them
-into ``paste-in-digests.json`` only when a change is meant to change what the strategies make.
+into ``paste-in-digests.json``, under this machine's ``env()``, only when a change is meant to change
+what the strategies make.
+
+Trained generators' weights depend on the CPU's vector instructions (AVX2 or AVX512 kernels round
+sums differently), so the digests are kept per torch build, machine type and CPU capability. On
+the AVX512 machine where the second set was recorded, only ``dcgan-paper`` (the paper-sized DCGAN)
+differed from the AVX2 set; capping torch, oneDNN, MKL and numpy at AVX2 did not bring it back, so
+that set is not a rerun of the first one but this code's output on that machine.
 """
 
 from __future__ import annotations
@@ -35,6 +42,14 @@ def _digest_slices(slices: list[Any]) -> str:
         for a in (s.hu, s.lung_hu, s.mask):
             h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()[:16]
+
+
+def env() -> str:
+    import platform
+
+    import torch
+
+    return f"torch {torch.__version__} {platform.machine()} {torch.backends.cpu.get_cpu_capability()}"
 
 
 def digests() -> dict[str, dict[str, Any]]:
@@ -77,5 +92,5 @@ def digests() -> dict[str, dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    json.dump(digests(), sys.stdout, indent=1, sort_keys=True)
+    json.dump({env(): digests()}, sys.stdout, indent=1, sort_keys=True)
     print()

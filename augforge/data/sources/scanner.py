@@ -87,7 +87,7 @@ SITES: dict[str, Site] = {
         overshoot_mm=1.2,
         noise_hu=(45.0, 65.0),
         nps_cutoff=1.6,
-        slice_mm=2.5,
+        slice_mm=3.0,
         hu_offset=(4.0, 10.0),
         width_scale=1.15,
     ),
