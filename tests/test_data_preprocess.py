@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -168,6 +170,63 @@ def test_changed_bytes_in_a_cached_array_are_refused(tmp_path, monkeypatch, name
     (folder / name).write_bytes(bytes(raw))
     with pytest.raises(DataError, match=rf"{name}: changed since the dataset was built .*rm -r"):
         cache.load(folder)
+
+
+def _age_the_verification(folder: Path, seconds: float = 10.0) -> None:
+    """Move every check recorded in verified.json ``seconds`` later, as if the files had been
+    written long before they were checked (a fresh build is always re-hashed: RACY_NS)."""
+    stamp = json.loads((folder / cache.VERIFIED).read_text())
+    for entry in stamp["files"].values():
+        entry["checked_at_ns"] += int(seconds * 1e9)
+    (folder / cache.VERIFIED).write_text(json.dumps(stamp))
+
+
+def _count_hashes(monkeypatch) -> list[str]:
+    hashed: list[str] = []
+    real = cache.file_sha256
+    monkeypatch.setattr(cache, "file_sha256", lambda p: hashed.append(Path(p).name) or real(p))
+    return hashed
+
+
+def test_files_checked_once_are_not_hashed_again_until_they_change(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUGFORGE_CACHE", str(tmp_path))
+    stack, folder = cache.load_or_build("t", {"k": 1}, small_stack)
+    cache.images(folder, cache.load(folder), "", True)
+    hashed = _count_hashes(monkeypatch)
+    cache.images(folder, cache.load(folder), "", True)
+    assert {"hu.npy", "mask.npy", "field.npy"} <= set(hashed)  # written just now: not yet vouched for
+    assert any(n.startswith("image-") for n in hashed)
+    _age_the_verification(folder)
+    hashed.clear()
+    cache.images(folder, cache.load(folder), "", True)
+    assert hashed == []
+    time.sleep(0.05)  # past the file system's timestamp tick
+    raw = bytearray((folder / "mask.npy").read_bytes())
+    raw[-64:] = bytes(64) if any(raw[-64:]) else b"\x01" * 64
+    before = (folder / "mask.npy").stat()
+    (folder / "mask.npy").write_bytes(bytes(raw))
+    os.utime(folder / "mask.npy", ns=(before.st_atime_ns, before.st_mtime_ns))  # same size, same mtime
+    with pytest.raises(DataError, match=r"mask.npy: changed since the dataset was built"):
+        cache.load(folder)
+    assert hashed == ["mask.npy"]  # the others are still vouched for
+
+
+def test_a_stamp_that_expects_another_digest_or_is_malformed_vouches_for_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUGFORGE_CACHE", str(tmp_path))
+    _, folder = cache.load_or_build("t", {"k": 1}, small_stack)
+    cache.load(folder)
+    _age_the_verification(folder)
+    stamp = json.loads((folder / cache.VERIFIED).read_text())
+    stamp["files"]["hu.npy"]["sha256"] = "0" * 64
+    (folder / cache.VERIFIED).write_text(json.dumps(stamp))
+    hashed = _count_hashes(monkeypatch)
+    cache.load(folder)
+    assert hashed == ["hu.npy"]
+    for junk in ("[1, 2]", '{"files": {"hu.npy": [1, 2, 3, 4]}}', "not json"):
+        (folder / cache.VERIFIED).write_text(junk)
+        hashed.clear()
+        cache.load(folder)
+        assert sorted(hashed) == ["field.npy", "hu.npy", "mask.npy"]
 
 
 def test_a_record_dropped_from_the_manifest_is_refused(tmp_path, monkeypatch):

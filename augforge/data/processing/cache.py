@@ -15,19 +15,26 @@ Layout of one cached dataset (a folder named by a hash of everything that shapes
 Nothing is pickled (``np.load(..., allow_pickle=False)``). A folder appears under its final name
 only when complete (written under a temporary name, then renamed), so a crash or two processes
 building at once never leave a half-written dataset behind. What is read is verified: the manifest
-holds the SHA-256 of every array file and of its own records, checked at each load (about a second
-per GB); a dataset that no longer matches is refused with the folder to delete, a preprocessed
-``image-*.npy`` that no longer matches its ``.sha256`` is recomputed.
+holds the SHA-256 of every array file and of its own records, checked at load (about a second per
+GB); a dataset that no longer matches is refused with the folder to delete, a preprocessed
+``image-*.npy`` that no longer matches its ``.sha256`` is recomputed. After a load has checked a
+file, ``verified.json`` records its digest, size, inode and change times; a later load re-hashes
+only the files whose record differs, or that changed less than :data:`RACY_NS` before the check (a
+change within the file system's timestamp tick could otherwise go unseen). Writing a file, even
+with its old modification time put back, moves its change time (``st_ctime``), so edits are still
+caught; what the record cannot see is a disk that flips bits under an unchanged inode.
 
 The root is ``$AUGFORGE_CACHE``, else ``$XDG_CACHE_HOME/augforge``, else ``~/.cache/augforge``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +55,10 @@ from augforge.fileio import atomic_write_text, atomic_write_with, file_sha256, r
 FORMAT_VERSION = 3
 #: "shifted" and "train-shifted": lidc-phantom with physics "ct", the held-out site (phantom.CT_SPLITS).
 SPLITS = ("train", "test", "healthy", "shifted", "train-shifted")
+#: A file's record in ``verified.json`` is trusted only if the file last changed at least this long
+#: before the check that wrote it.
+RACY_NS = 2_000_000_000
+VERIFIED = "verified.json"
 
 
 def cache_root() -> Path:
@@ -189,6 +200,41 @@ def _map(path: Path) -> np.ndarray:
     return np.asarray(np.load(path, mmap_mode="c", allow_pickle=False))
 
 
+def _file_state(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _mismatches(folder: Path, digests: dict[str, str]) -> list[str]:
+    """The files of ``folder`` named in ``digests`` whose bytes no longer hash to their SHA-256.
+
+    A file that ``verified.json`` vouches for (same digest expected, same size, inode and times as
+    when it last matched, and unchanged for :data:`RACY_NS` before that check) is not read again; those that are hashed
+    and match are recorded there for the next load."""
+    try:
+        known = dict(json.loads((folder / VERIFIED).read_text())["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        known = {}
+    bad, fresh = [], {}
+    for name, digest in digests.items():
+        state = _file_state(folder / name)  # a missing file raises OSError: the caller's to report
+        entry = known.get(name)
+        entry = entry if isinstance(entry, dict) else {}  # a stamp of another form vouches for nothing
+        checked_at = entry.get("checked_at_ns")
+        vouched = entry.get("state") == state and entry.get("sha256") == digest and isinstance(checked_at, int)
+        if vouched and state[3] <= checked_at - RACY_NS:
+            continue
+        now = time.time_ns()
+        if file_sha256(folder / name) != digest:
+            bad.append(name)
+        else:
+            fresh[name] = {"state": state, "sha256": digest, "checked_at_ns": now}
+    if fresh:
+        with contextlib.suppress(OSError):  # a read-only cache is hashed in full at every load
+            atomic_write_text(folder / VERIFIED, json.dumps({"files": known | fresh}))
+    return bad
+
+
 def load(folder: Path) -> SliceStack:
     """Read a cached dataset written by :func:`save`, verifying every file against its checksum."""
     try:
@@ -206,12 +252,11 @@ def load(folder: Path) -> SliceStack:
                 f"{folder}: the records in manifest.json changed since the dataset was built; "
                 f"delete the folder to rebuild it (rm -r {folder})"
             )
-        for name, digest in manifest["sha256"].items():
-            if file_sha256(folder / name) != digest:
-                raise DataError(
-                    f"{folder / name}: changed since the dataset was built (checksum mismatch); "
-                    f"delete the folder to rebuild it (rm -r {folder})"
-                )
+        for name in _mismatches(folder, manifest["sha256"]):
+            raise DataError(
+                f"{folder / name}: changed since the dataset was built (checksum mismatch); "
+                f"delete the folder to rebuild it (rm -r {folder})"
+            )
 
         def arr(name: str) -> np.ndarray:
             return _map(folder / f"{name}.npy")
@@ -281,7 +326,7 @@ def images(
     digest_path = path.with_name(path.name + ".sha256")
     if path.is_file() and digest_path.is_file():
         try:
-            if file_sha256(path) == digest_path.read_text().strip():
+            if not _mismatches(folder, {path.name: digest_path.read_text().strip()}):
                 out = _map(path)
                 if out.shape == stack.hu.shape:
                     return out
