@@ -209,8 +209,8 @@ def _mismatches(folder: Path, digests: dict[str, str]) -> list[str]:
     """The files of ``folder`` named in ``digests`` whose bytes no longer hash to their SHA-256.
 
     A file that ``verified.json`` vouches for (same digest expected, same size, inode and times as
-    when it last matched, and unchanged for :data:`RACY_NS` before that check) is not read again; those that are hashed
-    and match are recorded there for the next load."""
+    when it last matched, and unchanged for :data:`RACY_NS` before that check) is not read again;
+    those that are hashed and match are recorded there for the next load."""
     try:
         known = dict(json.loads((folder / VERIFIED).read_text())["files"])
     except (OSError, ValueError, KeyError, TypeError):

@@ -134,7 +134,7 @@ PLEURAL_SHARE = 0.4
 PHYSICS = ("v4", "ct")
 #: Bump whenever a change to the "ct" path (here, scanner.py, anatomy.vessel_sections, the
 #: nodule's partial volume) changes its arrays; v4's arrays are GENERATOR_VERSION's.
-CT_VERSION = 11
+CT_VERSION = 12
 
 
 def _place(

@@ -83,7 +83,7 @@ SITES: dict[str, Site] = {
     "held-out-site": Site(
         name="held-out-site",
         psf_fwhm_mm=0.8,
-        overshoot=0.6,
+        overshoot=1.0,
         overshoot_mm=1.2,
         noise_hu=(45.0, 65.0),
         nps_cutoff=1.6,
