@@ -113,6 +113,21 @@ def _phantom(root: Path, edit: Callable[[np.ndarray], np.ndarray], monkeypatch) 
     return phantom.NAME
 
 
+def _phantom_ct(root: Path, edit: Callable[[np.ndarray], np.ndarray], monkeypatch) -> str:
+    """lidc-phantom with CT physics (the quick preset's default): the label is edited, the image is
+    drawn from one reader's outline at both sites."""
+    from augforge.data.sources import phantom
+
+    render = phantom._ct_tumour_slice
+
+    def edited(size, cand, srng, key, sites):
+        images, label, drawn, facts = render(size, cand, srng, key, sites)
+        return images, edit(label), drawn, facts
+
+    monkeypatch.setattr(phantom, "_ct_tumour_slice", edited)
+    return phantom.NAME
+
+
 def _lidc_slices(root: Path, edit: Callable[[np.ndarray], np.ndarray], monkeypatch) -> Path:
     from conftest import write_lidc_export
 
@@ -126,6 +141,7 @@ def _lidc_slices(root: Path, edit: Callable[[np.ndarray], np.ndarray], monkeypat
 BUILDERS: dict[str, Callable[..., Path | str]] = {
     "lidc-slices": _lidc_slices,
     "lidc-phantom": _phantom,
+    "lidc-phantom-ct": _phantom_ct,
     "folder": _folder,
     "mendeley": _mendeley,
     "lidc-dicom": _dicom,
@@ -133,7 +149,9 @@ BUILDERS: dict[str, Callable[..., Path | str]] = {
 
 
 def test_every_source_is_guarded():
-    assert set(BUILDERS) == set(SOURCE_KINDS), "a data source without a mask-independence test"
+    assert {k.removesuffix("-ct") for k in BUILDERS} == set(SOURCE_KINDS), (
+        "a data source without a mask-independence test"
+    )
 
 
 def _load(kind: str, tmp: Path, name: str, edit, monkeypatch, mode: str, margin: float):
@@ -151,6 +169,7 @@ def _load(kind: str, tmp: Path, name: str, edit, monkeypatch, mode: str, margin:
             input=mode,
             field_margin_mm=margin,
             offset_px=6,
+            physics="ct" if kind == "lidc-phantom-ct" else "v4",
         )
         return load_dataset(cfg, allow_pickle=True, progress=False)
 
@@ -161,12 +180,12 @@ def test_changing_the_mask_leaves_the_network_input_unchanged(kind, mode, margin
     if kind == "lidc-slices" and mode == "lung":
         pytest.skip("8-bit crops have no Hounsfield units: the lung input is refused (test_lidc_slices.py)")
     base = _load(kind, tmp_path, "base", lambda m: m, monkeypatch, mode, margin)
-    slices = {s.id: s for s in base.train + base.test}
+    slices = {s.id: s for s in base.train + base.test + base.shifted}
     assert slices and any(s.has_tumour for s in slices.values())
     for name, edit in MASK_EDITS.items():
         other = _load(kind, tmp_path, name, edit, monkeypatch, mode, margin)
         changed = 0
-        for s in other.train + other.test:
+        for s in other.train + other.test + other.shifted:
             if s.id not in slices:  # a multi-reader source may keep other slices once the masks move
                 continue
             ref = slices[s.id]
