@@ -14,7 +14,7 @@ import pytest
 from augforge.data.processing import cache
 from augforge.data.processing.lungfield import fill_holes, lung_field, lung_only
 from augforge.data.processing.preprocess import normalise, parse_window, preprocess
-from augforge.data.records import NON_LUNG_HU
+from augforge.data.records import NON_LUNG_HU, Deferred
 from augforge.errors import DataError, UsageError
 
 
@@ -138,7 +138,12 @@ def test_cache_roundtrip_is_exact_and_atomic(tmp_path, monkeypatch):
     assert images.shape == (3, 16, 16)
     assert np.array_equal(images, cache.images(folder, again, "", True))
     ds = cache.to_dataset(again, images, "t")
-    assert [s.id for s in ds.test] == ["s0"] and np.shares_memory(ds.train[0].hu, again.hu)
+    assert [s.id for s in ds.test] == ["s0"] and np.shares_memory(ds.train[0].mask, again.mask)
+    # Compact HU stay int16 in the stack; a slice converts its own on first read, to the same values.
+    assert again.hu.dtype == np.int16 and isinstance(ds.train[1].__dict__["_hu"], Deferred)
+    assert ds.train[1].hu.dtype == np.float32 and np.array_equal(ds.train[1].hu, stack.hu[2])
+    assert ds.train[1].hu is ds.train[1].hu  # made once, then kept
+    assert np.array_equal(ds.train[1].lung_hu, stack.lung_stack()[2]) and ds.train[1].lung_hu.dtype == np.float32
     assert cache.load_or_build("t", {"k": 2}, build)[1] != folder and built == [1, 1]
     # Reloaded arrays are writable, and writing to them never changes the cache.
     original = images.copy()
@@ -250,3 +255,26 @@ def test_a_changed_preprocessed_image_file_is_recomputed(tmp_path, monkeypatch):
     path.write_bytes(bytes(raw))
     assert np.array_equal(cache.images(folder, cache.load(folder), "", True), good)
     assert np.array_equal(np.load(path), good)  # and rewritten
+
+
+def test_deferred_slice_arrays_behave_like_plain_ones(tmp_path, monkeypatch):
+    """A reloaded slice's deferred HU pickle, copy, compare and replace like the arrays they stand for."""
+    import copy
+    import dataclasses
+    import pickle
+
+    monkeypatch.setenv("AUGFORGE_CACHE", str(tmp_path))
+    stack, folder = cache.load_or_build("t", {"k": 1}, small_stack)
+    built = cache.to_dataset(stack, cache.images(folder, stack, "", False), "t").train[0]
+    loaded = cache.load(folder)
+    s = cache.to_dataset(loaded, cache.images(folder, loaded, "", False), "t").train[0]
+    assert isinstance(s.__dict__["_hu"], Deferred) and isinstance(s.__dict__["_lung_hu"], Deferred)
+    assert s.shape == built.shape  # read from the mask: converts nothing
+    assert isinstance(s.__dict__["_hu"], Deferred)
+    twin = pickle.loads(pickle.dumps(s))
+    assert np.array_equal(twin.hu, built.hu) and np.array_equal(twin.lung_hu, built.lung_hu)
+    assert np.array_equal(copy.deepcopy(s).lung_hu, built.lung_hu)
+    edited = dataclasses.replace(s, label="LR3")
+    assert edited.label == "LR3" and np.array_equal(edited.hu, built.hu)
+    s.hu = np.zeros_like(built.hu)  # assignment replaces the deferred array
+    assert not s.hu.any()

@@ -41,6 +41,10 @@ class Slice:
 
     ``hu`` holds the dataset's intensities: Hounsfield units unless the dataset says otherwise
     (``Dataset.meta["intensity"]``, e.g. ``"8-bit"`` for the LIDC per-slice export).
+
+    ``hu`` and ``lung_hu`` may be given as :class:`Deferred`: the array is then made on first access
+    and kept (a cached dataset converts its compact int16 HU slice by slice, only where a slice's
+    HU are read, instead of the whole stack at load).
     """
 
     id: str
@@ -58,7 +62,7 @@ class Slice:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return tuple(self.hu.shape)  # type: ignore[return-value]
+        return tuple(self.mask.shape)  # type: ignore[return-value]  # the mask's: reads no HU
 
     @property
     def has_tumour(self) -> bool:
@@ -73,6 +77,40 @@ class Slice:
     def synthetic_source(strategy: str) -> str:
         """The ``source`` of a slice that ``strategy`` made."""
         return SYNTHETIC_PREFIX + strategy
+
+
+class Deferred:
+    """An array made on first access of a :class:`Slice` field: ``fn(*args)``, then kept.
+
+    Module-level ``fn`` and array ``args`` keep a deferred slice picklable."""
+
+    __slots__ = ("args", "fn")
+
+    def __init__(self, fn: Any, *args: Any) -> None:
+        self.fn, self.args = fn, args
+
+    def __call__(self) -> np.ndarray:
+        return self.fn(*self.args)
+
+
+def _deferrable(name: str) -> property:
+    key = "_" + name
+
+    def get(self: Slice) -> np.ndarray:
+        value = self.__dict__[key]
+        if isinstance(value, Deferred):
+            value = self.__dict__[key] = value()
+        return value
+
+    def put(self: Slice, value: Any) -> None:
+        self.__dict__[key] = value
+
+    return property(get, put, doc=f"``{name}``, made on first access when given as :class:`Deferred`.")
+
+
+# After the dataclass is made, so its __init__, repr and comparisons go through the properties.
+Slice.hu = _deferrable("hu")  # type: ignore[method-assign,assignment]
+Slice.lung_hu = _deferrable("lung_hu")  # type: ignore[method-assign,assignment]
 
 
 @dataclass

@@ -45,7 +45,7 @@ import numpy as np
 from augforge.data.processing import parallel
 from augforge.data.processing.lungfield import lung_fields
 from augforge.data.processing.preprocess import input_hu, preprocess
-from augforge.data.records import NON_LUNG_HU, Dataset, Slice, fingerprint_slices
+from augforge.data.records import NON_LUNG_HU, Dataset, Deferred, Slice, fingerprint_slices
 from augforge.errors import DataError
 from augforge.fileio import atomic_write_text, atomic_write_with, file_sha256, remove_stale_temporaries, temporary_dir
 
@@ -80,12 +80,13 @@ def content_key(parts: dict[str, Any]) -> str:
 class SliceStack:
     """A dataset as stacked arrays (what the cache stores), N slices of one shape.
 
-    hu:      (N, H, W) float32 HU.           mask: (N, H, W) uint8 {0, 1}.
+    hu:      (N, H, W) float32 HU; a loaded stack keeps the cache's int16 (see :meth:`hu_of`).
+    mask:    (N, H, W) uint8 {0, 1}.
     field:   (N, H, W) bool lung field. Sources leave it None and it is computed here from ``hu``
              alone (:func:`augforge.data.processing.lungfield.lung_field`), so that no source can let the mask
              into it; a source whose data carry their own lung-only image (Mendeley's ``hu_array``)
              passes the field of that image.
-    lung_hu: (N, H, W) float32, or None = ``hu`` in ``field``.
+    lung_hu: (N, H, W) float32 (int16 when loaded), or None = ``hu`` in ``field``.
     readers: (N, R, H, W) uint8 {0, 1}, each reader's mask where the source has several readers (the
              label ``mask`` is their consensus), else None.
     records: per slice: id, label, split ("train" | "test" | "healthy"), patient, source,
@@ -109,17 +110,22 @@ class SliceStack:
     def lung_stack(self) -> np.ndarray:
         """(N, H, W) float32 lung-only HU of every slice, in one vectorised pass."""
         if self.lung_hu is not None:
-            return self.lung_hu
-        return np.where(self.field, self.hu, np.float32(NON_LUNG_HU)).astype(np.float32, copy=False)
+            return self.lung_hu.astype(np.float32, copy=False)
+        return _lung_only(self.hu, self.field)
 
     def slices(self, images: np.ndarray | None = None) -> list[Slice]:
-        """Slice records whose arrays are views into the stacks (no per-slice copies)."""
-        lung = self.lung_stack()
+        """Slice records whose arrays are views into the stacks (no per-slice copies); HU stored
+        compactly (int16) become float32 slice by slice, when a slice's ``hu`` or ``lung_hu`` is
+        first read (:class:`~augforge.data.records.Deferred`)."""
         return [
             Slice(
                 id=r["id"],
-                hu=self.hu[i],
-                lung_hu=lung[i],
+                hu=_float32_of(self.hu[i]),
+                lung_hu=(
+                    _float32_of(self.lung_hu[i])
+                    if self.lung_hu is not None
+                    else Deferred(_lung_only, self.hu[i], self.field[i])
+                ),
                 mask=self.mask[i],
                 label=r["label"],
                 spacing_mm=float(r["spacing_mm"]),
@@ -132,6 +138,18 @@ class SliceStack:
             )
             for i, r in enumerate(self.records)
         ]
+
+
+def _float32_of(a: np.ndarray) -> np.ndarray | Deferred:
+    """``a`` itself when it is float32 (a view, no copy), else a deferred float32 copy."""
+    return a if a.dtype == np.float32 else Deferred(np.asarray, a, np.float32)
+
+
+def _lung_only(hu: np.ndarray, lung_field: np.ndarray) -> np.ndarray:
+    """float32 HU inside ``lung_field``, ``NON_LUNG_HU`` outside (one slice or a stack)."""
+    return np.where(lung_field, hu.astype(np.float32, copy=False), np.float32(NON_LUNG_HU)).astype(
+        np.float32, copy=False
+    )
 
 
 def _compact_hu(hu: np.ndarray) -> np.ndarray:
@@ -261,8 +279,9 @@ def load(folder: Path) -> SliceStack:
         def arr(name: str) -> np.ndarray:
             return _map(folder / f"{name}.npy")
 
-        hu = arr("hu").astype(np.float32, copy=False)
-        lung_hu = arr("lung_hu").astype(np.float32, copy=False) if (folder / "lung_hu.npy").is_file() else None
+        # Kept as stored (int16 for CT): slices convert to float32 on first use (SliceStack.slices).
+        hu = arr("hu")
+        lung_hu = arr("lung_hu") if (folder / "lung_hu.npy").is_file() else None
         readers = arr("readers") if (folder / "readers.npy").is_file() else None
         stack = SliceStack(
             hu=hu,
@@ -295,7 +314,7 @@ def load_or_build(name: str, key_parts: dict[str, Any], build: Callable[[], Slic
     if (folder / "manifest.json").is_file():
         return load(folder), folder
     stack = build()
-    # Hold the arrays exactly as a reload will (int16 HU comes back as float32): cold == warm.
+    # Hold the values a reload will (int16 HU read back as the same float32 values): cold == warm.
     stack.hu = _compact_hu(stack.hu).astype(np.float32, copy=False)
     if stack.lung_hu is not None:
         stack.lung_hu = _compact_hu(stack.lung_hu).astype(np.float32, copy=False)
@@ -333,12 +352,13 @@ def images(
         except (OSError, ValueError):
             pass  # a damaged or changed file is recomputed below
     lung = stack.lung_stack()
+    hu = stack.hu.astype(np.float32, copy=False)
     if mode == "whole":
-        seen = stack.hu
+        seen = hu
     elif margin:
         seen = np.stack(
             [
-                input_hu(stack.hu[i], lung[i], stack.field[i], mode, margin, float(r["spacing_mm"]))
+                input_hu(hu[i], lung[i], stack.field[i], mode, margin, float(r["spacing_mm"]))
                 for i, r in enumerate(stack.records)
             ]
         )
