@@ -99,7 +99,7 @@ DATASET_ONLY = ("consensus", "offset_px", "physics")
 #: Settings added after trials were first recorded, with the value that reproduces what trials did
 #: before them: at that value a setting stays out of a trial's identity (earlier results still count),
 #: at any other it enters it.
-ADDED_LATER: dict[tuple[str, str], Any] = {("train", "subsample"): "slices"}
+ADDED_LATER: dict[tuple[str, str], Any] = {("train", "subsample"): "slices", ("train", "cpu_amp"): False}
 
 
 @dataclass
@@ -137,6 +137,9 @@ class TrainConfig(Section):
     fg_fraction: float = setting(0.33, "share of patches centred on tumour", low=0.0, high=1.0)  # as nnU-Net
     threshold: float = setting(0.5, "sigmoid >= threshold is tumour", low=0.0, high=1.0, bounds="()")
     amp: bool = setting(True)  # mixed precision (CUDA only)
+    # bfloat16 autocast on a CPU, training and scoring: other numbers than float32 (a setting of its
+    # own, keyed apart); pays only where the CPU has bfloat16 instructions (AVX512-BF16, AMX).
+    cpu_amp: bool = setting(False)
     channels_last: bool = setting(True)
     eval_batch_size: int = setting(16, low=1)
     threads: int = setting(0, "torch intra-op threads; 0 = torch's default", low=0)

@@ -961,3 +961,26 @@ def test_cache_folders_and_files_follow_the_umask(tmp_path, monkeypatch):
     assert images.shape == (6, 32, 32)
     for p in folder.iterdir():
         assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask, p.name
+
+
+def test_cpu_bfloat16_is_a_setting_of_its_own_and_reproducible(dataset, plugin, tmp_path, monkeypatch):
+    """train.cpu_amp stays out of earlier trials' identity, enters it when set, trains and scores in
+    bfloat16 (other numbers than float32) and gives the same numbers for the same seed."""
+    (before,) = plan(dataset, ["none"])
+    assert "cpu_amp" not in before.config["settings"]["train"]
+    preset = apply_overrides(tiny_preset(), {"train.cpu_amp": True})
+    (bf16,) = plan_study(["none"], preset=preset, seeds=[0], fractions=[1.0], dataset_fingerprint=dataset.fingerprint)
+    assert bf16.key != before.key and bf16.config["settings"]["train"]["cpu_amp"] is True
+    lines: list[str] = []
+    env = TrialEnv(device="cpu", cache_dir=tmp_path, progress=False, log=lines.append)
+    runs = [run_trial(t, dataset, env) for t in (bf16, bf16, before)]
+    assert "bfloat16 (train.cpu_amp)" in lines[0] and "bfloat16" not in lines[-1]
+    dice = [[row["dice"] for row in r.rows] for r in runs]
+    assert dice[0] == dice[1]  # same seed, same bfloat16 numbers
+    losses = [r.record["training"]["final_loss"] for r in runs]
+    assert losses[0] == losses[1] and losses[0] != losses[2]  # and not float32's
+    # A CPU without bfloat16 instructions runs it, and the trial's log says it will be slow.
+    monkeypatch.setattr("augforge.bench.trial.cpu_has_bf16", lambda: False)
+    lines.clear()
+    assert run_trial(bf16, dataset, env).record["training"]["final_loss"] == losses[0]
+    assert any("no bfloat16 instructions" in line and "slower than float32" in line for line in lines)

@@ -35,7 +35,7 @@ from augforge.models import build_model, count_parameters
 from augforge.seeding import seed_everything, torch_threads
 from augforge.strategy import Composite, PrepareContext, Strategy, Transform
 from augforge.train.evaluate import evaluate
-from augforge.train.loop import train_model
+from augforge.train.loop import cpu_has_bf16, train_model
 
 __all__ = [
     "Trial",
@@ -384,7 +384,13 @@ def run_trial(trial: Trial, dataset: Dataset, env: TrialEnv) -> TrialOutcome:
         log(
             f"trial {trial.key} {trial.describe()}: {len(train)} training slices "
             f"({len(real)} real), {count_parameters(model):,} parameters, {env.device}"
+            + (", bfloat16 (train.cpu_amp)" if cfg.cpu_amp and env.device == "cpu" else "")
         )
+        if cfg.cpu_amp and env.device == "cpu" and not cpu_has_bf16():
+            log(
+                "train.cpu_amp: this CPU has no bfloat16 instructions (AVX512-BF16 or AMX), so bfloat16 "
+                "runs slower than float32 here; drop --set train.cpu_amp=true unless you compare with it"
+            )
 
         # 4. Train, then predict every test slice whole and score it.
         result = train_model(

@@ -41,6 +41,7 @@ def predict_masks(
     device: str = "cpu",
     channels_last: bool = True,
     amp: bool = True,
+    cpu_amp: bool = False,
     progress: bool = False,
 ) -> list[np.ndarray]:
     """Tumour masks for whole slices: sigmoid(logits) >= threshold.
@@ -51,11 +52,12 @@ def predict_masks(
     dev = torch.device(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.to(dev, memory_format=memory_format).eval()
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-        if amp and dev.type == "cuda"
-        else contextlib.nullcontext()
-    )
+    if amp and dev.type == "cuda":
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    elif cpu_amp and dev.type == "cpu":
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16)
+    else:
+        autocast = contextlib.nullcontext()
     # A logit threshold avoids a sigmoid over every pixel: sigmoid(z) >= t  <=>  z >= logit(t).
     t = min(max(threshold, 1e-6), 1 - 1e-6)
     logit_threshold = float(np.log(t / (1 - t)))
@@ -89,6 +91,7 @@ def evaluate(
         device=device,
         channels_last=cfg.channels_last,
         amp=cfg.amp,
+        cpu_amp=cfg.cpu_amp,
         progress=progress,
     )
     rows: list[dict[str, Any]] = []

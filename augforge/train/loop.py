@@ -66,11 +66,22 @@ def make_schedule(
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where ``train.cpu_amp`` pays."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def _autocast(
-    device: torch.device, enabled: bool
+    device: torch.device, enabled: bool, cpu: bool = False
 ) -> tuple[contextlib.AbstractContextManager, torch.amp.GradScaler | None]:
-    """Mixed precision on CUDA only: bfloat16 where supported (no loss scaling needed), else float16
-    with a gradient scaler. On CPU, a no-op context (full float32)."""
+    """Mixed precision on CUDA (``enabled``): bfloat16 where supported (no loss scaling needed), else
+    float16 with a gradient scaler. On a CPU, bfloat16 autocast when ``cpu`` (``train.cpu_amp``),
+    else a no-op context (full float32)."""
+    if device.type == "cpu" and cpu:
+        return torch.autocast("cpu", dtype=torch.bfloat16), None
     if not (enabled and device.type == "cuda"):
         return contextlib.nullcontext(), None
     if torch.cuda.is_bf16_supported():
@@ -107,7 +118,8 @@ def train_model(
     optimizer = make_optimizer(model.parameters(), cfg)
     schedule = make_schedule(optimizer, cfg, total_steps)
     loss_fn = get_loss(cfg.loss)
-    autocast, scaler = _autocast(dev, cfg.amp)
+    autocast, scaler = _autocast(dev, cfg.amp, cfg.cpu_amp)
+    cpu_bf16 = dev.type == "cpu" and cfg.cpu_amp  # its loss is taken in float32
 
     # 3. Batches: a seeded stream built in a background thread while the network computes.
     sampler = BatchSampler(
@@ -142,7 +154,7 @@ def train_model(
                 y = torch.from_numpy(y_np).to(dev, non_blocking=True).contiguous(memory_format=memory_format)
                 with autocast:
                     logits = model(x)
-                loss = loss_fn(logits, y)
+                loss = loss_fn(logits.float() if cpu_bf16 else logits, y)
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:
                     scaler.scale(loss).backward()
