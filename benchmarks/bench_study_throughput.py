@@ -15,14 +15,20 @@ What the script measures (printed as one JSON object):
   others takes longer; the study still ends sooner if ``speedup`` > 1).
 - ``workers_equal``: whether the parallel layout's per-image metrics are the same with one worker
   as with ``--workers`` (run only with ``--check-workers``: it runs the parallel study a third time).
+- ``bf16_s``, ``bf16_speedup`` (only with ``--bf16``): the parallel layout again with bfloat16
+  autocast (``train.cpu_amp``), and ``sequential_s / bf16_s``; ``cpu_bf16`` says whether the CPU
+  has bfloat16 instructions (without them bfloat16 runs slower than float32).
 - ``default_study_s``: the committed default study's trials (benchmarks/studies/default-run, run one
   after another) summed, and ``default_study_parallel_s``: that sum divided by ``speedup``, the
   default study's projected wall time under the parallel layout.
+- ``default_bf16_study_wall_s``: the committed run of benchmarks/studies/default-bf16.toml
+  (benchmarks/studies/default-bf16-run, two trials at a time): from its first trial's start to its
+  last trial's end, as measured by running it.
 
 Usage::
 
     python benchmarks/bench_study_throughput.py [--preset quick] [--seeds 4] [--set train.epochs=3]
-        [--threads 1] [--workers 2] [--check-workers]
+        [--threads 1] [--workers 2] [--check-workers] [--bf16]
 
 Shortened trials (``train.epochs``) keep the run short; the ratio is one of per-step throughput,
 which the number of epochs does not change.
@@ -34,6 +40,7 @@ import argparse
 import json
 import os
 import tempfile
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +52,10 @@ from augforge.bench.study import plan_study
 from augforge.bench.trial import Trial
 from augforge.config import apply_overrides, get_preset, parse_set_options, split_overrides
 from augforge.data.sources import load_dataset
+from augforge.train.loop import cpu_has_bf16
 
 DEFAULT_RUN = Path(__file__).parent / "studies" / "default-run" / "trials.jsonl"
+BF16_RUN = Path(__file__).parent / "studies" / "default-bf16-run" / "trials.jsonl"
 
 
 def mean_trial_s(store: ResultsStore) -> float:
@@ -61,6 +70,18 @@ def default_study_seconds() -> float | None:
     return round(sum(r["timings_s"]["total"] for r in records if r.get("status") == "ok"), 1)
 
 
+def study_span_seconds(path: Path) -> float | None:
+    """Wall time of a committed study run: its first trial's start to its last trial's end."""
+    if not path.exists():
+        return None
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not records:
+        return None
+    start = min(datetime.fromisoformat(r["started_at"]) for r in records)
+    end = max(datetime.fromisoformat(r["finished_at"]) for r in records)
+    return round((end - start).total_seconds(), 1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="quick")
@@ -69,6 +90,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="train.threads of the parallel layout")
     ap.add_argument("--workers", type=int, default=0, help="processes of the parallel layout (0: cores / threads)")
     ap.add_argument("--check-workers", action="store_true", help="also run the parallel layout with one worker")
+    ap.add_argument("--bf16", action="store_true", help="also run the parallel layout with train.cpu_amp=true")
     ap.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
     args = ap.parse_args()
 
@@ -77,6 +99,7 @@ def main() -> None:
     preset_over, strategy_params = split_overrides(parse_set_options(args.overrides))
     sequential = apply_overrides(get_preset(args.preset), {**preset_over, "train.threads": "0"})
     parallel = apply_overrides(sequential, {"train.threads": str(args.threads)})
+    bf16 = apply_overrides(parallel, {"train.cpu_amp": "true"})
     load_before = os.getloadavg()[0]
     dataset = load_dataset(sequential.data, progress=False)
 
@@ -101,6 +124,10 @@ def main() -> None:
             _, one = timed_study("process", par_trials, dataset, parallel, root / "parallel-1", workers=1)
             workers_equal = comparable_rows(one, par_trials) == comparable_rows(par, par_trials)
         trial_s = {"sequential": mean_trial_s(seq), "parallel": mean_trial_s(par)}
+        bf16_s = None
+        if args.bf16:
+            bf16_s, bf = timed_study("process", plan(bf16), dataset, bf16, root / "bf16", workers=workers)
+            trial_s["bf16"] = mean_trial_s(bf)
         results_equal = comparable_rows(seq, seq_trials) == comparable_rows(par, par_trials)
 
     speedup = seq_s / par_s
@@ -123,6 +150,10 @@ def main() -> None:
                 "workers_equal": workers_equal,
                 "default_study_s": default_s,
                 "default_study_parallel_s": round(default_s / speedup, 1) if default_s else None,
+                "cpu_bf16": cpu_has_bf16(),
+                "bf16_s": None if bf16_s is None else round(bf16_s, 2),
+                "bf16_speedup": None if bf16_s is None else round(seq_s / bf16_s, 3),
+                "default_bf16_study_wall_s": study_span_seconds(BF16_RUN),
                 "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
             },
             indent=1,

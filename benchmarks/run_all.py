@@ -453,15 +453,15 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark(
         "study_throughput",
         "bench_study_throughput.py",
-        args=("--seeds", "4", "--set", "train.epochs=3", "--check-workers"),
-        quick_args=("--preset", "tiny", "--seeds", "2", "--set", "train.epochs=2"),
+        args=("--seeds", "4", "--set", "train.epochs=3", "--check-workers", "--bf16"),
+        quick_args=("--preset", "tiny", "--seeds", "2", "--set", "train.epochs=2", "--bf16"),
         repeats=1,
         timeout_s=900,
         uses_dataset=True,
         default=False,
         note="4 baseline trials shortened to 3 epochs, one after another on all cores, then with "
-        "train.threads=1 in one process per core (a different, recorded setting: other numbers); runs only "
-        "with --only study_throughput",
+        "train.threads=1 in one process per core, then the same with train.cpu_amp=true (different, recorded "
+        "settings: other numbers); runs only with --only study_throughput",
         metrics=(
             Metric(
                 "default_study_wall_time",
@@ -481,6 +481,25 @@ BENCHMARKS: tuple[Benchmark, ...] = (
                 ratio=lambda j: j["speedup"],
                 ratio_is="reference / value: the whole study's speed-up, measured side by side on the same trials",
                 goal=Goal("value", "<=", 30),
+            ),
+            Metric(
+                "default_study_bf16_wall_time",
+                "the default study's trials with bfloat16 on the CPU, one thread each, two at a time "
+                "(benchmarks/studies/default-bf16.toml) as committed in benchmarks/studies/default-bf16-run: "
+                "first trial's start to last trial's end",
+                "min",
+                lambda j: j["default_bf16_study_wall_s"] / 60 if j.get("default_bf16_study_wall_s") else None,
+                goal=Goal("value", "<=", 30),
+            ),
+            Metric(
+                "study_speedup_bf16",
+                "the shortened trials with train.cpu_amp=true, one thread each, one per core at once, against "
+                "one after another in float32 on all cores (same run)",
+                "s",
+                lambda j: j["bf16_s"],
+                reference=lambda j: j["sequential_s"],
+                ratio=lambda j: j["sequential_s"] / j["bf16_s"] if j.get("bf16_s") else None,
+                ratio_is="reference / value: the study's speed-up",
             ),
             Metric(
                 "study_trial_time_parallel",
