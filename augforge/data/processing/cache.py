@@ -80,7 +80,7 @@ def content_key(parts: dict[str, Any]) -> str:
 class SliceStack:
     """A dataset as stacked arrays (what the cache stores), N slices of one shape.
 
-    hu:      (N, H, W) float32 HU; a loaded stack keeps the cache's int16 (see :meth:`hu_of`).
+    hu:      (N, H, W) float32 HU; a loaded stack keeps the cache's int16 (its slices convert on first read).
     mask:    (N, H, W) uint8 {0, 1}.
     field:   (N, H, W) bool lung field. Sources leave it None and it is computed here from ``hu``
              alone (:func:`augforge.data.processing.lungfield.lung_field`), so that no source can let the mask
