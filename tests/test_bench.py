@@ -984,3 +984,14 @@ def test_cpu_bfloat16_is_a_setting_of_its_own_and_reproducible(dataset, plugin, 
     lines.clear()
     assert run_trial(bf16, dataset, env).record["training"]["final_loss"] == losses[0]
     assert any("no bfloat16 instructions" in line and "slower than float32" in line for line in lines)
+
+
+def test_the_report_names_settings_other_than_the_preset_s():
+    from augforge.bench.report import preset_overrides
+
+    plain = {"preset": "tiny", "config": {"settings": get_preset("tiny").trial_settings()}}
+    changed = apply_overrides(get_preset("tiny"), {"train.cpu_amp": "true", "train.threads": "2"}).trial_settings()
+    other = {"preset": "tiny", "config": {"settings": changed}}
+    assert preset_overrides([plain]) == {"tiny": {}}
+    assert preset_overrides([plain, other]) == {"tiny": {"train.cpu_amp": ["true"], "train.threads": ["2"]}}
+    assert preset_overrides([{"preset": "no-such-preset", "config": {"settings": {}}}]) == {}

@@ -17,6 +17,7 @@ from augforge.bench.ranking import (
     LEADERBOARD_COLUMNS,
     FloorRow,
     Leaderboard,
+    _flatten,
     build_leaderboard,
     shift_table,
     trial_context,
@@ -76,6 +77,39 @@ def _cost_line(recs: list[dict[str, Any]]) -> str:
         f"; first trial started {start:%Y-%m-%d %H:%M}, last finished {end:%Y-%m-%d %H:%M} UTC "
         "(a resumed study's span includes its pauses)"
     )
+
+
+def preset_overrides(recs: Iterable[dict[str, Any]]) -> dict[str, dict[str, list[str]]]:
+    """Per preset name: each setting whose value in the trials differs from the preset's own
+    (``--set`` and study-file overrides, a ``--data`` path), with the values the trials used.
+
+    Settings a record does not carry (added later, at their earlier behaviour) count as the preset's;
+    a preset this installation does not know is left out."""
+    from augforge.config import get_preset
+    from augforge.errors import UsageError
+
+    out: dict[str, dict[str, list[str]]] = {}
+    defaults: dict[str, dict[str, Any]] = {}
+    for rec in recs:
+        preset = str(rec.get("preset", ""))
+        if preset not in defaults:
+            try:
+                flat: dict[str, Any] = {}
+                _flatten("", get_preset(preset).to_dict(), flat)
+            except UsageError:
+                flat = {}
+            defaults[preset] = flat
+        if not defaults[preset]:
+            continue
+        settings: dict[str, Any] = {}
+        _flatten("", rec.get("config", {}).get("settings", {}), settings)
+        changed = out.setdefault(preset, {})
+        for key, value in settings.items():
+            if key in defaults[preset] and value != defaults[preset][key]:
+                text = str(value).lower() if isinstance(value, bool) else str(value)
+                if text not in changed.setdefault(key, []):
+                    changed[key].append(text)
+    return out
 
 
 def _context_heading(ctx: tuple[float, str, str], recs: list[dict[str, Any]]) -> str:
@@ -201,6 +235,12 @@ def render_markdown(
         for ctx in board.contexts:
             name = next(r["dataset"]["name"] for r in recs if trial_context(r) == ctx)
             lines.append(f"- context: {board.context_name(ctx)} ({name})")
+        lines += [
+            f"- settings other than preset {preset}'s: "
+            + ", ".join(f"{key} = {' or '.join(values)}" for key, values in changed.items())
+            for preset, changed in preset_overrides(recs).items()
+            if changed
+        ]
         lines.append("")
     elif not board.failed:
         lines += ["No finished trials yet.", ""]
