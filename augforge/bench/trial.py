@@ -381,12 +381,13 @@ def run_trial(trial: Trial, dataset: Dataset, env: TrialEnv) -> TrialOutcome:
             transform = _CheckedTransform(transform, who)
         seed_everything(trial.seed)
         model = build_model(preset.model)
+        cpu_bf16 = cfg.cpu_amp and env.device == "cpu"
         log(
             f"trial {trial.key} {trial.describe()}: {len(train)} training slices "
             f"({len(real)} real), {count_parameters(model):,} parameters, {env.device}"
-            + (", bfloat16 (train.cpu_amp)" if cfg.cpu_amp and env.device == "cpu" else "")
+            + (", bfloat16 (train.cpu_amp)" if cpu_bf16 else "")
         )
-        if cfg.cpu_amp and env.device == "cpu" and not cpu_has_bf16():
+        if cpu_bf16 and not cpu_has_bf16():
             log(
                 "train.cpu_amp: this CPU has no bfloat16 instructions (AVX512-BF16 or AMX), so bfloat16 "
                 "runs slower than float32 here; drop --set train.cpu_amp=true unless you compare with it"

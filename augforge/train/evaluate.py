@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +13,7 @@ from augforge.config import TrainConfig
 from augforge.data.records import Slice
 from augforge.metrics import METRIC_NAMES, segmentation_metrics
 from augforge.progress import bar as progress_bar
+from augforge.train.loop import _autocast
 
 __all__ = ["evaluate", "predict_masks"]
 
@@ -52,12 +52,7 @@ def predict_masks(
     dev = torch.device(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.to(dev, memory_format=memory_format).eval()
-    if amp and dev.type == "cuda":
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-    elif cpu_amp and dev.type == "cpu":
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16)
-    else:
-        autocast = contextlib.nullcontext()
+    autocast, _ = _autocast(dev, amp, cpu_amp)  # training's precision (inference needs no loss scaling)
     # A logit threshold avoids a sigmoid over every pixel: sigmoid(z) >= t  <=>  z >= logit(t).
     t = min(max(threshold, 1e-6), 1 - 1e-6)
     logit_threshold = float(np.log(t / (1 - t)))
