@@ -34,6 +34,7 @@ from augforge.metrics import METRIC_NAMES
 from augforge.models import build_model, count_parameters
 from augforge.seeding import seed_everything, torch_threads
 from augforge.strategy import Composite, PrepareContext, Strategy, Transform
+from augforge.train.allocator import keep_freed_memory
 from augforge.train.evaluate import evaluate
 from augforge.train.loop import cpu_has_bf16, train_model
 
@@ -256,6 +257,8 @@ def _environment(device: str, threads: int | None = None) -> dict[str, Any]:
         # here can round a convolution's sums differently, and a trained model with them.
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "threads": threads if threads is not None else torch.get_num_threads(),
+        # Where freed buffers go (train/allocator.py): changes the time of a step, never its numbers.
+        "allocator": "glibc-kept" if keep_freed_memory() else "system",
     }
 
 
@@ -351,6 +354,7 @@ def run_trial(trial: Trial, dataset: Dataset, env: TrialEnv) -> TrialOutcome:
     preset = trial.preset
     cfg = preset.train
     started, t0 = utc_stamp(), time.perf_counter()
+    keep_freed_memory()  # before the strategy's generator fits, which train too
     memory = _PeakMemory(env.device)
     with memory, torch_threads(cfg.threads):
         # 1. The strategy, and the real training slices this trial may use.
