@@ -18,9 +18,15 @@ What the script measures (printed as one JSON object):
 - ``bf16_s``, ``bf16_speedup`` (only with ``--bf16``): the parallel layout again with bfloat16
   autocast (``train.cpu_amp``), and ``sequential_s / bf16_s``; ``cpu_bf16`` says whether the CPU
   has bfloat16 instructions (without them bfloat16 runs slower than float32).
+- ``allocator_speedup`` (only with ``--allocator``): the sequential layout run twice more in one
+  worker process each, once with glibc's malloc as it comes (``AUGFORGE_MALLOC=system``) and once
+  with freed memory kept (augforge/train/allocator.py, the default): system time / kept time. Both
+  give the same numbers.
 - ``default_study_s``: the committed default study's trials (benchmarks/studies/default-run, run one
-  after another) summed, and ``default_study_parallel_s``: that sum divided by ``speedup``, the
-  default study's projected wall time under the parallel layout.
+  after another) summed; ``default_study_now_s``: that sum divided by ``allocator_speedup`` when the
+  committed run predates the allocator setting (its records carry no ``allocator`` field), else the
+  sum; ``default_study_parallel_s``: ``default_study_now_s`` divided by ``speedup``, the default
+  study's projected wall time under the parallel layout.
 - ``default_bf16_study_wall_s``: the committed run of benchmarks/studies/default-bf16.toml
   (benchmarks/studies/default-bf16-run, two trials at a time): from its first trial's start to its
   last trial's end, as measured by running it.
@@ -28,7 +34,7 @@ What the script measures (printed as one JSON object):
 Usage::
 
     python benchmarks/bench_study_throughput.py [--preset quick] [--seeds 4] [--set train.epochs=3]
-        [--threads 1] [--workers 2] [--check-workers] [--bf16]
+        [--threads 1] [--workers 2] [--check-workers] [--bf16] [--allocator]
 
 Shortened trials (``train.epochs``) keep the run short; the ratio is one of per-step throughput,
 which the number of epochs does not change.
@@ -63,11 +69,15 @@ def mean_trial_s(store: ResultsStore) -> float:
     return round(sum(times) / len(times), 2)
 
 
-def default_study_seconds() -> float | None:
+def default_study_seconds() -> tuple[float | None, bool]:
+    """The committed default study's trial times summed, and whether it ran with the allocator
+    setting (records from before it carry no ``allocator`` field)."""
     if not DEFAULT_RUN.exists():
-        return None
+        return None, False
     records = [json.loads(line) for line in DEFAULT_RUN.read_text().splitlines() if line.strip()]
-    return round(sum(r["timings_s"]["total"] for r in records if r.get("status") == "ok"), 1)
+    ok = [r for r in records if r.get("status") == "ok"]
+    kept = all(r.get("allocator") == "glibc-kept" for r in ok)
+    return round(sum(r["timings_s"]["total"] for r in ok), 1), kept
 
 
 def study_span_seconds(path: Path) -> float | None:
@@ -91,6 +101,11 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=0, help="processes of the parallel layout (0: cores / threads)")
     ap.add_argument("--check-workers", action="store_true", help="also run the parallel layout with one worker")
     ap.add_argument("--bf16", action="store_true", help="also run the parallel layout with train.cpu_amp=true")
+    ap.add_argument(
+        "--allocator",
+        action="store_true",
+        help="also run the sequential layout in a worker with and without the allocator setting",
+    )
     ap.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
     args = ap.parse_args()
 
@@ -129,9 +144,27 @@ def main() -> None:
             bf16_s, bf = timed_study("process", plan(bf16), dataset, bf16, root / "bf16", workers=workers)
             trial_s["bf16"] = mean_trial_s(bf)
         results_equal = comparable_rows(seq, seq_trials) == comparable_rows(par, par_trials)
+        allocator: dict[str, Any] | None = None
+        if args.allocator:
+            allocator = {}
+            for name, value in (("system", "system"), ("kept", "")):
+                os.environ["AUGFORGE_MALLOC"] = value  # read by the spawned worker
+                try:
+                    secs, store = timed_study(
+                        "process", seq_trials, dataset, sequential, root / f"alloc-{name}", workers=1
+                    )
+                finally:
+                    os.environ.pop("AUGFORGE_MALLOC", None)
+                allocator[f"{name}_s"] = round(secs, 2)
+                allocator[f"{name}_rows"] = comparable_rows(store, seq_trials)
+            allocator["same_results"] = allocator.pop("system_rows") == allocator.pop("kept_rows")
+            allocator["speedup"] = round(allocator["system_s"] / allocator["kept_s"], 3)
 
     speedup = seq_s / par_s
-    default_s = default_study_seconds()
+    default_s, default_kept = default_study_seconds()
+    default_now = default_s
+    if default_s and not default_kept:
+        default_now = round(default_s / allocator["speedup"], 1) if allocator else None
     print(
         json.dumps(
             {
@@ -148,8 +181,11 @@ def main() -> None:
                 "trial_s": trial_s,
                 "layouts_give_equal_results": results_equal,
                 "workers_equal": workers_equal,
+                "allocator": allocator,
                 "default_study_s": default_s,
-                "default_study_parallel_s": round(default_s / speedup, 1) if default_s else None,
+                "default_study_ran_with_allocator": default_kept,
+                "default_study_now_s": default_now,
+                "default_study_parallel_s": round(default_now / speedup, 1) if default_now else None,
                 "cpu_bf16": cpu_has_bf16(),
                 "bf16_s": None if bf16_s is None else round(bf16_s, 2),
                 "bf16_speedup": None if bf16_s is None else round(seq_s / bf16_s, 3),

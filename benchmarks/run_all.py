@@ -129,6 +129,18 @@ class Metric:
     goal: Goal | None = None
 
 
+def _allocator_row(j: dict[str, Any], precision: str, threads: int) -> dict[str, Any]:
+    """bench_allocator.py's row for one precision and thread count (KeyError if it was not measured,
+    or if the two allocators computed different losses, which would void the comparison)."""
+    name = "bfloat16" if precision == "bf16" else precision
+    for row in j["results"]:
+        if row["precision"] == name and row["threads"] == threads:
+            if not row["same_losses"]:
+                raise KeyError(f"{name} on {threads} threads: the allocators computed different losses")
+            return row
+    raise KeyError(f"no {name} row on {threads} threads")
+
+
 @dataclass(frozen=True)
 class Benchmark:
     """A benchmark script, the arguments of its full and quick (smoke) runs, and the metrics it yields.
@@ -312,6 +324,32 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         ),
     ),
     Benchmark(
+        "allocator",
+        "bench_allocator.py",
+        args=("--steps", "15", "--rounds", "2"),
+        quick_args=("--steps", "2", "--rounds", "1"),
+        repeats=1,
+        timeout_s=600,
+        note="each measurement in a fresh process, glibc's malloc as it comes and with freed memory kept "
+        "alternating; both compute the same losses bit for bit (checked in the run)",
+        metrics=tuple(
+            Metric(
+                f"allocator_step_{precision}_{threads}t",
+                f"one quick-preset training step in {'bfloat16 autocast' if precision == 'bf16' else 'float32'} "
+                f"on {threads} thread{'s' if threads > 1 else ''}: freed memory kept in the process "
+                "(augforge's default) against glibc's malloc as it comes",
+                "ms",
+                (lambda j, p=precision, t=threads: _allocator_row(j, p, t)["step_ms"]["kept"]),
+                reference=(lambda j, p=precision, t=threads: _allocator_row(j, p, t)["step_ms"]["system"]),
+                ratio=(lambda j, p=precision, t=threads: _allocator_row(j, p, t)["kept_over_system"]),
+                ratio_is="value / reference (< 1: keeping freed memory is faster)",
+                goal=Goal("ratio", "<=", 1.0),
+            )
+            for precision in ("float32", "bf16")
+            for threads in (1, 2)
+        ),
+    ),
+    Benchmark(
         "monai",
         "bench_unet_monai.py",
         quick_args=("--preset", "tiny", "--steps", "1", "--rounds", "2", "--warmup", "1"),
@@ -453,7 +491,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark(
         "study_throughput",
         "bench_study_throughput.py",
-        args=("--seeds", "4", "--set", "train.epochs=3", "--check-workers", "--bf16"),
+        args=("--seeds", "4", "--set", "train.epochs=3", "--check-workers", "--bf16", "--allocator"),
         quick_args=("--preset", "tiny", "--seeds", "2", "--set", "train.epochs=2", "--bf16"),
         repeats=1,
         timeout_s=900,

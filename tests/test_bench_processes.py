@@ -126,6 +126,64 @@ def test_results_do_not_depend_on_the_executor_or_the_worker_count(tmp_path):
             assert json.dumps(outcome.rows) == json.dumps(expected[key].rows), (where, key)
 
 
+def _children(pid: int) -> set[int]:
+    """Live processes whose parent is ``pid`` (Linux /proc)."""
+    out = set()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                out.add(int(d.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers through /proc")
+def test_workers_end_when_the_study_process_is_killed(tmp_path):
+    """SIGKILL the study mid-trial: its workers must not go on training trials nobody will collect."""
+    argv = [sys.executable, "-c", _RUN, "bench", "--strategy", "none", "--preset", "tiny", "--seeds", "2"]
+    # Trials long enough that a worker left behind would still be training when the test looks.
+    argv += ["--set", "train.epochs=400", "--executor", "process", "--workers", "2"]
+    argv += ["--out", str(tmp_path / "study"), "--no-progress", "--no-baseline"]
+    proc = subprocess.Popen(argv, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        workers: set[int] = set()
+        while len(workers) < 2:  # the pool's resource tracker is a child too; workers come on top
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            assert time.monotonic() < deadline, "the workers did not start"
+            workers = {
+                p
+                for p in _children(proc.pid)
+                if "spawn_main" in (Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace"))
+            }
+            time.sleep(0.1)
+        time.sleep(3)  # the workers have loaded the data and are training
+        assert all(_alive(p) for p in workers)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = [p for p in workers if _alive(p)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    assert not left, f"workers {left} still running 15 s after the study process was killed"
+
+
 @pytest.mark.parametrize("after_s", [0.3, 1.0, 2.0])
 def test_ctrl_c_while_the_command_line_loads_is_one_line_and_exit_130(tmp_path, after_s):
     """Loading imports torch for seconds; a Ctrl-C then used to print a traceback (or abort in C++)."""

@@ -18,6 +18,8 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -46,11 +48,26 @@ _worker_dataset: Dataset | None = None
 _worker_error: str | None = None
 
 
+#: How often a worker checks that the study process that started it is still there.
+PARENT_POLL_S = 0.5
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker soon after the study process dies (killed, or out of memory): a worker left
+    behind would go on training a trial nobody collects, on cores the user thinks are free."""
+    while True:
+        time.sleep(PARENT_POLL_S)
+        if os.getppid() != parent:  # re-parented: the study process is gone
+            os._exit(1)
+
+
 def _init_worker(data_cfg: DataConfig, allow_pickle: bool, fingerprint: str, threads: int) -> None:
     """Load the study's dataset once per worker. ``threads``: torch's default thread count in the
     parent, which a trial with ``train.threads`` 0 trains with (as it would in the parent)."""
     global _worker_dataset, _worker_error
     import torch
+
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True, name="augforge-parent").start()
 
     torch.set_num_threads(max(1, threads))
     try:
