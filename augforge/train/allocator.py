@@ -12,6 +12,9 @@ from the heap and freed heap memory stays in the process for the next step. What
 unchanged: only where its buffers live. The cost is that the process keeps its peak heap after a
 step instead of its current one, which the trial's peak-memory figure already counts.
 
+It is process-wide, so the library's own functions (``train_model``) leave it alone: the benchmark
+harness sets it when a process runs trials (``run_trial``: the command line, a study's worker
+processes). Code of its own that calls ``train_model`` can call :func:`keep_freed_memory` first.
 It does nothing off glibc (macOS, Windows, musl) and when ``AUGFORGE_MALLOC=system`` is set.
 """
 

@@ -16,7 +16,6 @@ from augforge.config import OPTIMIZERS, SCHEDULES, TrainConfig
 from augforge.progress import bar as progress_bar
 from augforge.seeding import deterministic, seed_everything
 from augforge.strategy import Transform
-from augforge.train.allocator import keep_freed_memory
 from augforge.train.losses import get_loss
 from augforge.train.sampling import BatchSampler, Prefetcher
 
@@ -112,7 +111,6 @@ def train_model(
     steps_per_epoch, total_steps = plan_steps(cfg, len(images))
     seed_everything(seed)
     dev = torch.device(device)
-    keep_freed_memory()  # same numbers, fewer page faults per step (allocator.py)
 
     # 2. Model, optimiser, loss; channels-last suits oneDNN on CPU and tensor cores on GPU.
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
