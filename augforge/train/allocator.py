@@ -4,10 +4,11 @@ A training step of the small CPU U-Nets allocates and frees the same few dozen a
 buffers (1-30 MB each) every step. glibc's malloc serves blocks of that size with ``mmap`` and
 returns them with ``munmap`` once its dynamic threshold has not caught up, and it trims the top of
 the heap back to the kernel whenever more than a few MB there are free; either way the next step
-faults in and zeroes fresh pages. On the quick preset's step that is about a fifth of a float32
-step's time (docs/performance.md, "The allocator"; ``benchmarks/bench_allocator.py``).
+faults in and zeroes fresh pages: 10,000-23,000 pages per step of the quick preset, a sixth to a
+fifth of the step's time on one fixed batch, 7% of a whole float32 trial (docs/performance.md,
+"The allocator"; ``benchmarks/bench_allocator.py``).
 
-:func:`keep_freed_memory` sets two glibc parameters with ``mallopt`` so that blocks up to 32 MiB come
+:func:`keep_freed_memory` sets two glibc parameters with ``mallopt`` so that blocks up to 256 MiB come
 from the heap and freed heap memory stays in the process for the next step. What a step computes is
 unchanged: only where its buffers live. The cost is that the process keeps its peak heap after a
 step instead of its current one, which the trial's peak-memory figure already counts.
@@ -30,8 +31,9 @@ __all__ = ["keep_freed_memory"]
 # glibc's malloc.h
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-#: glibc caps the mmap threshold at 32 MiB on 64-bit systems (HEAP_MAX / 2 ... DEFAULT_MMAP_THRESHOLD_MAX).
-MMAP_THRESHOLD = 32 * 1024 * 1024
+#: Blocks below this come from the heap: above the 32 MiB that glibc's dynamic threshold stops at, so
+#: that scoring's float32 activations of 16 whole slices (34-67 MB) are reused too, not mapped per batch.
+MMAP_THRESHOLD = 256 * 1024 * 1024
 #: Free memory at the top of the heap kept before glibc trims it.
 TRIM_THRESHOLD = 1024 * 1024 * 1024
 
