@@ -4,10 +4,12 @@ and with freed memory kept in the process (augforge/train/allocator.py), side by
 The setting is process-wide and cannot be undone, so every measurement runs in a fresh subprocess,
 ``system`` and ``kept`` alternating round by round. For float32 and bfloat16 (``train.cpu_amp``), at
 1 thread (a study's parallel layout) and at all cores (one trial at a time), it prints one JSON
-object: the median step time of each allocator, their ratio, the child's peak RSS and minor page
-faults per step, and whether both computed the same losses bit for bit (they must).
+object: the median time of a training step (``what: step``) and of scoring one whole test slice
+(``what: score``, batches of 16 as a trial scores) under each allocator, their ratio, the child's
+peak RSS and minor page faults per step or slice, and whether both computed the same losses (or
+predicted masks) bit for bit (they must).
 
-Usage: ``python benchmarks/bench_allocator.py [--steps 20] [--rounds 2] [--threads 1 --threads 2]``
+Usage: ``python benchmarks/bench_allocator.py [--steps 20] [--images 96] [--rounds 2] [--threads 1 --threads 2]``
 """
 
 from __future__ import annotations
@@ -22,6 +24,36 @@ import sys
 import time
 
 CHILD = "--child"
+
+
+def child_eval(allocator: str, threads: int, bf16: bool, images: int) -> None:
+    """Scoring's forward pass: whole test slices of the quick preset's data, batches of 16."""
+    import hashlib
+
+    import torch
+
+    from augforge.config import get_preset
+    from augforge.data.sources import load_dataset
+    from augforge.models import build_model
+    from augforge.train.allocator import keep_freed_memory
+    from augforge.train.evaluate import predict_masks
+
+    kept = keep_freed_memory() if allocator == "kept" else False
+    torch.set_num_threads(threads)
+    preset = get_preset("quick")
+    slices = load_dataset(preset.data, progress=False).test[:images]
+    torch.manual_seed(0)
+    model = build_model(preset.model)
+    imgs = [s.image for s in slices]
+    predict_masks(model, imgs[:16], cpu_amp=bf16)  # warm-up
+    faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    t = time.perf_counter()
+    masks = predict_masks(model, imgs, cpu_amp=bf16)
+    ms = (time.perf_counter() - t) / len(imgs) * 1000
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0) / len(imgs)
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    digest = hashlib.sha256(b"".join(m.tobytes() for m in masks)).hexdigest()
+    print(json.dumps({"ms": ms, "kept": kept, "faults": faults, "rss_mb": rss_mb, "losses": [digest]}))
 
 
 def child(allocator: str, threads: int, bf16: bool, steps: int) -> None:
@@ -65,10 +97,10 @@ def child(allocator: str, threads: int, bf16: bool, steps: int) -> None:
     print(json.dumps({"ms": ms, "kept": kept, "faults": faults, "rss_mb": rss_mb, "losses": losses}))
 
 
-def measure(allocator: str, threads: int, bf16: bool, steps: int) -> dict:
+def measure(allocator: str, threads: int, bf16: bool, steps: int, what: str = "step") -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     env.pop("AUGFORGE_MALLOC", None)
-    cmd = [sys.executable, __file__, CHILD, allocator, str(threads), "1" if bf16 else "0", str(steps)]
+    cmd = [sys.executable, __file__, CHILD, allocator, str(threads), "1" if bf16 else "0", str(steps), what]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -78,32 +110,36 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds per configuration")
     ap.add_argument("--threads", type=int, action="append", default=[], help="torch threads (repeatable)")
+    ap.add_argument("--images", type=int, default=96, help="whole test slices scored per measurement (0: skip)")
     args = ap.parse_args()
     threads_list = args.threads or sorted({1, os.cpu_count() or 1})
 
     results = []
-    for bf16 in (False, True):
-        for threads in threads_list:
-            runs: dict[str, list[dict]] = {"system": [], "kept": []}
-            for _ in range(args.rounds):
-                for allocator in runs:
-                    runs[allocator].append(measure(allocator, threads, bf16, args.steps))
-            ms = {a: statistics.median(r["ms"] for r in rs) for a, rs in runs.items()}
-            results.append(
-                {
-                    "precision": "bfloat16" if bf16 else "float32",
-                    "threads": threads,
-                    "step_ms": {a: round(v, 1) for a, v in ms.items()},
-                    "per_round_ms": {a: [round(r["ms"], 1) for r in rs] for a, rs in runs.items()},
-                    "kept_over_system": round(ms["kept"] / ms["system"], 3),
-                    "page_faults_per_step": {
-                        a: round(statistics.median(r["faults"] for r in rs)) for a, rs in runs.items()
-                    },
-                    "peak_rss_mb": {a: round(max(r["rss_mb"] for r in rs)) for a, rs in runs.items()},
-                    "kept_in_force": all(r["kept"] for r in runs["kept"]),
-                    "same_losses": all(r["losses"] == runs["system"][0]["losses"] for rs in runs.values() for r in rs),
-                }
-            )
+    plan = [("step", bf16, t) for bf16 in (False, True) for t in threads_list]
+    plan += [("score", bf16, t) for bf16 in (False, True) for t in threads_list] if args.images else []
+    for what, bf16, threads in plan:
+        count = args.steps if what == "step" else args.images
+        runs: dict[str, list[dict]] = {"system": [], "kept": []}
+        for _ in range(args.rounds):
+            for allocator in runs:
+                runs[allocator].append(measure(allocator, threads, bf16, count, what))
+        ms = {a: statistics.median(r["ms"] for r in rs) for a, rs in runs.items()}
+        results.append(
+            {
+                "what": what,
+                "precision": "bfloat16" if bf16 else "float32",
+                "threads": threads,
+                "ms": {a: round(v, 1) for a, v in ms.items()},
+                "per_round_ms": {a: [round(r["ms"], 1) for r in rs] for a, rs in runs.items()},
+                "kept_over_system": round(ms["kept"] / ms["system"], 3),
+                "page_faults_per_unit": {
+                    a: round(statistics.median(r["faults"] for r in rs)) for a, rs in runs.items()
+                },
+                "peak_rss_mb": {a: round(max(r["rss_mb"] for r in rs)) for a, rs in runs.items()},
+                "kept_in_force": all(r["kept"] for r in runs["kept"]),
+                "same_results": all(r["losses"] == runs["system"][0]["losses"] for rs in runs.values() for r in rs),
+            }
+        )
     import torch
 
     print(
@@ -124,7 +160,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == CHILD:
-        a, t, b, s = sys.argv[2:6]
-        child(a, int(t), b == "1", int(s))
+        a, t, b, n, what = sys.argv[2:7]
+        (child if what == "step" else child_eval)(a, int(t), b == "1", int(n))
     else:
         main()

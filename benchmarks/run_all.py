@@ -129,16 +129,16 @@ class Metric:
     goal: Goal | None = None
 
 
-def _allocator_row(j: dict[str, Any], precision: str, threads: int) -> dict[str, Any]:
-    """bench_allocator.py's row for one precision and thread count (KeyError if it was not measured,
-    or if the two allocators computed different losses, which would void the comparison)."""
+def _allocator_row(j: dict[str, Any], what: str, precision: str, threads: int) -> dict[str, Any]:
+    """bench_allocator.py's row for one measurement (KeyError if it was not measured, or if the two
+    allocators computed different results, which would void the comparison)."""
     name = "bfloat16" if precision == "bf16" else precision
     for row in j["results"]:
-        if row["precision"] == name and row["threads"] == threads:
-            if not row["same_losses"]:
-                raise KeyError(f"{name} on {threads} threads: the allocators computed different losses")
+        if row["what"] == what and row["precision"] == name and row["threads"] == threads:
+            if not row["same_results"]:
+                raise KeyError(f"{what} {name} on {threads} threads: the allocators computed different results")
             return row
-    raise KeyError(f"no {name} row on {threads} threads")
+    raise KeyError(f"no {what} {name} row on {threads} threads")
 
 
 @dataclass(frozen=True)
@@ -326,25 +326,27 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark(
         "allocator",
         "bench_allocator.py",
-        args=("--steps", "15", "--rounds", "2"),
-        quick_args=("--steps", "2", "--rounds", "1"),
+        args=("--steps", "15", "--images", "96", "--rounds", "2"),
+        quick_args=("--steps", "2", "--images", "16", "--rounds", "1"),
         repeats=1,
         timeout_s=600,
         note="each measurement in a fresh process, glibc's malloc as it comes and with freed memory kept "
-        "alternating; both compute the same losses bit for bit (checked in the run)",
+        "alternating; both compute the same losses and predicted masks bit for bit (checked in the run)",
         metrics=tuple(
             Metric(
-                f"allocator_step_{precision}_{threads}t",
-                f"one quick-preset training step in {'bfloat16 autocast' if precision == 'bf16' else 'float32'} "
-                f"on {threads} thread{'s' if threads > 1 else ''}: freed memory kept in the process "
-                "(augforge's default) against glibc's malloc as it comes",
+                f"allocator_{what}_{precision}_{threads}t",
+                ("one quick-preset training step" if what == "step" else "scoring one whole test slice (batches of 16)")
+                + f" in {'bfloat16 autocast' if precision == 'bf16' else 'float32'} on {threads} "
+                f"thread{'s' if threads > 1 else ''}: freed memory kept in the process (augforge's default "
+                "in trials) against glibc's malloc as it comes",
                 "ms",
-                (lambda j, p=precision, t=threads: _allocator_row(j, p, t)["step_ms"]["kept"]),
-                reference=(lambda j, p=precision, t=threads: _allocator_row(j, p, t)["step_ms"]["system"]),
-                ratio=(lambda j, p=precision, t=threads: _allocator_row(j, p, t)["kept_over_system"]),
+                (lambda j, w=what, p=precision, t=threads: _allocator_row(j, w, p, t)["ms"]["kept"]),
+                reference=(lambda j, w=what, p=precision, t=threads: _allocator_row(j, w, p, t)["ms"]["system"]),
+                ratio=(lambda j, w=what, p=precision, t=threads: _allocator_row(j, w, p, t)["kept_over_system"]),
                 ratio_is="value / reference (< 1: keeping freed memory is faster)",
                 goal=Goal("ratio", "<=", 1.0),
             )
+            for what in ("step", "score")
             for precision in ("float32", "bf16")
             for threads in (1, 2)
         ),

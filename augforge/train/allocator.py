@@ -4,8 +4,9 @@ A training step of the small CPU U-Nets allocates and frees the same few dozen a
 buffers (1-30 MB each) every step. glibc's malloc serves blocks of that size with ``mmap`` and
 returns them with ``munmap`` once its dynamic threshold has not caught up, and it trims the top of
 the heap back to the kernel whenever more than a few MB there are free; either way the next step
-faults in and zeroes fresh pages: 10,000-23,000 pages per step of the quick preset, a sixth to a
-fifth of the step's time on one fixed batch, 7% of a whole float32 trial (docs/performance.md,
+faults in and zeroes fresh pages: 10,000-23,000 pages per step of the quick preset, and scoring's
+batches of whole slices (17-67 MB buffers) likewise. Keeping them makes a step 0.73-0.92x as long,
+scoring a slice 0.56-0.87x, and whole shortened float32 trials 1.20x faster (docs/performance.md,
 "The allocator"; ``benchmarks/bench_allocator.py``).
 
 :func:`keep_freed_memory` sets two glibc parameters with ``mallopt`` so that blocks up to 256 MiB come
