@@ -58,33 +58,16 @@ def child_eval(allocator: str, threads: int, bf16: bool, images: int) -> None:
 
 def child(allocator: str, threads: int, bf16: bool, steps: int) -> None:
     import torch
+    from quick_step import quick_training_step
 
-    from augforge.config import get_preset
-    from augforge.models import build_model
     from augforge.train.allocator import keep_freed_memory
-    from augforge.train.losses import get_loss
 
     kept = keep_freed_memory() if allocator == "kept" else False
     torch.set_num_threads(threads)
-    preset = get_preset("quick")
-    cfg = preset.train
-    torch.manual_seed(0)
-    model = build_model(preset.model).to(memory_format=torch.channels_last).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    loss_fn = get_loss(cfg.loss)
-    shape = (cfg.batch_size, 1, cfg.patch_size, cfg.patch_size)
-    gen = torch.Generator().manual_seed(1)
-    x = torch.rand(shape, generator=gen).contiguous(memory_format=torch.channels_last)
-    y = (torch.rand(shape, generator=gen) > 0.9).float().contiguous(memory_format=torch.channels_last)
+    run = quick_training_step()
 
     def step() -> float:
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(x)
-        loss = loss_fn(logits.float(), y)
-        loss.backward()
-        optimizer.step()
-        return float(loss)
+        return run(bf16)
 
     for _ in range(3):  # warm-up: oneDNN picks its kernels, the heap reaches its working size
         step()

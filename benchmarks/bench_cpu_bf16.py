@@ -20,11 +20,10 @@ import statistics
 import time
 
 import torch
+from quick_step import quick_training_step
 
 from augforge.config import get_preset
-from augforge.models import build_model
 from augforge.train.loop import cpu_has_bf16
-from augforge.train.losses import get_loss
 
 
 def main() -> None:
@@ -35,22 +34,9 @@ def main() -> None:
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
-    preset = get_preset("quick")
-    cfg = preset.train
-    torch.manual_seed(0)
-    model = build_model(preset.model).to(memory_format=torch.channels_last).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    loss_fn = get_loss(cfg.loss)
+    step = quick_training_step()
+    cfg = get_preset("quick").train
     shape = (cfg.batch_size, 1, cfg.patch_size, cfg.patch_size)
-    x = torch.rand(shape).contiguous(memory_format=torch.channels_last)
-    y = (torch.rand(shape) > 0.9).float().contiguous(memory_format=torch.channels_last)
-
-    def step(bf16: bool) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(x)
-        loss_fn(logits.float(), y).backward()
-        optimizer.step()
 
     times: dict[str, list[float]] = {"float32": [], "bfloat16": []}
     for _ in range(args.rounds):
