@@ -240,6 +240,24 @@ def _quick() -> Preset:
     )
 
 
+def _fast() -> Preset:
+    """``quick``'s network, data and generators, trained for studies of many trials on a CPU: one
+    thread per trial (so that a trial's numbers do not depend on the machine's core count, and trials
+    run side by side, one per core, with ``--executor process``), 64 px patches and 480 steps.
+    Chosen on the phantom's baseline (three seeds, two one-thread trials at a time, 2026-12-01):
+    96 px and 600 steps (``quick``'s training) 0.502 in 116-128 s per trial; 64 px and 600 steps 0.497
+    in 64-96 s; 64 px and 480 steps 0.472 in 57-60 s, the one that fits the default study's 48 trials
+    in 30 minutes on 2 cores (docs/performance.md, "A preset for studies")."""
+    quick = _quick()
+    return Preset(
+        name="fast",
+        data=quick.data,
+        model=quick.model,
+        train=dataclasses.replace(quick.train, epochs=12, patch_size=64, threads=1),
+        gen=quick.gen,
+    )
+
+
 def _paper() -> Preset:
     return Preset(
         name="paper",
@@ -252,7 +270,7 @@ def _paper() -> Preset:
     )
 
 
-PRESETS = {"tiny": _tiny, "quick": _quick, "paper": _paper}
+PRESETS = {"tiny": _tiny, "quick": _quick, "fast": _fast, "paper": _paper}
 DEFAULT_PRESET = "quick"
 
 

@@ -22,14 +22,16 @@ What the script measures (printed as one JSON object):
   worker process each, once with glibc's malloc as it comes (``AUGFORGE_MALLOC=system``) and once
   with freed memory kept (augforge/train/allocator.py, the default): system time / kept time. Both
   give the same numbers.
-- ``default_study_s``: the committed default study's trials (benchmarks/studies/default-run, run one
-  after another) summed; ``default_study_now_s``: that sum divided by ``allocator_speedup`` when the
-  committed run predates the allocator setting (its records carry no ``allocator`` field), else the
-  sum; ``default_study_parallel_s``: ``default_study_now_s`` divided by ``speedup``, the default
-  study's projected wall time under the parallel layout.
-- ``default_bf16_study_wall_s``: the committed run of benchmarks/studies/default-bf16.toml
-  (benchmarks/studies/default-bf16-run, two trials at a time): from its first trial's start to its
-  last trial's end, as measured by running it.
+- ``default_study_wall_s``: the committed run of the default study (benchmarks/studies/default.toml:
+  the ``fast`` preset, two one-thread trials at a time; benchmarks/studies/default-run), from its
+  first trial's start to its last trial's end, as measured by running it.
+- ``quick_study_s``: the committed run of the same design at quick's budget
+  (benchmarks/studies/quick-run, trials run one after another) summed; ``quick_study_now_s``: that
+  sum divided by ``allocator_speedup`` when the committed run predates the allocator setting (its
+  records carry no ``allocator`` field), else the sum; ``quick_study_parallel_s``:
+  ``quick_study_now_s`` divided by ``speedup``, that study projected under the parallel layout.
+- ``quick_bf16_study_wall_s``: the committed run of benchmarks/studies/quick-bf16.toml
+  (benchmarks/studies/quick-bf16-run, two trials at a time), first trial's start to last trial's end.
 
 Usage::
 
@@ -61,7 +63,8 @@ from augforge.data.sources import load_dataset
 from augforge.train.loop import cpu_has_bf16
 
 DEFAULT_RUN = Path(__file__).parent / "studies" / "default-run" / "trials.jsonl"
-BF16_RUN = Path(__file__).parent / "studies" / "default-bf16-run" / "trials.jsonl"
+QUICK_RUN = Path(__file__).parent / "studies" / "quick-run" / "trials.jsonl"
+BF16_RUN = Path(__file__).parent / "studies" / "quick-bf16-run" / "trials.jsonl"
 
 
 def mean_trial_s(store: ResultsStore) -> float:
@@ -69,12 +72,12 @@ def mean_trial_s(store: ResultsStore) -> float:
     return round(sum(times) / len(times), 2)
 
 
-def default_study_seconds() -> tuple[float | None, bool]:
-    """The committed default study's trial times summed, and whether it ran with the allocator
+def quick_study_seconds() -> tuple[float | None, bool]:
+    """The committed quick study's trial times summed, and whether it ran with the allocator
     setting (records from before it carry no ``allocator`` field)."""
-    if not DEFAULT_RUN.exists():
+    if not QUICK_RUN.exists():
         return None, False
-    records = [json.loads(line) for line in DEFAULT_RUN.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in QUICK_RUN.read_text().splitlines() if line.strip()]
     ok = [r for r in records if r.get("status") == "ok"]
     kept = all(r.get("allocator") == "glibc-kept" for r in ok)
     return round(sum(r["timings_s"]["total"] for r in ok), 1), kept
@@ -161,10 +164,10 @@ def main() -> None:
             allocator["speedup"] = round(allocator["system_s"] / allocator["kept_s"], 3)
 
     speedup = seq_s / par_s
-    default_s, default_kept = default_study_seconds()
-    default_now = default_s
-    if default_s and not default_kept:
-        default_now = round(default_s / allocator["speedup"], 1) if allocator else None
+    quick_s, quick_kept = quick_study_seconds()
+    quick_now = quick_s
+    if quick_s and not quick_kept:
+        quick_now = round(quick_s / allocator["speedup"], 1) if allocator else None
     print(
         json.dumps(
             {
@@ -182,14 +185,15 @@ def main() -> None:
                 "layouts_give_equal_results": results_equal,
                 "workers_equal": workers_equal,
                 "allocator": allocator,
-                "default_study_s": default_s,
-                "default_study_ran_with_allocator": default_kept,
-                "default_study_now_s": default_now,
-                "default_study_parallel_s": round(default_now / speedup, 1) if default_now else None,
+                "default_study_wall_s": study_span_seconds(DEFAULT_RUN),
+                "quick_study_s": quick_s,
+                "quick_study_ran_with_allocator": quick_kept,
+                "quick_study_now_s": quick_now,
+                "quick_study_parallel_s": round(quick_now / speedup, 1) if quick_now else None,
                 "cpu_bf16": cpu_has_bf16(),
                 "bf16_s": None if bf16_s is None else round(bf16_s, 2),
                 "bf16_speedup": None if bf16_s is None else round(seq_s / bf16_s, 3),
-                "default_bf16_study_wall_s": study_span_seconds(BF16_RUN),
+                "quick_bf16_study_wall_s": study_span_seconds(BF16_RUN),
                 "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
             },
             indent=1,

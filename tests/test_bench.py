@@ -995,3 +995,27 @@ def test_the_report_names_settings_other_than_the_preset_s():
     assert preset_overrides([plain]) == {"tiny": {}}
     assert preset_overrides([plain, other]) == {"tiny": {"train.cpu_amp": ["true"], "train.threads": ["2"]}}
     assert preset_overrides([{"preset": "no-such-preset", "config": {"settings": {}}}]) == {}
+
+
+@pytest.mark.parametrize(
+    "executor, threads, n_trials, cpus, device, expected",
+    [
+        ("local", 1, 20, 2, "cpu", "--executor process runs 2 at once (same results)"),
+        ("local", 1, 3, 16, "cpu", "--executor process runs 3 at once"),
+        ("local", 0, 20, 2, "cpu", None),  # torch's default threads: every core already works
+        ("local", 2, 20, 2, "cpu", None),  # one trial fills the CPU
+        ("local", 1, 1, 2, "cpu", None),  # nothing to run beside it
+        ("process", 1, 20, 2, "cpu", None),
+        ("local", 1, 20, 2, "cuda", None),
+    ],
+)
+def test_a_one_thread_study_on_the_local_executor_is_told_about_idle_cores(
+    executor, threads, n_trials, cpus, device, expected
+):
+    from augforge.cli.bench import idle_cores_note
+
+    note = idle_cores_note(executor, threads, n_trials, cpus, device)
+    if expected is None:
+        assert note is None
+    else:
+        assert note.startswith("note: each trial runs on train.threads=1") and expected in note

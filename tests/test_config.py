@@ -9,12 +9,22 @@ from augforge.errors import UsageError
 
 
 def test_presets_exist_and_paper_matches_protocol():
-    assert set(PRESETS) == {"tiny", "quick", "paper"}
+    assert set(PRESETS) == {"tiny", "quick", "fast", "paper"}
     paper = get_preset("paper")
     assert paper.data.size == 512 and paper.model.arch == "unet-vgg11"
     assert (paper.train.epochs, paper.train.batch_size, paper.train.lr) == (40, 6, 1e-2)
     assert (paper.train.momentum, paper.train.weight_decay, paper.train.loss) == (0.9, 1e-4, "soft-dice")
     assert (paper.gen.epochs, paper.gen.batch_size, paper.gen.latent_dim, paper.gen.roi_size) == (300, 128, 128, 64)
+
+
+def test_fast_is_quicks_setup_with_a_cheaper_training_on_one_thread():
+    quick, fast = get_preset("quick"), get_preset("fast")
+    assert (fast.data, fast.model, fast.gen) == (quick.data, quick.model, quick.gen)
+    changed = {k: (getattr(quick.train, k), v) for k, v in vars(fast.train).items() if getattr(quick.train, k) != v}
+    assert changed == {"epochs": (15, 12), "patch_size": (96, 64), "threads": (0, 1)}
+    assert fast.train.epochs * fast.train.steps_per_epoch == 480
+    # Its own identity: a fast trial is never read back as a quick one, or the reverse.
+    assert fast.trial_settings() != quick.trial_settings() and fast.name != quick.name
 
 
 def test_overrides_are_typed_and_do_not_touch_the_original():
@@ -42,8 +52,8 @@ def test_bad_overrides_are_one_line_errors(overrides, fragment):
 
 
 def test_unknown_preset():
-    with pytest.raises(UsageError, match="unknown preset 'fast'; choose one of: tiny, quick, paper"):
-        get_preset("fast")
+    with pytest.raises(UsageError, match="unknown preset 'turbo'; choose one of: tiny, quick, fast, paper"):
+        get_preset("turbo")
 
 
 def test_set_options_split_between_preset_and_strategies():

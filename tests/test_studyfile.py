@@ -100,8 +100,8 @@ CASES = {
         ["study.baseline: expected true or false"],
     ),
     "unknown preset": (
-        HEAD + 'preset = "fast"\n[[strategy]]\nname = "flip"\n',
-        ["study.preset: 'fast' is not one of tiny, quick, paper"],
+        HEAD + 'preset = "turbo"\n[[strategy]]\nname = "flip"\n',
+        ["study.preset: 'turbo' is not one of tiny, quick, fast, paper"],
     ),
     "unknown executor": (
         HEAD + 'executor = "slurm"\n[[strategy]]\nname = "flip"\n',
@@ -209,8 +209,8 @@ def test_command_line_values_are_named_as_options(tmp_path):
         spec.override(data="/no/such").validate(get_registry())
     with pytest.raises(UsageError, match=r"^--set: train.epochz: train has no field"):
         spec.override(set={"train.epochz": "3"}).build_preset()
-    with pytest.raises(UsageError, match=r"^--preset 'fast': choose one of tiny, quick, paper"):
-        spec.override(preset="fast").validate(get_registry())
+    with pytest.raises(UsageError, match=r"^--preset 'turbo': choose one of tiny, quick, fast, paper"):
+        spec.override(preset="turbo").validate(get_registry())
     spec.override(data=str(tmp_path)).validate(get_registry())  # an existing path is accepted
 
 
@@ -369,7 +369,9 @@ def test_all_in_a_study_file_leaves_explicit_entries_alone(tmp_path, register_pl
 
 def test_the_default_study_is_valid_and_has_its_learning_curves():
     spec = load_study(STUDIES / "default.toml", registry=get_registry())
-    assert spec.preset == "quick" and spec.data == "lidc-phantom" and spec.seeds >= 3
+    assert spec.preset == "fast" and spec.data == "lidc-phantom" and spec.seeds >= 3
+    # one-thread trials, one per core on the 2-core machine it is sized for
+    assert spec.executor == "process" and spec.workers == 2 and spec.build_preset().train.threads == 1
     runs = {r.label or r.strategy: r for r in spec.runs()}
     for family in (
         "none",
@@ -386,6 +388,26 @@ def test_the_default_study_is_valid_and_has_its_learning_curves():
         assert 1.0 in runs[family].train_fractions, family
     for curve in ("none", "classical", "dcgan"):
         assert set(runs[curve].train_fractions) == {0.1, 0.25, 1.0}, curve
+
+
+@pytest.mark.parametrize(
+    "name, preset, executor, changes",
+    [
+        ("quick.toml", "quick", "local", {}),
+        ("quick-bf16.toml", "quick", "process", {"train.cpu_amp": True, "train.threads": 1}),
+    ],
+)
+def test_the_default_studys_variants_run_its_design(name, preset, executor, changes):
+    registry = get_registry()
+    default = load_study(STUDIES / "default.toml", registry=registry)
+    variant = load_study(STUDIES / name, registry=registry)
+    assert variant.preset == preset and variant.data == default.data and variant.seeds == default.seeds
+    assert variant.executor == executor and variant.set == changes
+
+    def design(spec):
+        return [(r.label or r.strategy, tuple(r.train_fractions)) for r in spec.runs()]
+
+    assert design(variant) == design(default)
 
 
 def test_the_paper_study_is_valid_once_given_the_data(tmp_path):

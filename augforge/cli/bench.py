@@ -121,6 +121,19 @@ def _check_out(folder: Path) -> None:
             )
 
 
+def idle_cores_note(executor: str, threads: int, n_trials: int, cpus: int | None, device: str = "cpu") -> str | None:
+    """A note when trials of a fixed thread count would run one after another on the local executor
+    while the CPU holds several at once (the ``fast`` preset's one-thread trials on 2 cores)."""
+    cpus = cpus or 1
+    if executor != "local" or device != "cpu" or threads <= 0 or n_trials < 2 or cpus // threads < 2:
+        return None
+    at_once = min(cpus // threads, n_trials)
+    return (
+        f"note: each trial runs on train.threads={threads} and the local executor runs them one after another, "
+        f"on {threads} of {cpus} CPU cores; --executor process runs {at_once} at once (same results)"
+    )
+
+
 def default_out(preset: str, source: str) -> Path:
     """``runs/<preset>-<data>``, the data part being the dataset name or the path's last component."""
     name = Path(source.rstrip("/\\")).name or "data"
@@ -308,6 +321,9 @@ def bench_cmd(
         if not force:
             for line in _changed_plugins(store, trials, registry):
                 err.print(f"warning: {line}", markup=False)
+        note = idle_cores_note(executor_name, cfg.train.threads, len(trials), os.cpu_count(), device)
+        if note:  # after every check: an error stays one line
+            err.print(note, markup=False)
         env = TrialEnv(device=device, progress=progress, log=log)
         context = ExecutionContext(
             dataset=dataset, data_cfg=cfg.data, allow_pickle=allow_pickle, env=env, workers=n_workers, options=options

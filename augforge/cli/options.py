@@ -15,7 +15,7 @@ PresetOption = Annotated[
     typer.Option(
         "--preset",
         metavar="PRESET",
-        help=f"tiny (tests), quick (CPU default) or paper (GPU). Default {DEFAULT_PRESET}.",
+        help=f"tiny (tests), quick (CPU default), fast (CPU studies: one thread a trial) or paper (GPU). Default {DEFAULT_PRESET}.",
     ),
 ]
 DataOption = Annotated[
