@@ -246,8 +246,8 @@ def _fast() -> Preset:
     run side by side, one per core, with ``--executor process``), 64 px patches and 480 steps.
     Chosen on the phantom's baseline (three seeds, two one-thread trials at a time, 2026-12-01):
     96 px and 600 steps (``quick``'s training) 0.502 in 116-128 s per trial; 64 px and 600 steps 0.497
-    in 64-96 s; 64 px and 480 steps 0.472 in 57-60 s, the one that fits the default study's 48 trials
-    in 30 minutes on 2 cores (docs/performance.md, "A preset for studies")."""
+    in 84 s; 64 px and 480 steps 0.472 in 57-60 s, the one that fits the default study's 48 trials in
+    30 minutes on 2 cores with a margin (27.0 min measured; docs/performance.md, "A preset for studies")."""
     quick = _quick()
     return Preset(
         name="fast",
