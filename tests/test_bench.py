@@ -1019,3 +1019,12 @@ def test_a_one_thread_study_on_the_local_executor_is_told_about_idle_cores(
         assert note is None
     else:
         assert note.startswith("note: each trial runs on train.threads=1") and expected in note
+
+
+def test_the_idle_cores_note_is_given_for_trials_left_to_run_only(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    args = [*tiny_bench("none", tmp_path / "study", epochs=1, baseline=False), "--seeds", "2"]
+    assert main(args) == 0
+    assert "--executor process runs 2 at once (same results)" in capsys.readouterr().err
+    assert main(args) == 0  # resumed: nothing left to run, nothing to say
+    assert "note: each trial runs on" not in capsys.readouterr().err

@@ -321,7 +321,8 @@ def bench_cmd(
         if not force:
             for line in _changed_plugins(store, trials, registry):
                 err.print(f"warning: {line}", markup=False)
-        note = idle_cores_note(executor_name, cfg.train.threads, len(trials), os.cpu_count(), device)
+        pending = sum(1 for t in trials if force or not store.finished(t.key))
+        note = idle_cores_note(executor_name, cfg.train.threads, pending, os.cpu_count(), device)
         if note:  # after every check: an error stays one line
             err.print(note, markup=False)
         env = TrialEnv(device=device, progress=progress, log=log)
